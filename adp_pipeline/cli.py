@@ -1,0 +1,217 @@
+"""The ``adp`` command: run task files, query the results, open the UI, check the machine."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import duckdb
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from runtimes.errors import AdpError
+from runtimes.settings import Settings
+
+_REJECTS_SHOWN = 10
+_err = Console(stderr=True)
+
+
+def _out() -> Console:
+    # Tables piped to a file or another program should not be wrapped at 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"adp: error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
+    return settings if data_dir is None else settings.model_copy(update={"data_dir": data_dir})
+
+
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the lake and catalog live [env ADP_DATA_DIR; default ./data].",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """adp: turn task files into verified agent trajectories (a Dagster asset pipeline)."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@_data_dir_option
+def run(files: tuple[Path, ...], data_dir: Path | None) -> None:
+    """Materialise every asset for FILES (JSONL task files) in this process.
+
+    With no FILES, runs TASK_FILE. Prints a summary per file; exits non-zero when a run failed.
+    """
+    from adp_pipeline.runner import run_task_files  # imports dagster: keep `adp --help` fast
+
+    settings = _settings(data_dir)
+    paths = list(files) or ([settings.task_file] if settings.task_file else [])
+    if not paths:
+        _fail("no task file given: pass FILE... or set TASK_FILE", 2)
+    for path in paths:
+        if not path.is_file():
+            _fail(f"{path}: no such task file" if not path.exists() else f"{path}: not a regular file", 2)
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=_err
+    )
+    with progress:
+        bar = progress.add_task("materialising", total=len(paths))
+        try:
+            runs = run_task_files(paths, settings, on_file_done=lambda _run: progress.advance(bar))
+        except AdpError as exc:
+            _fail(str(exc))
+    _print_run_summary([run.registered.key for run in runs], settings)
+    failed = [run for run in runs if not run.success]
+    for run in failed:
+        click.echo(f"adp: error: {run.registered.source_path}: {run.failure} (run {run.run_id})", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+def _print_run_summary(batches: Sequence[str], settings: Settings) -> None:
+    from adp_pipeline.storage import Lake
+
+    with Lake(settings.data_dir).connect() as connection:
+        counts = connection.execute(
+            """
+            SELECT b.batch,
+                   (SELECT count(*) FROM tasks t WHERE t.batch = b.batch),
+                   (SELECT count(*) FROM task_rejects r WHERE r.batch = b.batch),
+                   (SELECT count(*) FROM tasks t WHERE t.batch = b.batch AND t.task_type = 'code'),
+                   (SELECT count(*) FROM tasks t WHERE t.batch = b.batch AND t.task_type = 'web'),
+                   (SELECT count(*) FROM tasks t WHERE t.batch = b.batch AND t.task_type = 'reasoning')
+            FROM (SELECT unnest(?) AS batch) b
+            """,
+            [list(batches)],
+        ).fetchall()
+        rejects = connection.execute(
+            "SELECT source_file, line_number, coalesce(field, ''), reason FROM task_rejects "
+            "WHERE batch IN (SELECT unnest(?)) ORDER BY source_file, line_number LIMIT ?",
+            [list(batches), _REJECTS_SHOWN],
+        ).fetchall()
+    out = _out()
+    table = Table(title="task batches")
+    for column in ("batch", "accepted", "rejected", "code", "web", "reasoning"):
+        table.add_column(column, justify="left" if column == "batch" else "right")
+    for row in counts:
+        table.add_row(*(str(value) for value in row))
+    out.print(table)
+    if rejects:
+        shown = Table(title=f"rejected lines (first {_REJECTS_SHOWN})")
+        for column in ("file:line", "field", "reason"):
+            shown.add_column(column, overflow="fold")
+        for source, line, field, reason in rejects:
+            shown.add_row(f"{source}:{line}", field, reason)
+        out.print(shown)
+        out.print('all of them: adp query "select * from task_rejects"', highlight=False)
+
+
+@main.command()
+@click.argument("sql")
+@_data_dir_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def query(sql: str, data_dir: Path | None, fmt: str) -> None:
+    """Run SQL over the DuckDB views (tasks, task_rejects, ...), read-only.
+
+    Safe while runs are writing: the catalog is opened read-only and runs never lock it.
+    """
+    from adp_pipeline.storage import CatalogError, open_catalog
+
+    settings = _settings(data_dir)
+    try:
+        with open_catalog(settings.data_dir) as connection:
+            cursor = connection.execute(sql)
+            columns = [column[0] for column in cursor.description or []]
+            rows = cursor.fetchall()
+    except CatalogError as exc:
+        _fail(str(exc))
+    except duckdb.Error as exc:
+        _fail(f"query failed: {str(exc).strip().splitlines()[0]}")
+    _print_rows(columns, rows, fmt)
+
+
+def _print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[_csv_cell(value) for value in row] for row in rows])
+    elif fmt == "json":
+        records = [dict(zip(columns, (_plain(value) for value in row), strict=True)) for row in rows]
+        click.echo(json.dumps(records, ensure_ascii=False, indent=2))
+    else:
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*(str(_plain(value)) for value in row))
+        _out().print(table)
+        _err.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
+
+
+def _csv_cell(value: Any) -> Any:
+    plain = _plain(value)
+    return json.dumps(plain, ensure_ascii=False) if isinstance(plain, list | dict) else plain
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+@main.command()
+@_data_dir_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address; keep it local unless you must.")
+@click.option("--port", default=3000, show_default=True, type=int)
+def dev(data_dir: Path | None, host: str, port: int) -> None:
+    """The Dagster UI (webserver + daemon) with adp's definitions; the sensor watches TASKS_DIR."""
+    from adp_pipeline.instance import prepare_dagster_home
+
+    settings = _settings(data_dir)
+    env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home(settings))}
+    env["ADP_DATA_DIR"] = str(settings.data_dir.absolute())
+    command = [sys.executable, "-m", "dagster", "dev", "-m", "adp_pipeline.definitions", "-h", host, "-p", str(port)]
+    _err.print(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={env['DAGSTER_HOME']}); Ctrl-C stops it")
+    os.execve(sys.executable, command, env)
+
+
+@main.command()
+@_data_dir_option
+def doctor(data_dir: Path | None) -> None:
+    """Check each system dependency and say how to fix what is missing."""
+    from adp_pipeline.doctor import Status, run_checks
+
+    results = run_checks(_settings(data_dir))
+    table = Table("check", "status", "detail", "fix")
+    colour = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red"}
+    for result in results:
+        table.add_row(result.name, f"[{colour[result.status]}]{result.status}[/]", result.detail, result.fix)
+    _out().print(table)
+    if any(result.status is Status.FAIL for result in results):
+        raise SystemExit(1)

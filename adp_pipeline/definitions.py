@@ -1,0 +1,27 @@
+"""The one Dagster ``Definitions`` of adp: ``dagster dev -m adp_pipeline.definitions``."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from adp_pipeline.defs.jobs import process_task_file
+from adp_pipeline.defs.resources import AdpResource
+from adp_pipeline.defs.tasks.assets import task_batch
+from adp_pipeline.defs.tasks.checks import every_line_accounted_for, task_ids_unique
+from adp_pipeline.defs.tasks.sensors import build_task_file_sensor
+from runtimes.settings import Settings
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """Definitions configured from ``settings`` (by default, the environment and ``.env``)."""
+    settings = settings or Settings()
+    return dg.Definitions(
+        assets=[task_batch],
+        asset_checks=[every_line_accounted_for, task_ids_unique],
+        jobs=[process_task_file],
+        sensors=[build_task_file_sensor(settings.sensor_interval_seconds)],
+        resources={"adp": AdpResource.from_settings(settings)},
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""Task files in, validated task batches out."""

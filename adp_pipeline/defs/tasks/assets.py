@@ -1,0 +1,53 @@
+import dagster as dg
+
+from adp_pipeline.defs.partitions import task_files
+from adp_pipeline.defs.resources import AdpResource
+from adp_pipeline.ingest import IngestSummary, ingest_task_file
+from adp_pipeline.storage import CatalogError, ensure_catalog
+from adp_pipeline.task_files import registered_task_file
+
+_REJECTS_SHOWN = 20
+
+
+@dg.asset(
+    partitions_def=task_files,
+    group_name="tasks",
+    kinds={"parquet", "duckdb"},
+    description="The validated tasks of one task file; every rejected line is kept with its line number and reason.",
+)
+def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
+    registered = registered_task_file(adp.data_path, context.partition_key)
+    summary = ingest_task_file(
+        adp.lake(), registered, max_line_bytes=adp.max_task_line_bytes, default_timeout=adp.task_timeout
+    )
+    try:
+        ensure_catalog(adp.data_path)
+    except CatalogError as exc:  # the lake is written; only the convenience file is stale
+        context.log.warning(str(exc))
+    context.log.info(
+        f"{summary.source_file}: {summary.accepted} accepted, {summary.rejected} rejected "
+        f"of {summary.non_blank_lines} non-blank lines"
+    )
+    return dg.MaterializeResult(metadata=_metadata(summary))
+
+
+def _metadata(summary: IngestSummary) -> dict[str, dg.MetadataValue]:
+    metadata: dict[str, dg.MetadataValue] = {
+        "source_file": dg.MetadataValue.path(summary.source_file),
+        "non_blank_lines": dg.MetadataValue.int(summary.non_blank_lines),
+        "accepted": dg.MetadataValue.int(summary.accepted),
+        "rejected": dg.MetadataValue.int(summary.rejected),
+    }
+    for task_type, count in summary.by_type.items():
+        metadata[f"accepted_{task_type}"] = dg.MetadataValue.int(count)
+    if summary.rejects:
+        rows = [
+            f"| {r.line_number} | {r.field or ''} | {r.reason.replace('|', '/')} |"
+            for r in summary.rejects[:_REJECTS_SHOWN]
+        ]
+        more = len(summary.rejects) - _REJECTS_SHOWN
+        tail = [f"\n…and {more} more (query `task_rejects`)"] if more > 0 else []
+        metadata["rejects"] = dg.MetadataValue.md(
+            "\n".join(["| line | field | reason |", "|---|---|---|", *rows, *tail])
+        )
+    return metadata

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import dagster as dg
+
+from adp_pipeline.defs.jobs import process_task_file
+from adp_pipeline.defs.partitions import task_files
+from adp_pipeline.defs.resources import AdpResource
+from adp_pipeline.task_files import InboxCursor, register_task_file, scan_inbox
+from runtimes.errors import TaskFileError
+
+
+def build_task_file_sensor(minimum_interval_seconds: int) -> dg.SensorDefinition:
+    @dg.sensor(
+        job=process_task_file,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Registers each new or changed *.jsonl in TASKS_DIR as a partition and runs it once.",
+    )
+    def task_file_sensor(context: dg.SensorEvaluationContext, adp: AdpResource) -> dg.SensorResult:
+        cursor = InboxCursor.model_validate_json(context.cursor) if context.cursor else InboxCursor()
+        changed, next_cursor = scan_inbox(Path(adp.tasks_dir), cursor, settle_seconds=adp.tasks_settle_seconds)
+        # The partition set is the memory of what ran: content seen before, under any name or
+        # mtime, is not run again, while a new file with an old mtime is.
+        known = set(context.instance.get_dynamic_partitions(task_files.name))
+        new_keys: list[str] = []
+        for path in changed:
+            try:
+                key = register_task_file(path, adp.data_path).key
+            except TaskFileError as exc:
+                context.log.warning(str(exc))
+                next_cursor.files.pop(path.name, None)  # look again next tick
+                continue
+            if key not in known and key not in new_keys:
+                new_keys.append(key)
+        if not new_keys:
+            return dg.SensorResult(
+                skip_reason=f"no new task files in {adp.tasks_dir}", cursor=next_cursor.model_dump_json()
+            )
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=key, partition_key=key) for key in new_keys],
+            dynamic_partitions_requests=[task_files.build_add_request(new_keys)],
+            cursor=next_cursor.model_dump_json(),
+        )
+
+    return task_file_sensor

@@ -1,0 +1,127 @@
+"""``adp doctor``: is every system dependency here, and if not, how to get it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import redis
+
+from runtimes.errors import ConfigError
+from runtimes.llm_config import HOW_TO_CONFIGURE, resolve_llm_endpoint
+from runtimes.settings import Settings
+
+_SETUP_HINT = "run `make setup` as root (it installs bubblewrap, chromium and redis-server) or"
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def run_checks(settings: Settings, env: Mapping[str, str] | None = None) -> list[CheckResult]:
+    env = os.environ if env is None else env
+    checks: list[Callable[[], CheckResult]] = [
+        lambda: _data_dir(settings.data_dir),
+        _bubblewrap,
+        lambda: _chromium(settings.chromium_path),
+        lambda: _redis(settings.redis_url),
+        _dbt,
+        lambda: _llm(env),
+    ]
+    return [check() for check in checks]
+
+
+def _data_dir(data_dir: Path) -> CheckResult:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data_dir):
+            pass
+    except OSError as exc:
+        return CheckResult(
+            "data dir", Status.FAIL, f"{data_dir}: {exc.strerror}", "set ADP_DATA_DIR to a writable folder"
+        )
+    return CheckResult("data dir", Status.OK, str(data_dir.absolute()))
+
+
+def _bubblewrap() -> CheckResult:
+    fix = f"{_SETUP_HINT} `apt-get install -y bubblewrap`"
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return CheckResult("bubblewrap (code sandbox)", Status.FAIL, "bwrap not found", fix)
+    probe = [bwrap, "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib"]
+    probe += ["--symlink", "usr/lib64", "/lib64", "--unshare-all", "--die-with-parent", "true"]
+    ok, output = _run(probe)
+    if not ok:
+        return CheckResult(
+            "bubblewrap (code sandbox)",
+            Status.FAIL,
+            f"bwrap cannot create namespaces: {output}",
+            "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) or run as root",
+        )
+    return CheckResult("bubblewrap (code sandbox)", Status.OK, bwrap)
+
+
+def _chromium(path: Path) -> CheckResult:
+    fix = f"{_SETUP_HINT} `apt-get install -y chromium` (or set ADP_CHROMIUM_PATH)"
+    if not path.exists():
+        return CheckResult("chromium (web runtime)", Status.FAIL, f"{path} not found", fix)
+    ok, output = _run([str(path), "--headless", "--no-sandbox", "--version"])
+    return CheckResult("chromium (web runtime)", Status.OK if ok else Status.FAIL, output, "" if ok else fix)
+
+
+def _redis(url: str) -> CheckResult:
+    server = shutil.which("redis-server")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
+        reachable = f"{url} answers"
+    except (redis.RedisError, ValueError) as exc:
+        reachable = f"{url} unreachable ({type(exc).__name__}); only `--mode redis` needs it"
+    if server is None:
+        fix = f"{_SETUP_HINT} `apt-get install -y redis-server`; the tests start their own"
+        return CheckResult("redis (scale-out)", Status.FAIL, f"redis-server not found; {reachable}", fix)
+    return CheckResult("redis (scale-out)", Status.OK, f"{server}; {reachable}")
+
+
+def _dbt() -> CheckResult:
+    dbt = Path(sys.executable).with_name("dbt")
+    ok, output = _run([str(dbt), "--version"]) if dbt.exists() else (False, f"{dbt} not found")
+    fix = "run `make setup` (installs the pinned dbt-core<1.12 and dbt-duckdb into .venv)"
+    return CheckResult("dbt (quality tests)", Status.OK if ok else Status.FAIL, output, "" if ok else fix)
+
+
+def _llm(env: Mapping[str, str]) -> CheckResult:
+    try:
+        endpoint = resolve_llm_endpoint(env)
+    except ConfigError as exc:
+        return CheckResult("LLM (policy llm)", Status.FAIL, str(exc), HOW_TO_CONFIGURE)
+    if endpoint is None:
+        detail = "none configured: only the oracle and mock policies can run"
+        return CheckResult("LLM (policy llm)", Status.WARN, detail, HOW_TO_CONFIGURE)
+    return CheckResult("LLM (policy llm)", Status.OK, f"{endpoint.provider}: {endpoint.model} at {endpoint.base_url}")
+
+
+def _run(command: list[str]) -> tuple[bool, str]:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    output = (done.stdout.strip() or done.stderr.strip()).splitlines()
+    first = output[0] if output else f"exit status {done.returncode}"
+    return done.returncode == 0, first

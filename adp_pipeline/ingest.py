@@ -1,0 +1,86 @@
+"""Ingest one registered task file into the lake: the work behind the ``task_batch`` asset."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from adp_pipeline.storage import Lake
+from adp_pipeline.task_files import RegisteredTaskFile
+from runtimes.protocol import SCHEMA_VERSION, TaskType
+from runtimes.taskfile import ParsedTaskFile, RejectedLine, parse_task_file, reject_known_task_ids
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    batch: str
+    source_file: str
+    non_blank_lines: int
+    accepted: int
+    rejected: int
+    by_type: dict[str, int]
+    rejects: list[RejectedLine] = field(default_factory=list)
+
+
+def ingest_task_file(
+    lake: Lake, registered: RegisteredTaskFile, *, max_line_bytes: int, default_timeout: int
+) -> IngestSummary:
+    """Parse ``registered``, drop ids accepted by other batches, and replace its lake partitions."""
+    parsed = parse_task_file(
+        registered.path,
+        source_name=registered.source_path,
+        max_line_bytes=max_line_bytes,
+        default_timeout=default_timeout,
+    )
+    parsed = reject_known_task_ids(parsed, _ids_in_other_batches(lake, registered.key, parsed))
+    ingested_at = datetime.now(UTC)
+    lake.write_partition("tasks", registered.key, _task_rows(parsed, ingested_at))
+    lake.write_partition(
+        "task_rejects",
+        registered.key,
+        ({**rejected.model_dump(), "ingested_at": ingested_at} for rejected in parsed.rejected),
+    )
+    by_type = Counter(item.task.task_type.value for item in parsed.accepted)
+    return IngestSummary(
+        batch=registered.key,
+        source_file=registered.source_path,
+        non_blank_lines=parsed.non_blank_lines,
+        accepted=len(parsed.accepted),
+        rejected=len(parsed.rejected),
+        by_type={task_type.value: by_type.get(task_type.value, 0) for task_type in TaskType},
+        rejects=parsed.rejected,
+    )
+
+
+def _ids_in_other_batches(lake: Lake, batch: str, parsed: ParsedTaskFile) -> dict[str, str]:
+    ids = [item.task.task_id for item in parsed.accepted]
+    if not ids:
+        return {}
+    with lake.connect() as connection:
+        rows = connection.execute(
+            "SELECT task_id, min(batch) FROM tasks WHERE batch <> ? AND task_id IN (SELECT unnest(?)) GROUP BY 1",
+            [batch, ids],
+        ).fetchall()
+    return {str(task_id): str(earlier) for task_id, earlier in rows}
+
+
+def _task_rows(parsed: ParsedTaskFile, ingested_at: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "task_id": item.task.task_id,
+            "task_type": item.task.task_type.value,
+            "description": item.task.description,
+            "expected_tools": list(item.task.expected_tools),
+            "max_steps": item.task.max_steps,
+            "timeout": item.task.timeout,
+            "priority": item.task.priority,
+            "constraints": item.task.constraints.model_dump_json(exclude_none=True),
+            "source_file": parsed.source_file,
+            "line_number": item.line_number,
+            "schema_version": SCHEMA_VERSION,
+            "ingested_at": ingested_at,
+        }
+        for item in parsed.accepted
+    ]

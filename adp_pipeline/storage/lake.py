@@ -1,0 +1,86 @@
+"""The Parquet lake: one file per table per partition, replaced atomically (DESIGN.md §4).
+
+Layout: ``<data_dir>/lake/<table>/batch=<key>/data.parquet``. A writer writes a temporary
+file beside the table and renames it into place, so a reader sees the old partition or the
+new one, never half of one, and never waits for a writer. Each table also holds an empty
+``batch=__schema__`` file so that its view has columns before the first batch lands.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from adp_pipeline.storage.tables import TABLES
+
+SCHEMA_PARTITION = "__schema__"
+_DATA_FILE = "data.parquet"
+
+
+class Lake:
+    """Reads and writes the lake under ``data_dir``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir).absolute() / "lake"
+
+    def partition_file(self, table: str, batch: str) -> Path:
+        _schema(table)
+        if not batch or "/" in batch or batch.startswith("."):
+            raise ValueError(f"invalid batch key {batch!r}")
+        return self.root / table / f"batch={batch}" / _DATA_FILE
+
+    def write_partition(self, table: str, batch: str, rows: Iterable[Mapping[str, Any]]) -> Path:
+        """Replace partition ``batch`` of ``table`` with ``rows``; readers never see a partial file."""
+        schema = _schema(table)
+        self.ensure_layout()
+        arrow_table = pa.Table.from_pylist(list(rows), schema=schema)
+        return self._replace(self.partition_file(table, batch), arrow_table)
+
+    def ensure_layout(self) -> None:
+        """Create every table's folder and its schema placeholder (rewritten when a schema changes)."""
+        for table, schema in TABLES.items():
+            placeholder = self.root / table / f"batch={SCHEMA_PARTITION}" / _DATA_FILE
+            if placeholder.exists() and pq.read_schema(placeholder).equals(schema, check_metadata=False):
+                continue
+            self._replace(placeholder, schema.empty_table())
+
+    def view_sql(self, table: str) -> str:
+        """SQL that defines the view of ``table`` over every partition in the lake."""
+        _schema(table)
+        pattern = str(self.root / table / "*" / "*.parquet").replace("'", "''")
+        return (
+            f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', "
+            "hive_partitioning = true, union_by_name = true, hive_types = {'batch': VARCHAR})"
+        )
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with a view per table; takes no lock on any file."""
+        self.ensure_layout()
+        connection = duckdb.connect()
+        for table in TABLES:
+            connection.execute(self.view_sql(table))
+        return connection
+
+    def _replace(self, target: Path, arrow_table: pa.Table) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent.parent / f".{target.parent.name}.{uuid.uuid4().hex}.partial"
+        try:
+            pq.write_table(arrow_table, temporary)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return target
+
+
+def _schema(table: str) -> pa.Schema:
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise ValueError(f"unknown lake table {table!r}; known: {', '.join(TABLES)}") from None

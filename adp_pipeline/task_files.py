@@ -1,0 +1,142 @@
+"""Task files as partitions: content-addressed registration, and the inbox the sensor scans.
+
+A task file becomes the partition ``<stem>-<sha256[:8]>`` of its content. Registering copies
+the bytes that were hashed into ``<data_dir>/task_files/<key>.jsonl``, so a partition always
+re-materialises from exactly the content its key names, even after the original is edited,
+moved or deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from runtimes.errors import TaskFileError
+
+TASK_FILE_SUFFIX = ".jsonl"
+_STEM_MAX_CHARS = 64
+_COPY_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class RegisteredTaskFile:
+    key: str
+    path: Path
+    source_path: str
+    sha256: str
+    size: int
+    registered_at: str
+
+
+def task_files_dir(data_dir: Path) -> Path:
+    return Path(data_dir).absolute() / "task_files"
+
+
+def partition_key_for(stem: str, sha256: str) -> str:
+    """``<stem>-<sha8>``, the stem reduced to characters safe in paths, URLs and Dagster keys."""
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-")[:_STEM_MAX_CHARS] or "tasks"
+    return f"{safe}-{sha256[:8]}"
+
+
+def register_task_file(path: Path, data_dir: Path) -> RegisteredTaskFile:
+    """Copy ``path`` into the data dir under its partition key and return the registration.
+
+    Raises:
+        TaskFileError: ``path`` is missing, not a regular file, or unreadable.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise TaskFileError(f"{source}: no such task file" if not source.exists() else f"{source}: not a regular file")
+    store = task_files_dir(data_dir)
+    store.mkdir(parents=True, exist_ok=True)
+    temporary = store / f".{uuid.uuid4().hex}.partial"
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with source.open("rb") as reader, temporary.open("wb") as writer:
+            while chunk := reader.read(_COPY_CHUNK):
+                digest.update(chunk)
+                writer.write(chunk)
+                size += len(chunk)
+        sha256 = digest.hexdigest()
+        key = partition_key_for(source.stem, sha256)
+        stored = store / f"{key}{TASK_FILE_SUFFIX}"
+        if not stored.exists():
+            os.replace(temporary, stored)
+        record = store / f"{key}.json"
+        if not record.exists():
+            registration = {
+                "key": key,
+                "source_path": str(source.absolute()),
+                "sha256": sha256,
+                "size": size,
+                "registered_at": datetime.now(UTC).isoformat(),
+            }
+            temporary.write_text(json.dumps(registration, ensure_ascii=False, indent=2))
+            os.replace(temporary, record)
+    except OSError as exc:
+        raise TaskFileError(f"{source}: cannot register task file: {exc.strerror or exc}") from exc
+    finally:
+        temporary.unlink(missing_ok=True)
+    return registered_task_file(data_dir, key)
+
+
+def registered_task_file(data_dir: Path, key: str) -> RegisteredTaskFile:
+    """The registration of partition ``key``.
+
+    Raises:
+        TaskFileError: no task file was registered under ``key`` in this data dir.
+    """
+    store = task_files_dir(data_dir)
+    record = store / f"{key}.json"
+    try:
+        fields = json.loads(record.read_text())
+    except FileNotFoundError:
+        raise TaskFileError(
+            f"partition {key!r} has no registered task file in {store}; add task files with "
+            "`adp run FILE` or by dropping them into TASKS_DIR, not by adding partitions by hand"
+        ) from None
+    return RegisteredTaskFile(path=store / f"{key}{TASK_FILE_SUFFIX}", **fields)
+
+
+class InboxCursor(BaseModel):
+    """What the sensor has already looked at: file name -> (mtime_ns, size)."""
+
+    files: dict[str, tuple[int, int]] = Field(default_factory=dict)
+
+
+def scan_inbox(
+    tasks_dir: Path, cursor: InboxCursor, *, settle_seconds: float, now: float | None = None
+) -> tuple[list[Path], InboxCursor]:
+    """Task files in ``tasks_dir`` that are new or changed since ``cursor``, and the next cursor.
+
+    A file counts by its own fingerprint, not against a high-water mark, so one that arrives
+    with an older mtime (``cp -p``, ``rsync -t``, an unpacked archive) is still seen. Files
+    modified less than ``settle_seconds`` ago are left for a later scan: they may still be
+    being written. Hidden files are ignored, so writers can write ``.name.jsonl`` and rename.
+    """
+    now = time.time() if now is None else now
+    seen: dict[str, tuple[int, int]] = {}
+    changed: list[tuple[int, str, Path]] = []
+    if not tasks_dir.is_dir():
+        return [], InboxCursor()
+    for entry in os.scandir(tasks_dir):
+        if entry.name.startswith(".") or not entry.name.endswith(TASK_FILE_SUFFIX) or not entry.is_file():
+            continue
+        stat = entry.stat()
+        if now - stat.st_mtime < settle_seconds:
+            continue
+        fingerprint = (stat.st_mtime_ns, stat.st_size)
+        seen[entry.name] = fingerprint
+        if cursor.files.get(entry.name) != fingerprint:
+            changed.append((stat.st_mtime_ns, entry.name, Path(entry.path)))
+    return [path for _, _, path in sorted(changed)], InboxCursor(files=seen)

@@ -1,0 +1,187 @@
+"""The wire format: tasks in, trajectories out.
+
+Every record adp writes carries ``schema_version`` so that data outlives the code that made it.
+TaskSpec validates one line of a task file exactly as the seed documents define it and
+rejects anything else with the field at fault named; Step and Trajectory are the seeds'
+trajectory record (DESIGN.md §7) plus the OpenAI-format ``messages`` and ``tools``.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+ToolName = Literal["browser", "python_executor", "complete_task"]
+
+_TASK_ID_MAX_CHARS = 200
+
+
+class TaskType(StrEnum):
+    CODE = "code"
+    WEB = "web"
+    REASONING = "reasoning"
+
+
+class ErrorType(StrEnum):
+    TIMEOUT = "timeout"
+    NETWORK_ERROR = "network_error"
+    COMPILE_ERROR = "compile_error"
+    RUNTIME_ERROR = "runtime_error"
+    BROWSER_ERROR = "browser_error"
+    LLM_ERROR = "llm_error"
+    SYSTEM_ERROR = "system_error"
+
+
+class ActionType(StrEnum):
+    CODE_EXECUTION = "code_execution"
+    BROWSER_ACTION = "browser_action"
+    TOOL_CALL = "tool_call"
+
+
+class _TaskField(BaseModel):
+    """Strict parsing: a task file is data a person wrote, so "5" is not 5 and typos are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ReferenceToolCall(_TaskField):
+    """One tool call of a gold demonstration, replayed in order by the ``oracle`` policy."""
+
+    name: ToolName
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Verify(_TaskField):
+    """How success is checked; each key present must hold."""
+
+    expected_answer: str | None = None
+    python_tests: str | None = None
+    page_contains: str | None = None
+    url_contains: str | None = None
+    miniwob_reward: float | None = None
+
+
+class MiniwobEpisode(_TaskField):
+    task: Annotated[str, Field(min_length=1)]
+    seed: int = 0
+
+
+class SandboxLimits(_TaskField):
+    timeout: Annotated[float, Field(gt=0, le=3600)] | None = None
+    memory_mb: Annotated[int, Field(ge=16, le=65536)] | None = None
+
+
+class Constraints(_TaskField):
+    """The keys of a task's ``constraints`` (DESIGN.md §9); all optional, unknown keys rejected."""
+
+    reference_tool_calls: list[ReferenceToolCall] | None = None
+    verify: Verify | None = None
+    start_url: str | None = None
+    allowed_urls: list[str] | None = None
+    miniwob: MiniwobEpisode | None = None
+    sandbox: SandboxLimits | None = None
+
+
+class TaskSpec(_TaskField):
+    """One task: a line of a task file.
+
+    Required: task_id, task_type, description, expected_tools, max_steps.
+    Optional: timeout (seconds, default 300), priority (1-10, default 1), constraints.
+    """
+
+    task_id: str
+    task_type: TaskType
+    description: str
+    expected_tools: Annotated[list[ToolName], Field(min_length=1)]
+    max_steps: Annotated[int, Field(ge=1, le=1000)]
+    timeout: Annotated[int, Field(ge=1, le=86400)] = 300
+    priority: Annotated[int, Field(ge=1, le=10)] = 1
+    constraints: Constraints = Field(default_factory=Constraints)
+
+    @field_validator("task_id")
+    @classmethod
+    def _task_id_is_a_safe_name(cls, value: str) -> str:
+        # The task id names files (output/trajectories/<task_id>.json), so it must be one
+        # path component with no surprises; any script (Chinese ids are normal) is fine.
+        if not value.strip():
+            raise ValueError("must not be empty")
+        if value != value.strip():
+            raise ValueError("must not start or end with whitespace")
+        if len(value) > _TASK_ID_MAX_CHARS:
+            raise ValueError(f"must be at most {_TASK_ID_MAX_CHARS} characters")
+        if value in {".", ".."} or any(c in value for c in "/\\") or not value.isprintable():
+            raise ValueError("must not contain '/', '\\', control characters, or be '.' or '..'")
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _description_has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("expected_tools")
+    @classmethod
+    def _tools_listed_once(cls, value: list[str]) -> list[str]:
+        repeated = sorted({tool for tool in value if value.count(tool) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(repeated)} more than once")
+        return value
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class VerifierResult(BaseModel):
+    passed: bool
+    checks: dict[str, bool] = Field(default_factory=dict)
+    details: str = ""
+
+
+class Step(BaseModel):
+    """One recorded action of an agent and what it observed (the seeds' ExecutionStep)."""
+
+    step_id: int
+    action_type: ActionType
+    tool: str
+    action_params: dict[str, Any]
+    observation: str
+    success: bool
+    error_type: ErrorType | None = None
+    error_message: str | None = None
+    timestamp: float = Field(default_factory=time.time)
+    duration: float = 0.0
+
+
+class Trajectory(BaseModel):
+    """The outcome of one task: the seeds' TrajectoryResult plus training-data fields."""
+
+    schema_version: int = SCHEMA_VERSION
+    task_id: str
+    task_type: TaskType
+    runtime_id: str
+    success: bool
+    steps: list[Step] = Field(default_factory=list)
+    final_result: str = ""
+    error_type: ErrorType | None = None
+    error_message: str | None = None
+    total_duration: float = 0.0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: float = Field(default_factory=time.time)
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    policy: str
+    model: str | None = None
+    provider: str | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    verifier: VerifierResult | None = None
+    attempts: int = 1
+    lineage: dict[str, Any] | None = None

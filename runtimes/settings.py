@@ -1,0 +1,53 @@
+"""Configuration from the environment and an optional ``.env`` file.
+
+Names follow the seed documents where they define one (REDIS_URL, TASK_FILE,
+MAX_CONCURRENT_TASKS, TASK_TIMEOUT, ENABLE_CACHE, CACHE_TTL, METRICS_PORT); adp's own
+settings are prefixed ``ADP_`` except TASKS_DIR. The README lists them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtimes.taskfile import DEFAULT_MAX_LINE_BYTES
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    """Every setting adp reads, with its default."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, frozen=True)
+
+    data_dir: Path = Field(Path("data"), validation_alias=_env("ADP_DATA_DIR"))
+    """Root of the Parquet lake, the DuckDB catalog, registered task files and Dagster's instance."""
+    tasks_dir: Path = Field(Path("tasks"), validation_alias=_env("TASKS_DIR"))
+    """The folder the sensor watches for new ``*.jsonl`` task files."""
+    task_file: Path | None = Field(None, validation_alias=_env("TASK_FILE"))
+    """The file ``adp run`` processes when given none."""
+    tasks_settle_seconds: float = Field(2.0, ge=0, validation_alias=_env("ADP_TASKS_SETTLE_SECONDS"))
+    """A file in TASKS_DIR is picked up only once unmodified this long (it may still be written)."""
+    sensor_interval_seconds: int = Field(30, ge=1, validation_alias=_env("ADP_SENSOR_INTERVAL_SECONDS"))
+    max_task_line_bytes: int = Field(DEFAULT_MAX_LINE_BYTES, ge=1024, validation_alias=_env("ADP_MAX_TASK_LINE_BYTES"))
+    task_timeout: int = Field(300, ge=1, validation_alias=_env("TASK_TIMEOUT"))
+    """Seconds a task may run when its line gives no ``timeout``."""
+    max_concurrent_tasks: int = Field(10, ge=1, validation_alias=_env("MAX_CONCURRENT_TASKS"))
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL"))
+    enable_cache: bool = Field(True, validation_alias=_env("ENABLE_CACHE"))
+    cache_ttl: int = Field(3600, ge=0, validation_alias=_env("CACHE_TTL"))
+    chromium_path: Path = Field(Path("/usr/bin/chromium"), validation_alias=_env("ADP_CHROMIUM_PATH"))
+    """The system Chromium Playwright drives (never a downloaded one)."""
+    metrics_port: int = Field(8001, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "adp.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_dir / "dagster"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set up adp on a Debian/Ubuntu machine: system packages (when root), a virtualenv in .venv,
+# and the pinned Python dependencies. Idempotent: a second run installs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# bubblewrap: the code sandbox; chromium: the web runtime; redis-server: scale-out and tests.
+system_packages=(bubblewrap chromium redis-server)
+python=${PYTHON:-python3}
+"$python" -c 'import ensurepip' 2>/dev/null || system_packages+=(python3-venv)
+
+missing=()
+for package in "${system_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing system packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    echo "setup: installing system packages with sudo: ${missing[*]}"
+    sudo apt-get update -qq
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: warning: missing system packages (${missing[*]}); install them as root:" >&2
+    echo "       apt-get install -y ${missing[*]}" >&2
+  fi
+fi
+
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "setup: error: adp needs Python >= 3.11 (found $("$python" --version 2>&1)); set PYTHON=..." >&2
+  exit 1
+}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+
+# Reinstall only when the declared dependencies change.
+stamp=.venv/.adp-setup-stamp
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing Python dependencies into .venv (about a minute the first time)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+  echo "$want" >"$stamp"
+fi
