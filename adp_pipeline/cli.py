@@ -84,7 +84,9 @@ def run(files: tuple[Path, ...], data_dir: Path | None) -> None:
             runs = run_task_files(paths, settings, on_file_done=lambda _run: progress.advance(bar))
         except AdpError as exc:
             _fail(str(exc))
-    _print_run_summary([run.registered.key for run in runs], settings)
+    succeeded = [run.registered.key for run in runs if run.success]
+    if succeeded:
+        _print_run_summary(succeeded, settings)
     failed = [run for run in runs if not run.success]
     for run in failed:
         click.echo(f"adp: error: {run.registered.source_path}: {run.failure} (run {run.run_id})", err=True)

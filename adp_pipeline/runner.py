@@ -15,8 +15,8 @@ from adp_pipeline.instance import open_instance
 from adp_pipeline.task_files import RegisteredTaskFile, register_task_file
 from runtimes.settings import Settings
 
-# The CLI prints its own summary; Dagster's per-event console log would drown it.
-_QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+# The CLI prints its own summary and one line per failure; the full log is in the instance.
+_QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass(frozen=True)
@@ -44,17 +44,20 @@ def run_task_files(
         result = job.execute_in_process(
             partition_key=item.key, instance=instance, run_config=_QUIET_RUN_CONFIG, raise_on_error=False
         )
-        run = FileRun(item, result.success, result.run_id, None if result.success else _failure_reason(result))
+        run = FileRun(item, result.success, result.run_id, None if result.success else failure_reason(result))
         runs.append(run)
         if on_file_done:
             on_file_done(run)
     return runs
 
 
-def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
+def failure_reason(result: dg.ExecuteInProcessResult) -> str:
+    """One line saying why a run failed: the innermost error of its first failed step."""
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause  # Dagster wraps the user's exception in its own
         if error is not None:
-            message = error.message.strip().splitlines()
-            return f"{event.step_key}: {message[0] if message else error.cls_name}"
-    return "the run failed; see the Dagster UI (`adp dev`) for its log"
+            lines = error.message.strip().splitlines()
+            return f"{event.step_key}: {lines[0] if lines else error.cls_name}"
+    return "the run failed; see its log in the Dagster UI (`adp dev`)"

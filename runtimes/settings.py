@@ -22,7 +22,9 @@ def _env(name: str) -> AliasChoices:
 class Settings(BaseSettings):
     """Every setting adp reads, with its default."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, frozen=True, env_ignore_empty=True
+    )
 
     data_dir: Path = Field(Path("data"), validation_alias=_env("ADP_DATA_DIR"))
     """Root of the Parquet lake, the DuckDB catalog, registered task files and Dagster's instance."""

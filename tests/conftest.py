@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from adp_pipeline.definitions import build_definitions
+from adp_pipeline.defs.jobs import process_task_file
+from adp_pipeline.defs.partitions import task_files
+from adp_pipeline.task_files import register_task_file
+from runtimes.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "tasks.jsonl"
+
+
+def task_line(task_id: str, task_type: str = "code", **fields: object) -> str:
+    """A valid task line, with ``fields`` overriding or adding keys."""
+    tools = {"code": ["python_executor"], "web": ["browser"], "reasoning": ["browser", "python_executor"]}
+    task = {
+        "task_id": task_id,
+        "task_type": task_type,
+        "description": f"do {task_id}",
+        "expected_tools": tools.get(task_type, ["browser"]),
+        "max_steps": 5,
+        **fields,
+    }
+    return json.dumps(task, ensure_ascii=False)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", tasks_dir=tmp_path / "inbox", tasks_settle_seconds=0)
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def materialize_file(path: Path, settings: Settings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """Register ``path`` and run the per-file job for its partition in-process, as `adp run` does."""
+    key = register_task_file(path, settings.data_dir).key
+    instance.add_dynamic_partitions(task_files.name, [key])
+    job = build_definitions(settings).resolve_job_def(process_task_file.name)
+    return job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from adp_pipeline.cli import main
+from tests.conftest import EXAMPLES, REPO, task_line
+from tests.test_taskfile import write_mixed
+
+ADP = str(Path(sys.executable).with_name("adp"))
+
+
+def adp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed `adp` entry point, as a user runs it."""
+    return subprocess.run([ADP, *args], capture_output=True, text=True, timeout=300, check=False, cwd=REPO, env=env)
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_run_then_query_the_examples_in_every_format(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    done = adp("run", str(EXAMPLES), "--data-dir", data)
+    assert done.returncode == 0, done.stderr
+    assert "tasks-" in done.stdout and "accepted" in done.stdout
+    assert "rejected lines" not in done.stdout
+
+    sql = "select task_type, count(*) as n from tasks group by 1 order by 1"
+    as_json = adp("query", sql, "--data-dir", data, "--format", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == [
+        {"task_type": "code", "n": 5},
+        {"task_type": "reasoning", "n": 3},
+        {"task_type": "web", "n": 4},
+    ]
+    as_csv = adp(
+        "query",
+        "select task_id, expected_tools from tasks where task_id = 'reasoning_001'",
+        "--data-dir",
+        data,
+        "--format",
+        "csv",
+    )
+    assert list(csv.reader(io.StringIO(as_csv.stdout))) == [
+        ["task_id", "expected_tools"],
+        ["reasoning_001", '["browser", "python_executor"]'],
+    ]
+    as_table = adp("query", sql, "--data-dir", data)
+    assert "reasoning" in as_table.stdout and "3 rows" in as_table.stderr
+
+
+def test_run_prints_the_rejected_lines_and_still_succeeds(tmp_path: Path) -> None:
+    mixed = write_mixed(tmp_path / "mixed.jsonl")
+    code, out, _ = invoke("run", str(mixed), "--data-dir", str(tmp_path / "data"))
+    assert code == 0
+    assert "rejected lines" in out
+    assert "mixed.jsonl:3" in out and "invalid JSON" in out
+
+
+def test_run_uses_task_file_when_given_no_files(tmp_path: Path) -> None:
+    task_file = tmp_path / "from_env.jsonl"
+    task_file.write_text(task_line("env_task") + "\n")
+    env = {"TASK_FILE": str(task_file), "ADP_DATA_DIR": str(tmp_path / "data")}
+    code, out, _ = invoke("run", env=env)
+    assert code == 0 and "from_env-" in out
+    code, out, _ = invoke("query", "select task_id from tasks", "--format", "json", env=env)
+    assert json.loads(out) == [{"task_id": "env_task"}]
+
+
+def test_usage_errors_are_one_line_with_a_nonzero_exit(tmp_path: Path) -> None:
+    code, _, err = invoke("run", str(tmp_path / "missing.jsonl"), "--data-dir", str(tmp_path))
+    assert code == 2 and err == f"adp: error: {tmp_path / 'missing.jsonl'}: no such task file\n"
+    code, _, err = invoke("run", "--data-dir", str(tmp_path), env={"TASK_FILE": ""})
+    assert code == 2 and err == "adp: error: no task file given: pass FILE... or set TASK_FILE\n"
+    code, _, err = invoke("query", "select nope from tasks", "--data-dir", str(tmp_path))
+    assert code == 1 and err.startswith("adp: error: query failed: Binder Error") and err.count("\n") == 1
+    code, _, err = invoke("run", str(EXAMPLES), env={"MAX_CONCURRENT_TASKS": "many"})
+    assert code == 2 and "MAX_CONCURRENT_TASKS" in err.upper()
+
+
+def test_a_run_that_cannot_write_exits_nonzero_with_the_reason(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lake").write_text("not a folder")
+    code, _, err = invoke("run", str(EXAMPLES), "--data-dir", str(data))
+    assert code == 1
+    last = err.splitlines()[-1]  # above it: the progress bar
+    assert last.startswith(f"adp: error: {EXAMPLES}: task_batch: ")
+    assert "lake" in last and "(run " in last
+
+
+def test_doctor_reports_each_dependency_and_never_prints_secrets(tmp_path: Path) -> None:
+    env = {"ADP_DATA_DIR": str(tmp_path), "OPENAI_API_KEY": "sk-test-secret-value", "GEMINI_API_KEY": ""}
+    code, out, _ = invoke("doctor", env=env)
+    for name in ("data dir", "bubblewrap", "chromium", "redis", "dbt", "LLM"):
+        assert name in out
+    assert "openai: gpt-4o-mini" in out
+    assert "sk-test-secret-value" not in out
+    assert code == (1 if " fail " in out else 0)
+    _, out, _ = invoke("doctor", env={"ADP_DATA_DIR": str(tmp_path), "OPENAI_API_KEY": "", "GEMINI_API_KEY": ""})
+    assert "none configured" in out

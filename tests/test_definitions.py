@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from adp_pipeline.definitions import build_definitions
+from runtimes.settings import Settings
+from tests.conftest import REPO
+
+
+def test_definitions_wire_every_asset_check_job_and_sensor(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {"task_batch"}
+    assert {key.name for key in graph.asset_check_keys} == {"every_line_accounted_for", "task_ids_unique"}
+    assert defs.resolve_job_def("process_task_file").partitions_def is not None
+    assert defs.resolve_sensor_def("task_file_sensor").job_name == "process_task_file"
+    assert defs.resources["adp"].data_dir == str(settings.data_dir.absolute())
+
+
+def test_dagster_definitions_validate_accepts_the_workspace(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "ADP_DATA_DIR": str(tmp_path / "data")}
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    done = subprocess.run(
+        [Path(sys.executable).with_name("dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Validation successful" in done.stdout + done.stderr
+
+
+def test_only_adp_pipeline_imports_dagster() -> None:
+    for package in ("runtimes", "synthesis"):
+        for path in (REPO / package).rglob("*.py"):
+            lines = path.read_text().splitlines()
+            assert not [line for line in lines if line.startswith(("import dagster", "from dagster"))], path
