@@ -41,3 +41,10 @@ def test_only_adp_pipeline_imports_dagster() -> None:
         for path in (REPO / package).rglob("*.py"):
             lines = path.read_text().splitlines()
             assert not [line for line in lines if line.startswith(("import dagster", "from dagster"))], path
+
+
+def test_runtimes_import_neither_synthesis_nor_adp_pipeline() -> None:
+    for path in (REPO / "runtimes").rglob("*.py"):
+        lines = path.read_text().splitlines()
+        above = ("import synthesis", "from synthesis", "import adp_pipeline", "from adp_pipeline")
+        assert not [line for line in lines if line.startswith(above)], path
