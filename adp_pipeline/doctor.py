@@ -101,7 +101,7 @@ def _redis(url: str) -> CheckResult:
 
 def _dbt() -> CheckResult:
     dbt = Path(sys.executable).with_name("dbt")
-    ok, output = _run([str(dbt), "--version"]) if dbt.exists() else (False, f"{dbt} not found")
+    ok, output = _run([str(dbt), "--version"], line_with="installed") if dbt.exists() else (False, f"{dbt} not found")
     fix = "run `make setup` (installs the pinned dbt-core<1.12 and dbt-duckdb into .venv)"
     return CheckResult("dbt (quality tests)", Status.OK if ok else Status.FAIL, output, "" if ok else fix)
 
@@ -117,11 +117,12 @@ def _llm(env: Mapping[str, str]) -> CheckResult:
     return CheckResult("LLM (policy llm)", Status.OK, f"{endpoint.provider}: {endpoint.model} at {endpoint.base_url}")
 
 
-def _run(command: list[str]) -> tuple[bool, str]:
+def _run(command: list[str], line_with: str = "") -> tuple[bool, str]:
+    """Whether ``command`` succeeded, and the first line of its output containing ``line_with``."""
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, str(exc)
-    output = (done.stdout.strip() or done.stderr.strip()).splitlines()
+    output = [line.strip() for line in (done.stdout or done.stderr).splitlines() if line_with in line and line.strip()]
     first = output[0] if output else f"exit status {done.returncode}"
     return done.returncode == 0, first
