@@ -1,0 +1,247 @@
+"""A bubblewrap sandbox launched per execution.
+
+``prlimit`` sets the resource limits, ``setpriv`` drops to a non-root uid of the slot (as root
+RLIMIT_NPROC is not enforced and root-owned files are readable), and ``bwrap`` builds an empty
+world: ``/usr`` read-only, a private ``/tmp``, no network, IPC, PID or UTS sharing, no
+capabilities, an empty environment. The code runs as PID 1 of its namespace, so when it ends
+every process it started ends with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+from runtimes.sandbox.base import ExecResult, ExecStatus, Sandbox, SandboxLimits
+
+DEFAULT_UID_BASE = 61000
+_KILLED_BY_SIGKILL = 128 + signal.SIGKILL
+
+# Runs inside the sandbox (python3 -I -S): reads the code from stdin, reports on the status fd
+# how the code ended, so the host classifies from structured signals, not from stderr text.
+_WRAPPER = r"""
+import os, sys, traceback
+status_fd = int(sys.argv[1])
+def report(word):
+    sys.stdout.flush(); sys.stderr.flush()
+    os.write(status_fd, word.encode() + b"\n")
+source = sys.stdin.buffer.read().decode("utf-8", "replace")
+os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+report("started")
+try:
+    code = compile(source, "<code>", "exec")
+except (SyntaxError, ValueError) as error:
+    sys.stderr.write("".join(traceback.format_exception_only(type(error), error)))
+    report("compile_error")
+    sys.exit(1)
+del source
+try:
+    exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
+except SystemExit as exit:
+    report("ok" if exit.code in (None, 0) else "runtime_error")
+    raise
+except BaseException as error:
+    traceback.print_exception(type(error), error, error.__traceback__.tb_next)
+    report("runtime_error")
+    sys.exit(1)
+report("ok")
+"""
+
+
+class BwrapSandbox(Sandbox):
+    """Executes each piece of code in a new bubblewrap sandbox.
+
+    Args:
+        slots: how many executions may run at once; each gets its own uid when adp runs as root.
+        uid_base: first uid of the slots (``uid_base .. uid_base + slots - 1``); unused by anyone.
+        python: the interpreter inside the sandbox (the system one, under ``/usr``).
+        default_limits: limits of executions that pass none.
+    """
+
+    def __init__(
+        self,
+        slots: int = 4,
+        *,
+        uid_base: int = DEFAULT_UID_BASE,
+        python: str = "/usr/bin/python3",
+        default_limits: SandboxLimits | None = None,
+    ) -> None:
+        if not Path(python).is_relative_to("/usr"):
+            raise ValueError(f"the sandbox sees only /usr; {python} is outside it")
+        self._python = python
+        self._default_limits = default_limits or SandboxLimits()
+        self._as_root = os.geteuid() == 0
+        self._uids: asyncio.Queue[int] = asyncio.Queue()
+        for slot in range(slots):
+            self._uids.put_nowait(uid_base + slot if self._as_root else os.geteuid())
+
+    async def exec_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult:
+        limits = limits or self._default_limits
+        uid = await self._uids.get()
+        try:
+            return await self._run(code, limits, uid)
+        finally:
+            self._uids.put_nowait(uid)
+
+    def command(self, limits: SandboxLimits, uid: int, status_fd: int) -> list[str]:
+        """The full command line of one execution (exposed for the benchmark and for debugging)."""
+        cpu_seconds = max(1, math.ceil(limits.timeout))
+        command = [
+            "prlimit",
+            f"--as={limits.memory_mb * 1024 * 1024}",
+            f"--cpu={cpu_seconds}",  # soft = hard: PID 1 ignores SIGXCPU, the hard limit kills
+            f"--nproc={limits.max_processes}",
+            f"--fsize={limits.max_file_mb * 1024 * 1024}",
+            f"--nofile={limits.max_open_files}",
+            "--",
+        ]
+        if self._as_root:
+            command += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        command += [
+            "bwrap",
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/lib", "/lib",
+            "--symlink", "usr/lib64", "/lib64",
+            "--symlink", "usr/bin", "/bin",
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--tmpfs", "/dev/shm",  # multiprocessing needs it; the rest of /dev is read-only
+            "--remount-ro", "/dev",
+            "--tmpfs", "/tmp",
+            "--remount-ro", "/",
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop", "ALL",
+            "--clearenv",
+            "--setenv", "PATH", "/usr/bin",
+            "--setenv", "HOME", "/tmp",
+            "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+            "--chdir", "/tmp",
+            "--as-pid-1",
+            self._python, "-I", "-S", "-c", _WRAPPER, str(status_fd),
+        ]  # fmt: skip
+        return command
+
+    async def _run(self, code: str, limits: SandboxLimits, uid: int) -> ExecResult:
+        status_read, status_write = os.pipe()
+        started = time.monotonic()
+        try:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *self.command(limits, uid, status_write),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    pass_fds=(status_write,),
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                return ExecResult(status=ExecStatus.SYSTEM_ERROR, stderr=f"cannot start the sandbox: {exc}")
+            finally:
+                os.close(status_write)
+            assert process.stdin and process.stdout and process.stderr
+            outputs = asyncio.gather(
+                _feed(process.stdin, code.encode()),
+                _read_capped(process.stdout, limits.max_output_bytes),
+                _read_capped(process.stderr, limits.max_output_bytes),
+            )
+            timed_out = False
+            try:
+                await asyncio.wait_for(process.wait(), timeout=limits.timeout)
+            except TimeoutError:
+                timed_out = True
+                await _kill(process)
+            _, (stdout, stdout_size), (stderr, stderr_size) = await outputs
+            duration = time.monotonic() - started
+            statuses = _read_all(status_read).split()
+        finally:
+            os.close(status_read)
+
+        status = _classify(statuses, process.returncode, timed_out, duration, limits)
+        if status is ExecStatus.TIMEOUT and not timed_out:
+            stderr += f"\n[adp] CPU time limit of {math.ceil(limits.timeout)} s reached".encode()
+        elif status is ExecStatus.TIMEOUT:
+            stderr += f"\n[adp] wall-clock limit of {limits.timeout:g} s reached".encode()
+        return ExecResult(
+            status=status,
+            stdout=stdout.decode("utf-8", "replace"),
+            stderr=stderr.decode("utf-8", "replace"),
+            exit_code=process.returncode,
+            duration=duration,
+            stdout_truncated_from=stdout_size if stdout_size > len(stdout) else None,
+            stderr_truncated_from=stderr_size if stderr_size > len(stderr) else None,
+        )
+
+
+def _classify(
+    statuses: list[bytes], returncode: int | None, timed_out: bool, duration: float, limits: SandboxLimits
+) -> ExecStatus:
+    if timed_out:
+        return ExecStatus.TIMEOUT
+    if b"started" not in statuses:
+        return ExecStatus.SYSTEM_ERROR  # bwrap or the interpreter never got to the code
+    if b"compile_error" in statuses:
+        return ExecStatus.COMPILE_ERROR
+    if statuses[-1:] == [b"ok"] and returncode == 0:
+        return ExecStatus.OK
+    if returncode == _KILLED_BY_SIGKILL and duration >= math.ceil(limits.timeout) * 0.9:
+        return ExecStatus.TIMEOUT  # the CPU limit's SIGKILL: busy for as long as allowed
+    return ExecStatus.RUNTIME_ERROR
+
+
+async def _feed(stream: asyncio.StreamWriter, data: bytes) -> None:
+    try:
+        stream.write(data)
+        await stream.drain()
+        stream.close()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the sandbox died before reading its code; its status says why
+
+
+async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, int]:
+    kept = bytearray()
+    total = 0
+    while chunk := await stream.read(65536):
+        total += len(chunk)
+        if len(kept) < cap:
+            kept += chunk[: cap - len(kept)]
+    return bytes(kept), total
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _kill(process: asyncio.subprocess.Process) -> None:
+    """Kill the sandbox so that every process is reaped.
+
+    Killing bwrap itself would orphan the sandbox's PID 1 to the host's init, which in a
+    container may never reap it: a zombie that counts against the slot's process limit until
+    launches fail. Killing PID 1 instead lets bwrap reap it and exit; the kernel ends the rest
+    of the namespace with it.
+    """
+    for pid in _children(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    try:
+        await asyncio.wait_for(process.wait(), timeout=5)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
