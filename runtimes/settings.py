@@ -44,6 +44,22 @@ class Settings(BaseSettings):
     cache_ttl: int = Field(3600, ge=0, validation_alias=_env("CACHE_TTL"))
     chromium_path: Path = Field(Path("/usr/bin/chromium"), validation_alias=_env("ADP_CHROMIUM_PATH"))
     """The system Chromium Playwright drives (never a downloaded one)."""
+    policy: str = Field("llm", validation_alias=_env("ADP_POLICY"))
+    """Who acts in the agent loop: oracle (replays reference calls), mock, or llm."""
+    output_dir: Path = Field(Path("output"), validation_alias=_env("ADP_OUTPUT_DIR"))
+    """Per-task trajectory JSON goes to ``<output_dir>/trajectories/<task_id>.json``."""
+    success_threshold: float = Field(0.8, ge=0, le=1, validation_alias=_env("ADP_SUCCESS_THRESHOLD"))
+    """The success-rate check fails for a task type whose verified success rate is below this."""
+    token_budget: int = Field(200_000, ge=1, validation_alias=_env("ADP_TOKEN_BUDGET"))
+    sandbox_uid_base: int = Field(61000, ge=1000, validation_alias=_env("ADP_SANDBOX_UID_BASE"))
+    llm_tool_calling: bool = Field(True, validation_alias=_env("ADP_LLM_TOOL_CALLING"))
+    """Off for models without native tool calling: tools go in the prompt, answers are JSON."""
+    llm_max_concurrency: int = Field(16, ge=1, validation_alias=_env("ADP_LLM_MAX_CONCURRENCY"))
+    llm_max_attempts: int = Field(5, ge=1, validation_alias=_env("ADP_LLM_MAX_ATTEMPTS"))
+    llm_backoff_base: float = Field(0.5, ge=0, validation_alias=_env("ADP_LLM_BACKOFF_BASE"))
+    mock_llm_url: str | None = Field(None, validation_alias=_env("ADP_MOCK_LLM_URL"))
+    """The mock policy talks to this server instead of starting its own."""
+    mock_latency: float = Field(0.0, ge=0, validation_alias=_env("ADP_MOCK_LATENCY"))
     metrics_port: int = Field(8001, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
 
     @property

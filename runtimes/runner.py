@@ -1,0 +1,97 @@
+"""Run a batch of tasks concurrently in this process, each to exactly one trajectory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from runtimes.agent import AgentLimits, failed_trajectory, run_task
+from runtimes.errors import ConfigError
+from runtimes.llm import LLMClient
+from runtimes.llm_cache import FileResponseCache
+from runtimes.llm_config import LLMEndpoint, resolve_llm_endpoint
+from runtimes.mock_llm import MockLLMServer, MockScript
+from runtimes.policies import POLICY_NAMES, LLMPolicy, OraclePolicy, Policy, UnconfiguredPolicy
+from runtimes.protocol import ErrorType, TaskSpec, Trajectory
+from runtimes.sandbox import Sandbox
+from runtimes.settings import Settings
+
+
+async def run_tasks(
+    tasks: Sequence[TaskSpec],
+    policy: Policy,
+    sandbox: Sandbox,
+    *,
+    max_concurrent: int,
+    limits: AgentLimits | None = None,
+    on_done: Callable[[Trajectory], None] | None = None,
+) -> list[Trajectory]:
+    """One trajectory per task, in the order of ``tasks``, at most ``max_concurrent`` at a time.
+
+    A task whose run raises anything unexpected still gets its trajectory, as a system_error.
+    """
+    slots = asyncio.Semaphore(max_concurrent)
+
+    async def one(task: TaskSpec) -> Trajectory:
+        async with slots:
+            try:
+                trajectory = await run_task(task, policy, sandbox, limits)
+            except Exception as exc:  # every accepted task ends with exactly one trajectory
+                trajectory = failed_trajectory(task, policy, ErrorType.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}")
+        if on_done is not None:
+            on_done(trajectory)
+        return trajectory
+
+    return await asyncio.gather(*(one(task) for task in tasks))
+
+
+@contextlib.asynccontextmanager
+async def open_policy(name: str, tasks: Sequence[TaskSpec], settings: Settings) -> AsyncIterator[Policy]:
+    """The policy ``name`` configured from ``settings``; ``mock`` starts a scripted server
+    (scripted from the tasks' reference calls) unless ADP_MOCK_LLM_URL names a running one.
+
+    Raises:
+        ConfigError: ``name`` is not a policy, or the LLM settings contradict each other.
+    """
+    if name not in POLICY_NAMES:
+        raise ConfigError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")
+    if name == "oracle":
+        yield OraclePolicy()
+        return
+    if name == "llm":
+        endpoint = resolve_llm_endpoint(os.environ)
+        if endpoint is None:
+            yield UnconfiguredPolicy()
+            return
+        async with _llm_policy(endpoint, "llm", settings) as policy:
+            yield policy
+        return
+    if settings.mock_llm_url:
+        async with _llm_policy(_mock_endpoint(settings.mock_llm_url), "mock", settings) as policy:
+            yield policy
+        return
+    with MockLLMServer(MockScript.from_tasks(tasks), latency=settings.mock_latency) as server:
+        async with _llm_policy(_mock_endpoint(server.base_url), "mock", settings) as policy:
+            yield policy
+
+
+def _mock_endpoint(base_url: str) -> LLMEndpoint:
+    return LLMEndpoint(provider="mock", base_url=base_url, model="mock", api_key="mock")
+
+
+@contextlib.asynccontextmanager
+async def _llm_policy(endpoint: LLMEndpoint, name: str, settings: Settings) -> AsyncIterator[Policy]:
+    cache = FileResponseCache(settings.data_dir / "llm_cache", settings.cache_ttl) if settings.enable_cache else None
+    client = LLMClient(
+        endpoint,
+        max_concurrency=settings.llm_max_concurrency,
+        max_attempts=settings.llm_max_attempts,
+        backoff_base=settings.llm_backoff_base,
+        cache=cache,
+    )
+    try:
+        yield LLMPolicy(client, name=name, native_tools=settings.llm_tool_calling)
+    finally:
+        await client.aclose()
