@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from runtimes.errors import AdpError
+from runtimes.policies import POLICY_NAMES
 from runtimes.settings import Settings
 
 _REJECTS_SHOWN = 10
@@ -60,7 +61,13 @@ def main() -> None:
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @_data_dir_option
-def run(files: tuple[Path, ...], data_dir: Path | None) -> None:
+@click.option(
+    "--policy",
+    type=click.Choice(POLICY_NAMES),
+    default=None,
+    help="oracle: replay reference calls; mock: scripted OpenAI server; llm: a model [env ADP_POLICY; default llm].",
+)
+def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None) -> None:
     """Materialise every asset for FILES (JSONL task files) in this process.
 
     With no FILES, runs TASK_FILE. Prints a summary per file; exits non-zero when a run failed.
@@ -68,6 +75,8 @@ def run(files: tuple[Path, ...], data_dir: Path | None) -> None:
     from adp_pipeline.runner import run_task_files  # imports dagster: keep `adp --help` fast
 
     settings = _settings(data_dir)
+    if policy is not None:
+        settings = settings.model_copy(update={"policy": policy})
     paths = list(files) or ([settings.task_file] if settings.task_file else [])
     if not paths:
         _fail("no task file given: pass FILE... or set TASK_FILE", 2)
@@ -97,15 +106,18 @@ def run(files: tuple[Path, ...], data_dir: Path | None) -> None:
 def _print_run_summary(batches: Sequence[str], settings: Settings) -> None:
     from adp_pipeline.storage import Lake
 
+    per_type = ", ".join(
+        f"(SELECT count(*) FILTER (WHERE success) || '/' || count(*) FROM trajectories r "
+        f"WHERE r.batch = b.batch AND r.task_type = '{task_type}')"
+        for task_type in ("code", "web", "reasoning")
+    )
     with Lake(settings.data_dir).connect() as connection:
         counts = connection.execute(
-            """
+            f"""
             SELECT b.batch,
                    (SELECT count(*) FROM tasks t WHERE t.batch = b.batch),
                    (SELECT count(*) FROM task_rejects r WHERE r.batch = b.batch),
-                   (SELECT count(*) FROM tasks t WHERE t.batch = b.batch AND t.task_type = 'code'),
-                   (SELECT count(*) FROM tasks t WHERE t.batch = b.batch AND t.task_type = 'web'),
-                   (SELECT count(*) FROM tasks t WHERE t.batch = b.batch AND t.task_type = 'reasoning')
+                   {per_type}
             FROM (SELECT unnest(?) AS batch) b
             """,
             [list(batches)],
@@ -115,13 +127,25 @@ def _print_run_summary(batches: Sequence[str], settings: Settings) -> None:
             "WHERE batch IN (SELECT unnest(?)) ORDER BY source_file, line_number LIMIT ?",
             [list(batches), _REJECTS_SHOWN],
         ).fetchall()
+        errors = connection.execute(
+            "SELECT error_type, count(*), any_value(error_message) FROM trajectories "
+            "WHERE batch IN (SELECT unnest(?)) AND NOT success GROUP BY 1 ORDER BY 2 DESC",
+            [list(batches)],
+        ).fetchall()
     out = _out()
-    table = Table(title="task batches")
+    table = Table(title=f"task batches (policy {settings.policy}; succeeded/tasks per type)")
     for column in ("batch", "accepted", "rejected", "code", "web", "reasoning"):
         table.add_column(column, justify="left" if column == "batch" else "right")
     for row in counts:
         table.add_row(*(str(value) for value in row))
     out.print(table)
+    if errors:
+        failures = Table(title="failed tasks by error type")
+        for column in ("error type", "tasks", "for example"):
+            failures.add_column(column, overflow="fold")
+        for error_type, n, example in errors:
+            failures.add_row(str(error_type), str(n), (example or "")[:200])
+        out.print(failures)
     if rejects:
         shown = Table(title=f"rejected lines (first {_REJECTS_SHOWN})")
         for column in ("file:line", "field", "reason"):

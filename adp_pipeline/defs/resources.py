@@ -17,6 +17,10 @@ class AdpResource(dg.ConfigurableResource):
     tasks_settle_seconds: float = Field(description="A task file is picked up once unmodified this long.")
     max_task_line_bytes: int = Field(description="Longer task lines are rejected unread.")
     task_timeout: int = Field(description="Timeout in seconds for tasks whose line gives none.")
+    policy: str = Field(description="ADP_POLICY: oracle, mock or llm (LLM endpoints come from the environment).")
+    output_dir: str = Field(description="ADP_OUTPUT_DIR: per-task trajectory JSON goes to <output_dir>/trajectories/.")
+    max_concurrent_tasks: int = Field(description="MAX_CONCURRENT_TASKS: tasks (and sandboxes) running at once.")
+    success_threshold: float = Field(description="ADP_SUCCESS_THRESHOLD: minimum verified success rate per type.")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "AdpResource":
@@ -26,6 +30,26 @@ class AdpResource(dg.ConfigurableResource):
             tasks_settle_seconds=settings.tasks_settle_seconds,
             max_task_line_bytes=settings.max_task_line_bytes,
             task_timeout=settings.task_timeout,
+            policy=settings.policy,
+            output_dir=str(settings.output_dir.absolute()),
+            max_concurrent_tasks=settings.max_concurrent_tasks,
+            success_threshold=settings.success_threshold,
+        )
+
+    def settings(self) -> Settings:
+        """The environment's settings with this resource's values on top."""
+        return Settings().model_copy(
+            update={
+                "data_dir": Path(self.data_dir),
+                "tasks_dir": Path(self.tasks_dir),
+                "tasks_settle_seconds": self.tasks_settle_seconds,
+                "max_task_line_bytes": self.max_task_line_bytes,
+                "task_timeout": self.task_timeout,
+                "policy": self.policy,
+                "output_dir": Path(self.output_dir),
+                "max_concurrent_tasks": self.max_concurrent_tasks,
+                "success_threshold": self.success_threshold,
+            }
         )
 
     @property

@@ -27,6 +27,50 @@ TABLES: dict[str, pa.Schema] = {
             _INGESTED_AT,
         ]
     ),
+    "trajectories": pa.schema(
+        [
+            pa.field("task_id", pa.string(), nullable=False),
+            pa.field("task_type", pa.string(), nullable=False),
+            pa.field("success", pa.bool_(), nullable=False),
+            pa.field("error_type", pa.string()),
+            pa.field("error_message", pa.string()),
+            pa.field("policy", pa.string(), nullable=False),
+            pa.field("model", pa.string()),
+            pa.field("provider", pa.string()),
+            pa.field("runtime_id", pa.string(), nullable=False),
+            pa.field("n_steps", pa.int32(), nullable=False),
+            pa.field("total_duration", pa.float64(), nullable=False),
+            pa.field("final_result", pa.string(), nullable=False),
+            pa.field("prompt_tokens", pa.int64(), nullable=False),
+            pa.field("completion_tokens", pa.int64(), nullable=False),
+            pa.field("total_tokens", pa.int64(), nullable=False),
+            pa.field("llm_calls", pa.int32(), nullable=False),
+            pa.field("llm_retries", pa.int32(), nullable=False),
+            pa.field("llm_cached_calls", pa.int32(), nullable=False),
+            pa.field("verified", pa.bool_()),  # null: the task has no verifier
+            pa.field("verifier", pa.string()),  # JSON text
+            pa.field("attempts", pa.int32(), nullable=False),
+            pa.field("messages", pa.string(), nullable=False),  # JSON text, OpenAI chat format
+            pa.field("tools", pa.string(), nullable=False),  # JSON text, OpenAI tool schemas
+            pa.field("schema_version", pa.int32(), nullable=False),
+            pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        ]
+    ),
+    "steps": pa.schema(
+        [
+            pa.field("task_id", pa.string(), nullable=False),
+            pa.field("step_id", pa.int32(), nullable=False),
+            pa.field("tool", pa.string(), nullable=False),
+            pa.field("action_type", pa.string(), nullable=False),
+            pa.field("action_params", pa.string(), nullable=False),  # JSON text
+            pa.field("observation", pa.string(), nullable=False),
+            pa.field("success", pa.bool_(), nullable=False),
+            pa.field("error_type", pa.string()),
+            pa.field("error_message", pa.string()),
+            pa.field("duration", pa.float64(), nullable=False),
+            pa.field("timestamp", pa.timestamp("us", tz="UTC")),
+        ]
+    ),
     "task_rejects": pa.schema(
         [
             pa.field("source_file", pa.string(), nullable=False),

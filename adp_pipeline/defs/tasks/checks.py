@@ -1,14 +1,9 @@
-import warnings
-
 import dagster as dg
 
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.defs.tasks.assets import task_batch
 from adp_pipeline.task_files import registered_task_file
-
-# Partitioned checks are a Dagster preview feature; this one needs its partition to be useful.
-warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
 
 
 @dg.asset_check(asset=task_batch, partitions_def=task_files, blocking=True)

@@ -1,0 +1,1 @@
+"""Accepted tasks in, one verified trajectory each out."""
