@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     """The system Chromium Playwright drives (never a downloaded one)."""
     policy: str = Field("llm", validation_alias=_env("ADP_POLICY"))
     """Who acts in the agent loop: oracle (replays reference calls), mock, or llm."""
-    output_dir: Path = Field(Path("output"), validation_alias=_env("ADP_OUTPUT_DIR"))
+    output_dir_override: Path | None = Field(None, validation_alias=_env("ADP_OUTPUT_DIR"))
     """Per-task trajectory JSON goes to ``<output_dir>/trajectories/<task_id>.json``."""
     success_threshold: float = Field(0.8, ge=0, le=1, validation_alias=_env("ADP_SUCCESS_THRESHOLD"))
     """The success-rate check fails for a task type whose verified success rate is below this."""
@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(8001, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
 
     @property
-    def catalog_path(self) -> Path:
-        return self.data_dir / "adp.duckdb"
+    def output_dir(self) -> Path:
+        """ADP_OUTPUT_DIR, by default ``<data_dir>/output``."""
+        return self.output_dir_override or self.data_dir / "output"
 
     @property
     def dagster_home(self) -> Path:

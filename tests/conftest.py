@@ -16,6 +16,21 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "tasks.jsonl"
 
 
+def code_task(task_id: str, code: str, answer: str, *, tests: str | None = None, **fields: object) -> str:
+    """A code task line whose oracle runs ``code`` and answers ``answer``, verified by ``answer`` and ``tests``."""
+    verify: dict[str, str] = {"expected_answer": answer}
+    if tests is not None:
+        verify["python_tests"] = tests
+    constraints = {
+        "reference_tool_calls": [
+            {"name": "python_executor", "arguments": {"code": code}},
+            {"name": "complete_task", "arguments": {"answer": answer}},
+        ],
+        "verify": verify,
+    }
+    return task_line(task_id, "code", constraints=constraints, **fields)
+
+
 def task_line(task_id: str, task_type: str = "code", **fields: object) -> str:
     """A valid task line, with ``fields`` overriding or adding keys."""
     tools = {"code": ["python_executor"], "web": ["browser"], "reasoning": ["browser", "python_executor"]}
@@ -31,8 +46,20 @@ def task_line(task_id: str, task_type: str = "code", **fields: object) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", tasks_dir=tmp_path / "inbox", tasks_settle_seconds=0)
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    # Settings the Dagster resource does not carry come from the environment.
+    monkeypatch.setenv("ADP_LLM_BACKOFF_BASE", "0.001")
+    for name in ("ADP_LLM_BASE_URL", "GEMINI_API_KEY", "DEEPSEEK_API_KEY", "OPENAI_API_KEY", "VLLM_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return Settings(
+        data_dir=tmp_path / "data",
+        tasks_dir=tmp_path / "inbox",
+        output_dir_override=tmp_path / "output",
+        tasks_settle_seconds=0,
+        policy="oracle",
+        max_concurrent_tasks=4,
+        llm_backoff_base=0.001,
+    )
 
 
 @pytest.fixture

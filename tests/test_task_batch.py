@@ -27,7 +27,8 @@ def test_mixed_file_lands_every_line_in_tasks_or_task_rejects(
 ) -> None:
     result = materialize_file(write_mixed(tmp_path / "mixed.jsonl"), settings, instance)
     assert result.success
-    assert check_results(result) == {"every_line_accounted_for": True, "task_ids_unique": True}
+    checks = check_results(result)
+    assert (checks["every_line_accounted_for"], checks["task_ids_unique"]) == (True, True)
 
     accepted = query(settings, "SELECT task_id, line_number FROM tasks ORDER BY line_number")
     assert accepted == [("good_code", 1), ("good_web", 8), ("研究框架对比", 13), ("good_crlf", 18), ("good_last", 23)]
@@ -117,7 +118,8 @@ def test_task_ids_unique_check_fails_when_two_batches_hold_one_id(
 
     result = materialize_file(path, settings, instance)
 
-    assert check_results(result) == {"every_line_accounted_for": True, "task_ids_unique": False}
+    checks = check_results(result)
+    assert (checks["every_line_accounted_for"], checks["task_ids_unique"]) == (True, False)
     (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "task_ids_unique"]
     assert evaluation.metadata["duplicates"].value == {"twice": ["raced-00000000", "raced-11111111"]}
 

@@ -10,7 +10,8 @@ from runtimes.settings import Settings
 
 
 class AdpResource(dg.ConfigurableResource):
-    """Where adp keeps its data and how it ingests task files (env: see the README)."""
+    """The settings assets, checks and sensors read: these fields, editable per run in the UI, on top
+    of the environment, which alone holds the rest (LLM endpoints and keys, cache, limits)."""
 
     data_dir: str = Field(description="ADP_DATA_DIR: the lake, the DuckDB catalog and registered task files.")
     tasks_dir: str = Field(description="TASKS_DIR: the folder the task file sensor watches.")
@@ -46,7 +47,7 @@ class AdpResource(dg.ConfigurableResource):
                 "max_task_line_bytes": self.max_task_line_bytes,
                 "task_timeout": self.task_timeout,
                 "policy": self.policy,
-                "output_dir": Path(self.output_dir),
+                "output_dir_override": Path(self.output_dir),
                 "max_concurrent_tasks": self.max_concurrent_tasks,
                 "success_threshold": self.success_threshold,
             }

@@ -157,6 +157,10 @@ class BwrapSandbox(Sandbox):
             except TimeoutError:
                 timed_out = True
                 await _kill(process)
+            except asyncio.CancelledError:  # the task's own timeout: leave nothing running
+                await asyncio.shield(_kill(process))
+                outputs.cancel()
+                raise
             _, (stdout, stdout_size), (stderr, stderr_size) = await outputs
             duration = time.monotonic() - started
             statuses = _read_all(status_read).split()

@@ -1,0 +1,163 @@
+"""The trajectories asset: one trajectory per task in the lake and on disk, checks, cache, retries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from adp_pipeline.storage import open_catalog
+from runtimes.mock_llm import MockLLMServer, MockScript
+from runtimes.protocol import TaskSpec
+from runtimes.settings import Settings
+from tests.conftest import code_task, materialize_file, task_line
+from tests.test_task_batch import check_results, query
+
+
+def write(path: Path, *lines: str) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def batch(tmp_path: Path, good: int, wrong: int) -> Path:
+    lines = [code_task(f"good_{i}", f"print({i} * 2)", str(i * 2)) for i in range(good)]
+    lines += [
+        task_line(
+            f"wrong_{i}",
+            constraints={
+                "reference_tool_calls": [
+                    {"name": "python_executor", "arguments": {"code": "print(1)"}},
+                    {"name": "complete_task", "arguments": {"answer": "1"}},
+                ],
+                "verify": {"expected_answer": "2"},
+            },
+        )
+        for i in range(wrong)
+    ]
+    return write(tmp_path / "batch.jsonl", *lines)
+
+
+def test_every_task_gets_one_trajectory_in_the_lake_and_as_json(
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance
+) -> None:
+    path = write(
+        tmp_path / "mixed.jsonl",
+        code_task("adds", "print(1 + 1)", "2"),
+        code_task("crashes", "1/0", "x", tests="pass"),  # the tests need code that ran
+        task_line("web_task", "web"),
+        task_line("no_reference"),
+    )
+    result = materialize_file(path, settings, instance)
+    assert result.success
+    checks = check_results(result)
+    assert checks["one_trajectory_per_task"] and checks["step_budget_respected"]
+    assert checks["success_rate_per_type"] is False  # 1 of 3 code tasks succeeded
+
+    rows = query(settings, "SELECT task_id, success, error_type, policy, n_steps FROM trajectories ORDER BY task_id")
+    assert rows == [
+        ("adds", True, None, "oracle", 2),
+        ("crashes", False, "runtime_error", "oracle", 2),
+        ("no_reference", False, "llm_error", "oracle", 0),
+        ("web_task", False, "system_error", "oracle", 0),
+    ]
+    steps = query(settings, "SELECT step_id, tool, success, error_type FROM steps WHERE task_id = 'crashes' ORDER BY 1")
+    assert steps == [(1, "python_executor", False, "runtime_error"), (2, "complete_task", True, None)]
+
+    record = json.loads((settings.output_dir / "trajectories" / "adds.json").read_text())
+    seed_fields = {"task_id", "runtime_id", "success", "steps", "final_result", "error_type", "error_message"}
+    assert seed_fields | {"total_duration", "metadata", "created_at", "schema_version", "messages", "tools"} <= set(
+        record
+    )
+    assert set(record["steps"][0]) >= {
+        "step_id",
+        "action_type",
+        "action_params",
+        "observation",
+        "success",
+        "error_type",
+        "error_message",
+        "timestamp",
+        "duration",
+    }
+    assert record["steps"][0]["action_params"] == {"code": "print(1 + 1)"}
+    assert sorted(p.name for p in (settings.output_dir / "trajectories").iterdir()) == [
+        "adds.json",
+        "crashes.json",
+        "no_reference.json",
+        "web_task.json",
+    ]
+
+
+@pytest.mark.parametrize(("good", "wrong", "passes"), [(4, 1, True), (3, 2, False)])
+def test_the_success_rate_check_fails_under_the_threshold(
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, good: int, wrong: int, passes: bool
+) -> None:
+    result = materialize_file(batch(tmp_path, good, wrong), settings, instance)
+    assert result.success  # a low success rate is reported, not a failed run
+    assert check_results(result)["success_rate_per_type"] is passes
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "success_rate_per_type"]
+    assert f"| code | {good + wrong} | {good} |" in evaluation.metadata["rates"].value
+
+
+@pytest.fixture
+def mock_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockLLMServer]:
+    with MockLLMServer(MockScript()) as server:
+        monkeypatch.setenv("ADP_MOCK_LLM_URL", server.base_url)
+        yield server
+
+
+def scripted(server: MockLLMServer, path: Path) -> None:
+    server.script = MockScript.from_tasks(TaskSpec.model_validate_json(line) for line in path.read_text().splitlines())
+
+
+def test_rerunning_a_batch_answers_every_llm_call_from_the_cache(
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, mock_server: MockLLMServer
+) -> None:
+    settings = settings.model_copy(update={"policy": "mock"})
+    path = batch(tmp_path, good=6, wrong=0)
+    scripted(mock_server, path)
+
+    assert materialize_file(path, settings, instance).success
+    first = mock_server.stats.requests
+    assert first == 12  # two turns per task
+    assert materialize_file(path, settings, instance).success
+    assert mock_server.stats.requests == first  # not one more call
+
+    assert query(settings, "SELECT count(*), sum(llm_calls), sum(llm_cached_calls) FROM trajectories") == [(6, 0, 12)]
+    assert query(settings, "SELECT count(*) FILTER (WHERE success) FROM trajectories") == [(6,)]
+
+
+def test_with_30_percent_of_llm_calls_failing_every_task_still_gets_one_trajectory_and_retries_are_recorded(
+    tmp_path: Path,
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    mock_server: MockLLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ENABLE_CACHE", "false")
+    settings = settings.model_copy(update={"policy": "mock"})
+    path = batch(tmp_path, good=20, wrong=0)
+    scripted(mock_server, path)
+    mock_server.error_rate = 0.3
+
+    result = materialize_file(path, settings, instance)
+
+    assert result.success and check_results(result)["one_trajectory_per_task"]
+    assert mock_server.stats.injected_errors > 0
+    (count, retries) = query(settings, "SELECT count(DISTINCT task_id), sum(llm_retries) FROM trajectories")[0]
+    assert count == 20
+    assert retries == mock_server.stats.injected_errors  # each injected failure is one recorded retry
+    statuses = set()
+    for record in (settings.output_dir / "trajectories").glob("*.json"):
+        for call in json.loads(record.read_text())["metadata"]["llm_calls"]:
+            statuses |= {attempt["status"] for attempt in call["attempts"]}
+    assert {429, 500, 200} <= statuses
+    with open_catalog(settings.data_dir) as connection:
+        failed = connection.execute("SELECT count(*) FROM trajectories WHERE NOT success").fetchone()
+    # A task fails only if one call failed 5 times in a row; its failure is classified, not lost.
+    assert failed == (0,) or query(settings, "SELECT DISTINCT error_type FROM trajectories WHERE NOT success") == [
+        ("llm_error",)
+    ]
