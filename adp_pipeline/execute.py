@@ -17,7 +17,7 @@ from adp_pipeline.storage import Lake
 from runtimes.agent import AgentLimits
 from runtimes.protocol import TaskSpec, TaskType, Trajectory
 from runtimes.runner import open_policy, run_tasks
-from runtimes.sandbox import BwrapSandbox
+from runtimes.sandbox import SANDBOXES
 from runtimes.settings import Settings
 
 
@@ -89,12 +89,15 @@ def execute_batch(
 async def _run(
     tasks: list[TaskSpec], settings: Settings, on_done: Callable[[Trajectory], None] | None
 ) -> list[Trajectory]:
-    sandbox = BwrapSandbox(settings.max_concurrent_tasks, uid_base=settings.sandbox_uid_base)
+    sandbox = SANDBOXES[settings.sandbox](settings.max_concurrent_tasks, uid_base=settings.sandbox_uid_base)
     limits = AgentLimits(token_budget=settings.token_budget)
-    async with open_policy(settings.policy, tasks, settings) as policy:
-        return await run_tasks(
-            tasks, policy, sandbox, max_concurrent=settings.max_concurrent_tasks, limits=limits, on_done=on_done
-        )
+    try:
+        async with open_policy(settings.policy, tasks, settings) as policy:
+            return await run_tasks(
+                tasks, policy, sandbox, max_concurrent=settings.max_concurrent_tasks, limits=limits, on_done=on_done
+            )
+    finally:
+        await sandbox.aclose()
 
 
 def _trajectory_row(trajectory: Trajectory, created_at: datetime) -> dict[str, Any]:

@@ -8,6 +8,7 @@ settings are prefixed ``ADP_`` except TASKS_DIR. The README lists them all.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,8 @@ class Settings(BaseSettings):
     success_threshold: float = Field(0.8, ge=0, le=1, validation_alias=_env("ADP_SUCCESS_THRESHOLD"))
     """The success-rate check fails for a task type whose verified success rate is below this."""
     token_budget: int = Field(200_000, ge=1, validation_alias=_env("ADP_TOKEN_BUDGET"))
+    sandbox: Literal["warm", "bwrap"] = Field("warm", validation_alias=_env("ADP_SANDBOX"))
+    """warm: a pool of resident sandboxes that fork per execution; bwrap: one launch per execution."""
     sandbox_uid_base: int = Field(61000, ge=1000, validation_alias=_env("ADP_SANDBOX_UID_BASE"))
     llm_tool_calling: bool = Field(True, validation_alias=_env("ADP_LLM_TOOL_CALLING"))
     """Off for models without native tool calling: tools go in the prompt, answers are JSON."""

@@ -9,12 +9,16 @@ from runtimes.datasets import humaneval_tasks
 from runtimes.policies import OraclePolicy
 from runtimes.protocol import ErrorType, Trajectory
 from runtimes.runner import run_tasks
-from runtimes.sandbox import BwrapSandbox
+from runtimes.sandbox import WarmSandbox
 
 
 def run_all(*, broken: bool) -> list[Trajectory]:
     async def go() -> list[Trajectory]:
-        return await run_tasks(humaneval_tasks(broken=broken), OraclePolicy(), BwrapSandbox(4), max_concurrent=4)
+        sandbox = WarmSandbox(4)
+        try:
+            return await run_tasks(humaneval_tasks(broken=broken), OraclePolicy(), sandbox, max_concurrent=4)
+        finally:
+            await sandbox.aclose()
 
     return asyncio.run(go())
 

@@ -7,12 +7,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from runtimes.sandbox import BwrapSandbox, ExecResult, ExecStatus, SandboxLimits
+from runtimes.sandbox import SANDBOXES, ExecResult, ExecStatus, SandboxLimits, WarmSandbox
 from runtimes.sandbox.bwrap import DEFAULT_UID_BASE
 from tests.conftest import REPO
 
@@ -20,11 +20,24 @@ SLOTS = 2
 SLOT_UIDS = set(range(DEFAULT_UID_BASE, DEFAULT_UID_BASE + SLOTS)) if os.geteuid() == 0 else {os.geteuid()}
 
 
-def run(code: str, **limits: float) -> ExecResult:
-    async def go() -> ExecResult:
-        return await BwrapSandbox(SLOTS).exec_python(code, SandboxLimits(**limits))
+Run = Callable[..., ExecResult]
 
-    return asyncio.run(go())
+
+@pytest.fixture(params=sorted(SANDBOXES))
+def run(request: pytest.FixtureRequest) -> Run:
+    """Execute code in a new sandbox of each kind, closed afterwards (so leftovers would show)."""
+
+    def execute(code: str, **limits: float) -> ExecResult:
+        async def go() -> ExecResult:
+            sandbox = SANDBOXES[request.param](SLOTS)
+            try:
+                return await sandbox.exec_python(code, SandboxLimits(**limits))
+            finally:
+                await sandbox.aclose()
+
+        return asyncio.run(go())
+
+    return execute
 
 
 def sandbox_processes() -> list[tuple[int, str]]:
@@ -49,7 +62,7 @@ def no_leftovers() -> Iterator[None]:
     assert sandbox_processes() == []
 
 
-def test_code_runs_and_its_output_comes_back() -> None:
+def test_code_runs_and_its_output_comes_back(run: Run) -> None:
     result = run("import sys\nprint('out')\nprint('err', file=sys.stderr)")
     assert (result.status, result.stdout, result.stderr, result.exit_code) == (ExecStatus.OK, "out\n", "err\n", 0)
 
@@ -65,13 +78,15 @@ def test_code_runs_and_its_output_comes_back() -> None:
         ("print('SyntaxError Timeout Traceback', file=__import__('sys').stderr)", ExecStatus.OK, "Traceback"),
     ],
 )
-def test_how_code_ended_is_classified_from_structured_signals(code: str, status: ExecStatus, stderr_ends: str) -> None:
+def test_how_code_ended_is_classified_from_structured_signals(
+    run: Run, code: str, status: ExecStatus, stderr_ends: str
+) -> None:
     result = run(code)
     assert result.status is status
     assert result.stderr.strip().endswith(stderr_ends)
 
 
-def test_no_network_a_host_server_gets_no_connection() -> None:
+def test_no_network_a_host_server_gets_no_connection(run: Run) -> None:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -115,7 +130,7 @@ def test_no_network_a_host_server_gets_no_connection() -> None:
     assert len(accepted) == 1  # only our own probe from the host
 
 
-def test_no_host_files_are_visible() -> None:
+def test_no_host_files_are_visible(run: Run) -> None:
     home = os.path.expanduser("~")
     paths = ["/etc/shadow", "/etc/passwd", str(REPO / "README.md"), home, "/root", "/work", "/var/lib"]
     code = "import os\n" + "".join(
@@ -129,7 +144,7 @@ def test_no_host_files_are_visible() -> None:
     assert result.stdout.count("\n") == len(paths)
 
 
-def test_host_environment_variables_are_invisible(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_environment_variables_are_invisible(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-host-secret")
     result = run("import os\nprint(dict(os.environ))\nprint(open('/proc/self/environ','rb').read())")
     assert result.status is ExecStatus.OK
@@ -137,7 +152,7 @@ def test_host_environment_variables_are_invisible(monkeypatch: pytest.MonkeyPatc
     assert "OPENAI_API_KEY" not in result.stdout
 
 
-def test_writes_outside_tmp_fail_and_tmp_is_private() -> None:
+def test_writes_outside_tmp_fail_and_tmp_is_private(run: Run) -> None:
     code = (
         "import os\n"
         "for path in ('/x', '/usr/x', '/bin/x', '/dev/shm/../x'):\n"
@@ -156,19 +171,19 @@ def test_writes_outside_tmp_fail_and_tmp_is_private() -> None:
     assert "No such file" in run("open('/tmp/mine')").stderr  # a fresh /tmp each time
 
 
-def test_a_fork_bomb_is_contained(no_leftovers: None) -> None:
+def test_a_fork_bomb_is_contained(run: Run, no_leftovers: None) -> None:
     result = run("import os\nwhile True:\n    os.fork()", timeout=5)
     assert result.status in {ExecStatus.RUNTIME_ERROR, ExecStatus.TIMEOUT}
     assert "BlockingIOError" in result.stderr or result.status is ExecStatus.TIMEOUT
 
 
-def test_a_4gb_allocation_fails_inside_the_sandbox(no_leftovers: None) -> None:
+def test_a_4gb_allocation_fails_inside_the_sandbox(run: Run, no_leftovers: None) -> None:
     result = run("x = bytearray(4 * 1024 ** 3)\nprint(len(x))", memory_mb=256)
     assert result.status is ExecStatus.RUNTIME_ERROR
     assert result.stderr.strip().endswith("MemoryError")
 
 
-def test_an_infinite_loop_times_out(no_leftovers: None) -> None:
+def test_an_infinite_loop_times_out(run: Run, no_leftovers: None) -> None:
     started = time.monotonic()
     result = run("while True:\n    pass", timeout=1.5)
     assert result.status is ExecStatus.TIMEOUT
@@ -176,7 +191,7 @@ def test_an_infinite_loop_times_out(no_leftovers: None) -> None:
     assert "limit" in result.stderr
 
 
-def test_a_sleeping_orphan_dies_with_the_execution(no_leftovers: None) -> None:
+def test_a_sleeping_orphan_dies_with_the_execution(run: Run, no_leftovers: None) -> None:
     code = (
         "import os, subprocess\n"
         "subprocess.Popen(['/usr/bin/sleep', '1000'], start_new_session=True)\n"
@@ -189,8 +204,38 @@ def test_a_sleeping_orphan_dies_with_the_execution(no_leftovers: None) -> None:
     assert result.status is ExecStatus.OK and result.stdout == "spawned\n"
 
 
-def test_output_is_capped_with_its_true_size_recorded() -> None:
+def test_output_is_capped_with_its_true_size_recorded(run: Run) -> None:
     result = run("print('x' * 200_000)", max_output_bytes=1024)
     assert result.status is ExecStatus.OK
     assert len(result.stdout) == 1024
     assert result.stdout_truncated_from == 200_001
+
+
+def test_a_warm_sandbox_leaves_no_trace_for_the_next_execution() -> None:
+    async def go() -> list[ExecResult]:
+        sandbox = WarmSandbox(1)
+        try:
+            first = await sandbox.exec_python(
+                "import os, subprocess\n"
+                "open('/tmp/left', 'w').write('x')\n"
+                "open('/dev/shm/left', 'w').write('x')\n"
+                "subprocess.Popen(['/usr/bin/sleep', '1000'], start_new_session=True)\n"
+                "import builtins; builtins.LEFT = 1\n"
+            )
+            second = await sandbox.exec_python(
+                "import os, builtins\n"
+                "print(os.listdir('/tmp'), os.listdir('/dev/shm'), hasattr(builtins, 'LEFT'))\n"
+                "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
+            )
+            killer = await sandbox.exec_python("import os, signal\nos.kill(1, signal.SIGKILL)\nprint('still here')")
+            after = await sandbox.exec_python("print('next')")
+            return [first, second, killer, after]
+        finally:
+            await sandbox.aclose()
+
+    first, second, killer, after = asyncio.run(go())
+    assert first.ok
+    lines = second.stdout.splitlines()
+    assert lines[0] == "[] [] False"
+    assert len(eval(lines[1])) == 2  # the zygote (PID 1) and the code itself: no sleeping leftover
+    assert killer.ok and after.stdout == "next\n"  # PID 1 cannot be killed from inside

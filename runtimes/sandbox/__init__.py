@@ -3,5 +3,8 @@ environment, bounded CPU, memory, processes, file sizes and output."""
 
 from runtimes.sandbox.base import ExecResult, ExecStatus, Sandbox, SandboxLimits
 from runtimes.sandbox.bwrap import BwrapSandbox
+from runtimes.sandbox.warm import WarmSandbox
 
-__all__ = ["BwrapSandbox", "ExecResult", "ExecStatus", "Sandbox", "SandboxLimits"]
+SANDBOXES: dict[str, type[Sandbox]] = {"bwrap": BwrapSandbox, "warm": WarmSandbox}
+
+__all__ = ["SANDBOXES", "BwrapSandbox", "ExecResult", "ExecStatus", "Sandbox", "SandboxLimits", "WarmSandbox"]

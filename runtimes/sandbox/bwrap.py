@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from runtimes.sandbox.base import ExecResult, ExecStatus, Sandbox, SandboxLimits
@@ -100,32 +101,8 @@ class BwrapSandbox(Sandbox):
             f"--nofile={limits.max_open_files}",
             "--",
         ]
-        if self._as_root:
-            command += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-        command += [
-            "bwrap",
-            "--ro-bind", "/usr", "/usr",
-            "--symlink", "usr/lib", "/lib",
-            "--symlink", "usr/lib64", "/lib64",
-            "--symlink", "usr/bin", "/bin",
-            "--proc", "/proc",
-            "--dev", "/dev",
-            "--tmpfs", "/dev/shm",  # multiprocessing needs it; the rest of /dev is read-only
-            "--remount-ro", "/dev",
-            "--tmpfs", "/tmp",
-            "--remount-ro", "/",
-            "--unshare-all",
-            "--die-with-parent",
-            "--new-session",
-            "--cap-drop", "ALL",
-            "--clearenv",
-            "--setenv", "PATH", "/usr/bin",
-            "--setenv", "HOME", "/tmp",
-            "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
-            "--chdir", "/tmp",
-            "--as-pid-1",
-            self._python, "-I", "-S", "-c", _WRAPPER, str(status_fd),
-        ]  # fmt: skip
+        command += isolate(uid if self._as_root else None)
+        command += [self._python, "-I", "-S", "-c", _WRAPPER, str(status_fd)]
         return command
 
     async def _run(self, code: str, limits: SandboxLimits, uid: int) -> ExecResult:
@@ -156,47 +133,109 @@ class BwrapSandbox(Sandbox):
                 await asyncio.wait_for(process.wait(), timeout=limits.timeout)
             except TimeoutError:
                 timed_out = True
-                await _kill(process)
+                await kill_sandbox(process)
             except asyncio.CancelledError:  # the task's own timeout: leave nothing running
-                await asyncio.shield(_kill(process))
+                await asyncio.shield(kill_sandbox(process))
                 outputs.cancel()
                 raise
             _, (stdout, stdout_size), (stderr, stderr_size) = await outputs
             duration = time.monotonic() - started
-            statuses = _read_all(status_read).split()
+            statuses = _read_all(status_read).decode().split()
         finally:
             os.close(status_read)
 
-        status = _classify(statuses, process.returncode, timed_out, duration, limits)
-        if status is ExecStatus.TIMEOUT and not timed_out:
-            stderr += f"\n[adp] CPU time limit of {math.ceil(limits.timeout)} s reached".encode()
-        elif status is ExecStatus.TIMEOUT:
-            stderr += f"\n[adp] wall-clock limit of {limits.timeout:g} s reached".encode()
-        return ExecResult(
-            status=status,
-            stdout=stdout.decode("utf-8", "replace"),
-            stderr=stderr.decode("utf-8", "replace"),
-            exit_code=process.returncode,
-            duration=duration,
-            stdout_truncated_from=stdout_size if stdout_size > len(stdout) else None,
-            stderr_truncated_from=stderr_size if stderr_size > len(stderr) else None,
+        return exec_result(
+            classify(statuses, process.returncode, timed_out, duration, limits),
+            stdout.decode("utf-8", "replace"),
+            stderr.decode("utf-8", "replace"),
+            process.returncode,
+            duration,
+            (stdout_size, stderr_size),
+            limits,
+            timed_out,
         )
 
 
-def _classify(
-    statuses: list[bytes], returncode: int | None, timed_out: bool, duration: float, limits: SandboxLimits
+def isolate(uid: int | None, binds: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """``setpriv`` to ``uid`` (when given) and ``bwrap`` with adp's isolation, up to the command.
+
+    ``binds`` are extra read-only (host path, sandbox path) mounts.
+    """
+    command = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] if uid is not None else []
+    command += [
+        "bwrap",
+        "--ro-bind", "/usr", "/usr",
+        "--symlink", "usr/lib", "/lib",
+        "--symlink", "usr/lib64", "/lib64",
+        "--symlink", "usr/bin", "/bin",
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--tmpfs", "/dev/shm",  # multiprocessing needs it; the rest of /dev is read-only
+        "--remount-ro", "/dev",
+        "--tmpfs", "/tmp",
+    ]  # fmt: skip
+    for source, target in binds:
+        command += ["--ro-bind", source, target]
+    command += [
+        "--remount-ro", "/",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop", "ALL",
+        "--clearenv",
+        "--setenv", "PATH", "/usr/bin",
+        "--setenv", "HOME", "/tmp",
+        "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+        "--chdir", "/tmp",
+        "--as-pid-1",
+    ]  # fmt: skip
+    return command
+
+
+_CPU_KILLS = {_KILLED_BY_SIGKILL, -signal.SIGKILL, 128 + signal.SIGXCPU, -signal.SIGXCPU}
+
+
+def classify(
+    statuses: Sequence[str], returncode: int | None, timed_out: bool, duration: float, limits: SandboxLimits
 ) -> ExecStatus:
+    """How an execution ended, from what the wrapper reported and how the process exited."""
     if timed_out:
         return ExecStatus.TIMEOUT
-    if b"started" not in statuses:
+    if "started" not in statuses:
         return ExecStatus.SYSTEM_ERROR  # bwrap or the interpreter never got to the code
-    if b"compile_error" in statuses:
+    if "compile_error" in statuses:
         return ExecStatus.COMPILE_ERROR
-    if statuses[-1:] == [b"ok"] and returncode == 0:
+    if list(statuses[-1:]) == ["ok"] and returncode == 0:
         return ExecStatus.OK
-    if returncode == _KILLED_BY_SIGKILL and duration >= math.ceil(limits.timeout) * 0.9:
-        return ExecStatus.TIMEOUT  # the CPU limit's SIGKILL: busy for as long as allowed
+    if returncode in _CPU_KILLS and duration >= math.ceil(limits.timeout) * 0.9:
+        return ExecStatus.TIMEOUT  # the CPU limit's signal: busy for as long as allowed
     return ExecStatus.RUNTIME_ERROR
+
+
+def exec_result(
+    status: ExecStatus,
+    stdout: str,
+    stderr: str,
+    returncode: int | None,
+    duration: float,
+    sizes: tuple[int, int],
+    limits: SandboxLimits,
+    timed_out: bool,
+) -> ExecResult:
+    if status is ExecStatus.TIMEOUT:
+        which = (
+            f"wall-clock limit of {limits.timeout:g} s" if timed_out else f"CPU limit of {math.ceil(limits.timeout)} s"
+        )
+        stderr += f"\n[adp] {which} reached"
+    return ExecResult(
+        status=status,
+        stdout=stdout,
+        stderr=stderr,
+        exit_code=returncode,
+        duration=duration,
+        stdout_truncated_from=sizes[0] if sizes[0] > len(stdout.encode()) else None,
+        stderr_truncated_from=sizes[1] if sizes[1] > len(stderr.encode()) else None,
+    )
 
 
 async def _feed(stream: asyncio.StreamWriter, data: bytes) -> None:
@@ -225,7 +264,7 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _kill(process: asyncio.subprocess.Process) -> None:
+async def kill_sandbox(process: asyncio.subprocess.Process) -> None:
     """Kill the sandbox so that every process is reaped.
 
     Killing bwrap itself would orphan the sandbox's PID 1 to the host's init, which in a
