@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -241,3 +242,39 @@ def doctor(data_dir: Path | None) -> None:
     _out().print(table)
     if any(result.status is Status.FAIL for result in results):
         raise SystemExit(1)
+
+
+@main.command("mock-llm")
+@click.option(
+    "--tasks",
+    "task_files",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Script the answers from these task files' reference_tool_calls.",
+)
+@click.option("--script", type=click.Path(exists=True, path_type=Path), help="A MockScript JSON file.")
+@click.option("--latency", default=0.0, show_default=True, help="Seconds before each answer.")
+@click.option("--error-rate", default=0.0, show_default=True, help="Fraction of requests answered 429/500.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, help="0 picks a free port.")
+def mock_llm(
+    task_files: tuple[Path, ...], script: Path | None, latency: float, error_rate: float, host: str, port: int
+) -> None:
+    """Serve the scripted OpenAI-compatible mock LLM; prints its base URL, then serves until stopped."""
+    import signal
+    import threading
+
+    from runtimes.mock_llm import MockLLMServer, MockScript
+    from runtimes.taskfile import parse_task_file
+
+    rules = MockScript.model_validate_json(script.read_text()).rules if script else []
+    for path in task_files:
+        rules += MockScript.from_tasks(item.task for item in parse_task_file(path).accepted).rules
+    server = MockLLMServer(MockScript(rules=rules), latency=latency, error_rate=error_rate, host=host, port=port)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with server:
+        click.echo(server.base_url)
+        sys.stdout.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
