@@ -8,7 +8,7 @@ from adp_pipeline.storage import catalog_path, open_catalog
 from tests.conftest import task_line
 from tests.test_cli import ADP, REPO, adp
 
-N_TASKS = 30_000
+N_TASKS = 10_000
 
 
 def test_readers_query_while_a_materialisation_writes_and_never_see_half_a_batch(tmp_path: Path) -> None:
