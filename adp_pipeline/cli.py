@@ -29,7 +29,7 @@ _err = Console(stderr=True)
 
 def _out() -> Console:
     # Tables piped to a file or another program should not be wrapped at 80 columns.
-    return Console(width=None if sys.stdout.isatty() else 200)
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -73,7 +73,7 @@ def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None) -> N
 
     With no FILES, runs TASK_FILE. Prints a summary per file; exits non-zero when a run failed.
     """
-    from adp_pipeline.runner import run_task_files  # imports dagster: keep `adp --help` fast
+    from adp_pipeline.materialize import run_task_files  # imports dagster: keep `adp --help` fast
 
     settings = _settings(data_dir)
     if policy is not None:

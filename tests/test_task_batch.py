@@ -6,10 +6,11 @@ import dagster as dg
 import duckdb
 
 from adp_pipeline.definitions import build_definitions
-from adp_pipeline.runner import failure_reason
+from adp_pipeline.materialize import failure_reason
 from adp_pipeline.storage import Lake, open_catalog
 from runtimes.settings import Settings
 from tests.conftest import materialize_file, task_line
+from tests.test_lake import row as lake_row
 from tests.test_taskfile import MIXED, write_mixed
 
 
@@ -96,20 +97,7 @@ def test_task_ids_unique_check_fails_when_two_batches_hold_one_id(
     tmp_path: Path, settings: Settings, instance: dg.DagsterInstance
 ) -> None:
     # Two batches ingested at the same moment can both accept an id; the check must notice.
-    row = {
-        "task_id": "twice",
-        "task_type": "code",
-        "description": "d",
-        "expected_tools": ["python_executor"],
-        "max_steps": 1,
-        "timeout": 1,
-        "priority": 1,
-        "constraints": "{}",
-        "source_file": "raced.jsonl",
-        "line_number": 1,
-        "schema_version": 1,
-        "ingested_at": None,
-    }
+    row = lake_row("twice")
     lake = Lake(settings.data_dir)
     lake.write_partition("tasks", "raced-00000000", [row])
     lake.write_partition("tasks", "raced-11111111", [row])

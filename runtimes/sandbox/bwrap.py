@@ -72,14 +72,12 @@ class BwrapSandbox(Sandbox):
         python: str = "/usr/bin/python3",
         default_limits: SandboxLimits | None = None,
     ) -> None:
-        if not Path(python).is_relative_to("/usr"):
-            raise ValueError(f"the sandbox sees only /usr; {python} is outside it")
-        self._python = python
+        self._python = sandbox_python(python)
         self._default_limits = default_limits or SandboxLimits()
         self._as_root = os.geteuid() == 0
         self._uids: asyncio.Queue[int] = asyncio.Queue()
-        for slot in range(slots):
-            self._uids.put_nowait(uid_base + slot if self._as_root else os.geteuid())
+        for uid in slot_uids(slots, uid_base):
+            self._uids.put_nowait(uid)
 
     async def exec_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult:
         limits = limits or self._default_limits
@@ -154,6 +152,19 @@ class BwrapSandbox(Sandbox):
             limits,
             timed_out,
         )
+
+
+def slot_uids(slots: int, uid_base: int) -> list[int]:
+    """One uid per slot as root (so RLIMIT_NPROC counts each slot apart); else the caller's own."""
+    if os.geteuid() != 0:
+        return [os.geteuid()] * slots
+    return [uid_base + slot for slot in range(slots)]
+
+
+def sandbox_python(python: str) -> str:
+    if not Path(python).is_relative_to("/usr"):
+        raise ValueError(f"the sandbox sees only /usr; {python} is outside it")
+    return python
 
 
 def isolate(uid: int | None, binds: Sequence[tuple[str, str]] = ()) -> list[str]:

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from runtimes.sandbox.base import ExecResult, ExecStatus, Sandbox, SandboxLimits
-from runtimes.sandbox.bwrap import DEFAULT_UID_BASE, classify, exec_result, isolate, kill_sandbox
+from runtimes.sandbox.bwrap import (
+    DEFAULT_UID_BASE,
+    classify,
+    exec_result,
+    isolate,
+    kill_sandbox,
+    sandbox_python,
+    slot_uids,
+)
 
 _ZYGOTE = Path(__file__).with_name("zygote.py")
 _ZYGOTE_IN_SANDBOX = "/opt/adp/zygote.py"
@@ -58,13 +66,12 @@ class WarmSandbox(Sandbox):
         max_memory_mb: int = 8192,
         recycle_after: int = 200,
     ) -> None:
-        self._python = python
+        self._python = sandbox_python(python)
         self._default_limits = default_limits or SandboxLimits()
         self._max_memory_mb = max_memory_mb
         self._recycle_after = recycle_after
-        as_root = os.geteuid() == 0
-        self._as_root = as_root
-        self._all = [_Slot(uid=uid_base + slot if as_root else os.geteuid()) for slot in range(slots)]
+        self._as_root = os.geteuid() == 0
+        self._all = [_Slot(uid=uid) for uid in slot_uids(slots, uid_base)]
         self._free: asyncio.Queue[_Slot] = asyncio.Queue()
         for slot in self._all:
             self._free.put_nowait(slot)
