@@ -19,6 +19,7 @@ from runtimes.protocol import TaskSpec, TaskType, Trajectory
 from runtimes.runner import open_policy, run_tasks
 from runtimes.sandbox import SANDBOXES
 from runtimes.settings import Settings
+from runtimes.web.pool import BrowserPool
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,26 @@ async def _run(
 ) -> list[Trajectory]:
     sandbox = SANDBOXES[settings.sandbox](settings.max_concurrent_tasks, uid_base=settings.sandbox_uid_base)
     limits = AgentLimits(token_budget=settings.token_budget)
+    browser = BrowserPool(
+        settings.max_concurrent,
+        chromium_path=settings.chromium_path,
+        action_timeout=settings.browser_action_timeout,
+        memory_limit_mb=settings.browser_memory_mb,
+    )
     try:
         async with open_policy(settings.policy, tasks, settings) as policy:
             return await run_tasks(
-                tasks, policy, sandbox, max_concurrent=settings.max_concurrent_tasks, limits=limits, on_done=on_done
+                tasks,
+                policy,
+                sandbox,
+                max_concurrent=settings.max_concurrent_tasks,
+                limits=limits,
+                on_done=on_done,
+                browser=browser,
             )
     finally:
         await sandbox.aclose()
+        await browser.aclose()
 
 
 def _trajectory_row(trajectory: Trajectory, created_at: datetime) -> dict[str, Any]:

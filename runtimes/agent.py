@@ -4,15 +4,18 @@ every step, stop at complete_task, the step budget, the timeout or the token bud
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
+from runtimes.errors import BrowserError
 from runtimes.llm import LLMError
 from runtimes.policies import Policy, Turn
 from runtimes.protocol import (
@@ -26,13 +29,16 @@ from runtimes.protocol import (
 )
 from runtimes.sandbox import ExecResult, Sandbox, SandboxLimits
 from runtimes.tools import TOOL_ARGS, TOOLS_BY_TYPE, CompleteTaskArgs, PythonExecutorArgs, tools_for
-from runtimes.verify import verify_code_task
+from runtimes.verify import verify_task
+from runtimes.web.actions import BrowserArgs, parse_browser_action
+from runtimes.web.pool import BrowserPool
+from runtimes.web.session import BrowserSession
 
 OBSERVATION_CHARS = 8000
 _SYSTEM_PROMPT = (
     "You are an agent that completes tasks with tools. Work step by step: call a tool, read its "
-    "result, continue. Use python_executor to run Python code. When you are done, call complete_task "
-    "with the final answer."
+    "result, continue. Use python_executor to run Python code and browser to act on web pages "
+    "(snapshot shows the page). When you are done, call complete_task with the final answer."
 )
 _JSON_PROTOCOL = (
     "\nYou cannot call tools natively. Answer every turn with one JSON object and nothing else: "
@@ -55,13 +61,20 @@ class _Run:
     llm_calls: list[dict[str, Any]] = field(default_factory=list)
     answer: str | None = None
     last_good_code: str | None = None
+    session: BrowserSession | None = None
 
 
 RUNTIME_ID = f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def run_task(task: TaskSpec, policy: Policy, sandbox: Sandbox, limits: AgentLimits | None = None) -> Trajectory:
-    """Run ``task`` to one trajectory. Never raises for anything the task, model or code does."""
+async def run_task(
+    task: TaskSpec,
+    policy: Policy,
+    sandbox: Sandbox,
+    limits: AgentLimits | None = None,
+    browser: BrowserPool | None = None,
+) -> Trajectory:
+    """Run ``task`` to one trajectory. Never raises for anything the task, model, code or page does."""
     limits = limits or AgentLimits()
     started = time.monotonic()
     if task.task_type not in TOOLS_BY_TYPE:
@@ -76,21 +89,30 @@ async def run_task(task: TaskSpec, policy: Policy, sandbox: Sandbox, limits: Age
         system += _JSON_PROTOCOL.format(schemas=json.dumps([tool["function"] for tool in tools], ensure_ascii=False))
     run.messages = [{"role": "system", "content": system}, {"role": "user", "content": task.description}]
     error: tuple[ErrorType, str] | None = None
+    verifier: VerifierResult | None = None
     try:
-        async with asyncio.timeout(task.timeout):
+        async with asyncio.timeout(task.timeout), _browser_session(task, browser) as session:
+            run.session = session
+            if session is not None and session.utterance:
+                run.messages[1]["content"] += f"\n\nThe page says: {session.utterance}"
             error = await _loop(run, policy, sandbox, sandbox_limits, tools, limits)
+            if error is None:
+                verifier = await verify_task(task, run.answer, run.last_good_code, sandbox, sandbox_limits, session)
+                if verifier is not None and not verifier.passed:
+                    error = (ErrorType.RUNTIME_ERROR, f"verification failed: {verifier.details}")
     except TimeoutError:
         error = (ErrorType.TIMEOUT, f"task timeout of {task.timeout} s reached")
     except LLMError as exc:
         error = (exc.error_type, str(exc))
         if exc.attempts:
             run.llm_calls.append({"cached": False, "attempts": [a.model_dump() for a in exc.attempts], "failed": True})
-
-    verifier: VerifierResult | None = None
-    if error is None:
-        verifier = await verify_code_task(task, run.answer, run.last_good_code, sandbox, sandbox_limits)
-        if verifier is not None and not verifier.passed:
-            error = (ErrorType.RUNTIME_ERROR, f"verification failed: {verifier.details}")
+    except BrowserError as exc:
+        error = (exc.error_type, str(exc))
+    metadata: dict[str, Any] = {"llm_calls": run.llm_calls, "expected_tools": list(task.expected_tools)}
+    if run.session is not None:
+        metadata["blocked_urls"] = run.session.blocked
+        if run.session.utterance is not None:
+            metadata["utterance"] = run.session.utterance
     return Trajectory(
         task_id=task.task_id,
         task_type=task.task_type,
@@ -101,7 +123,7 @@ async def run_task(task: TaskSpec, policy: Policy, sandbox: Sandbox, limits: Age
         error_type=error[0] if error else None,
         error_message=error[1] if error else None,
         total_duration=time.monotonic() - started,
-        metadata={"llm_calls": run.llm_calls, "expected_tools": list(task.expected_tools)},
+        metadata=metadata,
         messages=run.messages,
         tools=tools,
         policy=policy.name,
@@ -111,6 +133,17 @@ async def run_task(task: TaskSpec, policy: Policy, sandbox: Sandbox, limits: Age
         verifier=verifier,
         attempts=1,
     )
+
+
+@contextlib.asynccontextmanager
+async def _browser_session(task: TaskSpec, browser: BrowserPool | None) -> AsyncIterator[BrowserSession | None]:
+    if "browser" not in TOOLS_BY_TYPE[task.task_type]:
+        yield None
+        return
+    if browser is None:
+        raise BrowserError(f"{task.task_type} tasks need a browser, and this runner has none")
+    async with browser.context() as context:
+        yield await BrowserSession.open(context, task)
 
 
 def failed_trajectory(task: TaskSpec, policy: Policy, error_type: ErrorType, message: str) -> Trajectory:
@@ -167,6 +200,8 @@ async def _execute(run: _Run, name: str, raw_arguments: str, sandbox: Sandbox, l
         if name not in TOOL_ARGS:
             raise ValueError(f"unknown tool {name!r}; the tools are {', '.join(TOOL_ARGS)}")
         parsed = TOOL_ARGS[name].model_validate(arguments)
+        if isinstance(parsed, BrowserArgs):
+            parse_browser_action(parsed.model_dump())  # each action's own required arguments
     except (ValueError, ValidationError) as exc:
         message = f"invalid call of {name}: {exc}"
         run.steps.append(
@@ -189,6 +224,12 @@ async def _execute(run: _Run, name: str, raw_arguments: str, sandbox: Sandbox, l
         run.answer = parsed.answer
         observation, success, error_type, error_message = "task completed", True, None, None
         action_type = ActionType.TOOL_CALL
+    elif isinstance(parsed, BrowserArgs):
+        assert run.session is not None, "browser tools are only offered with a browser session"
+        outcome = await run.session.act(parse_browser_action(parsed.model_dump()))
+        observation, success = outcome.observation, outcome.success
+        error_type, error_message = outcome.error_type, outcome.error_message
+        action_type = ActionType.BROWSER_ACTION
     else:
         assert isinstance(parsed, PythonExecutorArgs)
         result = await sandbox.exec_python(parsed.code, limits)
@@ -203,7 +244,7 @@ async def _execute(run: _Run, name: str, raw_arguments: str, sandbox: Sandbox, l
             step_id=step_id,
             action_type=action_type,
             tool=name,
-            action_params=parsed.model_dump(),
+            action_params=parsed.model_dump(exclude_none=True),
             observation=observation,
             success=success,
             error_type=error_type,

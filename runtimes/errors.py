@@ -18,3 +18,9 @@ class TaskFileError(AdpError):
 
 class ConfigError(AdpError):
     """Configuration is missing or contradictory; the message says which setting to change."""
+
+
+class BrowserError(AdpError):
+    """The browser could not be started, or died under a task."""
+
+    error_type = ErrorType.BROWSER_ERROR

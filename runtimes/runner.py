@@ -17,6 +17,8 @@ from runtimes.policies import POLICY_NAMES, LLMPolicy, OraclePolicy, Policy, Unc
 from runtimes.protocol import ErrorType, TaskSpec, Trajectory
 from runtimes.sandbox import Sandbox
 from runtimes.settings import Settings
+from runtimes.tools import TOOLS_BY_TYPE
+from runtimes.web.pool import BrowserPool
 
 
 async def run_tasks(
@@ -27,19 +29,30 @@ async def run_tasks(
     max_concurrent: int,
     limits: AgentLimits | None = None,
     on_done: Callable[[Trajectory], None] | None = None,
+    browser: BrowserPool | None = None,
+    browser_attempts: int = 2,
 ) -> list[Trajectory]:
-    """One trajectory per task, in the order of ``tasks``, at most ``max_concurrent`` at a time.
+    """One trajectory per task, in the order of ``tasks``.
 
-    A task whose run raises anything unexpected still gets its trajectory, as a system_error.
+    Code tasks run ``max_concurrent`` at a time; tasks that need the browser as many as the
+    pool has contexts. A task whose browser died under it is run again, up to
+    ``browser_attempts`` in all; a task whose run raises anything unexpected still gets its
+    trajectory, as a system_error.
     """
-    slots = asyncio.Semaphore(max_concurrent)
+    code_slots = asyncio.Semaphore(max_concurrent)
+    browser_slots = asyncio.Semaphore(browser.max_contexts if browser else max_concurrent)
 
     async def one(task: TaskSpec) -> Trajectory:
+        slots = browser_slots if "browser" in TOOLS_BY_TYPE.get(task.task_type, ()) else code_slots
         async with slots:
-            try:
-                trajectory = await run_task(task, policy, sandbox, limits)
-            except Exception as exc:  # every accepted task ends with exactly one trajectory
-                trajectory = failed_trajectory(task, policy, ErrorType.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}")
+            for attempt in range(1, browser_attempts + 1):
+                try:
+                    trajectory = await run_task(task, policy, sandbox, limits, browser)
+                except Exception as exc:  # every accepted task ends with exactly one trajectory
+                    trajectory = failed_trajectory(task, policy, ErrorType.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}")
+                trajectory.attempts = attempt
+                if trajectory.error_type is not ErrorType.BROWSER_ERROR:
+                    break
         if on_done is not None:
             on_done(trajectory)
         return trajectory

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL"))
     enable_cache: bool = Field(True, validation_alias=_env("ENABLE_CACHE"))
     cache_ttl: int = Field(3600, ge=0, validation_alias=_env("CACHE_TTL"))
+    max_concurrent: int = Field(4, ge=1, validation_alias=_env("MAX_CONCURRENT"))
+    """Browser contexts at once: web and reasoning tasks running together (~100 MB each)."""
+    browser_memory_mb: int = Field(2048, ge=256, validation_alias=_env("ADP_BROWSER_MEMORY_MB"))
+    """Relaunch the idle browser when all its processes together use more than this."""
+    browser_action_timeout: float = Field(10.0, gt=0, validation_alias=_env("ADP_BROWSER_ACTION_TIMEOUT"))
     chromium_path: Path = Field(Path("/usr/bin/chromium"), validation_alias=_env("ADP_CHROMIUM_PATH"))
     """The system Chromium Playwright drives (never a downloaded one)."""
     policy: str = Field("llm", validation_alias=_env("ADP_POLICY"))

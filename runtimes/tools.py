@@ -1,6 +1,7 @@
 """The agent's tools: their OpenAI function schemas and the typed arguments each accepts.
 
-The type of a task decides its tools (DESIGN.md §6): code -> python_executor + complete_task.
+The type of a task decides its tools (DESIGN.md §6): code -> python_executor; web -> browser;
+reasoning -> browser + python_executor; all -> complete_task.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from runtimes.protocol import TaskType
+from runtimes.web.actions import BrowserArgs
 
 
 class _Args(BaseModel):
@@ -24,16 +26,24 @@ class CompleteTaskArgs(_Args):
     answer: str = Field(description="The final answer or result of the task.")
 
 
-TOOL_ARGS: dict[str, type[_Args]] = {"python_executor": PythonExecutorArgs, "complete_task": CompleteTaskArgs}
+TOOL_ARGS: dict[str, type[BaseModel]] = {
+    "python_executor": PythonExecutorArgs,
+    "complete_task": CompleteTaskArgs,
+    "browser": BrowserArgs,
+}
 
 _DESCRIPTIONS = {
     "python_executor": "Run Python code in an isolated sandbox (no network, no files but /tmp) and return "
     "its stdout and stderr.",
     "complete_task": "Finish the task and give the final answer. Call it exactly once, last.",
+    "browser": "Act in a web browser: goto a URL, click/fill/select/press on a CSS selector, scroll, "
+    "extract_text of an element, or snapshot the page as an outline whose [data-adp-id] selectors you can use.",
 }
 
 TOOLS_BY_TYPE: dict[TaskType, tuple[str, ...]] = {
     TaskType.CODE: ("python_executor", "complete_task"),
+    TaskType.WEB: ("browser", "complete_task"),
+    TaskType.REASONING: ("browser", "python_executor", "complete_task"),
 }
 
 
@@ -43,6 +53,9 @@ def tool_schema(name: str) -> dict[str, Any]:
     parameters.pop("title", None)
     for field in parameters.get("properties", {}).values():
         field.pop("title", None)
+        if field.get("default", ...) is None:  # optional: say "string", not "string or null"
+            field.pop("default")
+            field.update(next((option for option in field.pop("anyOf", []) if option.get("type") != "null"), {}))
     return {
         "type": "function",
         "function": {"name": name, "description": _DESCRIPTIONS[name], "parameters": parameters},

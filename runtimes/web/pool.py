@@ -1,0 +1,170 @@
+"""One Chromium per process, a bounded pool of isolated contexts over it.
+
+Debian's Chromium is driven through Playwright (``executable_path``; never ``playwright
+install``). Every task gets a fresh context (its own cookies, storage, cache); at most
+``max_contexts`` exist at once. The browser is relaunched when it has crashed, and, between
+tasks, when its memory (PSS of all its processes) passes ``memory_limit_mb``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
+
+from runtimes.errors import BrowserError
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
+
+
+class BrowserPool:
+    """Args:
+    max_contexts: contexts (so browser tasks) at once (MAX_CONCURRENT).
+    chromium_path: the system Chromium.
+    action_timeout: seconds for any single Playwright call.
+    memory_limit_mb: relaunch the idle browser above this much memory.
+    """
+
+    def __init__(
+        self,
+        max_contexts: int = 4,
+        *,
+        chromium_path: Path = Path("/usr/bin/chromium"),
+        action_timeout: float = 10.0,
+        memory_limit_mb: int = 2048,
+    ) -> None:
+        self.max_contexts = max_contexts
+        self.action_timeout = action_timeout
+        self._chromium_path = chromium_path
+        self._memory_limit_mb = memory_limit_mb
+        self._slots = asyncio.Semaphore(max_contexts)
+        self._lock = asyncio.Lock()
+        self._playwright: Playwright | None = None
+        self._browser: Browser | None = None
+        self._active = 0
+        self.launches = 0
+        self.peak_memory_mb = 0.0
+
+    async def __aenter__(self) -> BrowserPool:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    @contextlib.asynccontextmanager
+    async def context(self) -> AsyncIterator[BrowserContext]:
+        """A fresh, isolated browser context, closed afterwards.
+
+        Raises:
+            BrowserError: Chromium cannot be started.
+        """
+        async with self._slots:
+            browser = await self._ready_browser()
+            try:
+                context = await asyncio.wait_for(browser.new_context(), timeout=self.action_timeout * 3)
+            except Exception as exc:
+                raise BrowserError(f"cannot open a browser context: {exc}") from exc
+            context.set_default_timeout(self.action_timeout * 1000)
+            context.set_default_navigation_timeout(self.action_timeout * 3000)
+            self._active += 1
+            try:
+                yield context
+            finally:
+                self._active -= 1
+                self.peak_memory_mb = max(self.peak_memory_mb, self.memory_mb())
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(context.close(), timeout=self.action_timeout)
+
+    def memory_mb(self) -> float:
+        """Proportional set size of every Chromium process this process started, in MiB."""
+        total_kb = 0
+        for pid in self.browser_pids():
+            with contextlib.suppress(OSError, ValueError):
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total_kb += int(line.split()[1])
+        return total_kb / 1024
+
+    def browser_pids(self) -> list[int]:
+        """Chromium processes descended from this process."""
+        parents: dict[int, int] = {}
+        names: dict[int, str] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                text = stat.read_text()
+                pid = int(stat.parent.name)
+                parents[pid] = int(text.rsplit(")", 1)[1].split()[1])
+                names[pid] = text[text.index("(") + 1 : text.rindex(")")]
+        mine = os.getpid()
+
+        def descends(pid: int) -> bool:
+            seen = 0
+            while pid > 1 and seen < 64:
+                pid, seen = parents.get(pid, 0), seen + 1
+                if pid == mine:
+                    return True
+            return False
+
+        return [pid for pid, name in names.items() if name.startswith("chrom") and descends(pid)]
+
+    def kill_browser(self) -> None:
+        """SIGKILL every Chromium process (what a crash looks like); the pool relaunches on next use."""
+        for pid in self.browser_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def alive(self) -> bool:
+        return self._browser is not None and self._browser.is_connected()
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if self._browser is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._browser.close(), timeout=10)
+                self._browser = None
+            if self._playwright is not None:
+                with contextlib.suppress(Exception):
+                    await self._playwright.stop()
+                self._playwright = None
+
+    async def _ready_browser(self) -> Browser:
+        async with self._lock:
+            idle = self._browser is not None and self._browser.is_connected() and self._active == 0
+            if idle and self._browser is not None and self.memory_mb() > self._memory_limit_mb:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._browser.close(), timeout=10)
+                self._browser = None
+            if self._browser is None or not self._browser.is_connected():
+                self._browser = await self._launch()
+            return self._browser
+
+    async def _launch(self) -> Browser:
+        if not self._chromium_path.exists():
+            raise BrowserError(
+                f"{self._chromium_path} not found: install Debian's chromium (`make setup` as root) "
+                "or set ADP_CHROMIUM_PATH"
+            )
+        if self._playwright is None:
+            self._playwright = await async_playwright().start()
+        try:
+            browser = await self._playwright.chromium.launch(
+                executable_path=str(self._chromium_path), args=CHROMIUM_ARGS, headless=True, timeout=60_000
+            )
+        except Exception as exc:
+            raise BrowserError(f"cannot start Chromium ({self._chromium_path}): {exc}") from exc
+        self.launches += 1
+        return browser

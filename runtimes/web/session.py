@@ -1,0 +1,219 @@
+"""One task's browser: its page, its URL allowlist, its actions, and what verifiers read."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from playwright.async_api import BrowserContext, Page, Route
+from playwright.async_api import Error as PlaywrightError
+
+from runtimes.errors import BrowserError
+from runtimes.protocol import ErrorType, TaskSpec
+from runtimes.web.actions import (
+    BrowserAction,
+    Click,
+    ExtractText,
+    Fill,
+    Goto,
+    Press,
+    Scroll,
+    Select,
+    Snapshot,
+)
+from runtimes.web.sites import SITE_HOSTS, content_type, local_file, miniwob_url
+
+OBSERVATION_CHARS = 6000
+_SNAPSHOT_JS = """
+() => {
+  const lines = [];
+  let next = 1;
+  const shown = (el) => {
+    const r = el.getBoundingClientRect(), s = getComputedStyle(el);
+    return r.width > 0 && r.height > 0 && s.visibility !== 'hidden' && s.display !== 'none';
+  };
+  const label = (el) => (el.innerText || el.value || el.placeholder || el.getAttribute('aria-label') || '')
+    .replace(/\\s+/g, ' ').trim().slice(0, 80);
+  const act = 'a,button,input,select,textarea,[onclick],[role=button],[role=link],[role=checkbox],[role=tab]';
+  for (const el of document.body.querySelectorAll('*')) {
+    if (!shown(el)) continue;
+    const tag = el.tagName.toLowerCase();
+    if (el.matches(act)) {
+      if (!el.dataset.adpId) el.dataset.adpId = String(next++);
+      let kind = tag;
+      if (tag === 'input') kind = 'input[' + (el.type || 'text') + ']' + (el.checked ? ' checked' : '');
+      if (tag === 'select') kind = 'select{' + [...el.options].map(o => o.text).join('|') + '}';
+      lines.push(`[data-adp-id="${el.dataset.adpId}"] ${kind} "${label(el)}"`);
+    } else if (/^h[1-6]$/.test(tag) || tag === 'tr' || tag === 'label' || tag === 'li' || el.id === 'query') {
+      const text = tag === 'tr' ? [...el.cells].map(c => c.innerText.trim()).join(' | ') : label(el);
+      if (text) lines.push(`${tag} "${text}"`);
+    } else if (tag === 'p' || tag === 'span' || tag === 'div') {
+      const own = [...el.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join(' ')
+        .replace(/\\s+/g, ' ').trim();
+      if (own) lines.push(`text "${own.slice(0, 120)}"`);
+    }
+    if (lines.length >= 300) break;
+  }
+  return lines.join('\\n');
+}
+"""
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    observation: str
+    success: bool = True
+    error_type: ErrorType | None = None
+    error_message: str | None = None
+
+
+@dataclass
+class BrowserSession:
+    """The browser side of one task run; create with :meth:`open`."""
+
+    context: BrowserContext
+    page: Page
+    task: TaskSpec
+    allowlist: list[str] | None  # URL prefixes; None: any http(s) URL
+    blocked: list[str] = field(default_factory=list)
+    utterance: str | None = None
+
+    @classmethod
+    async def open(cls, context: BrowserContext, task: TaskSpec) -> BrowserSession:
+        """Route the context through the allowlist and adp's own sites, open the start page,
+        and for MiniWoB tasks start the seeded episode.
+
+        Raises:
+            BrowserError: the browser died or the start page could not be opened.
+        """
+        session = cls(context=context, page=await context.new_page(), task=task, allowlist=_allowlist(task))
+        await context.route("**/*", session._route)
+        constraints = task.constraints
+        try:
+            if constraints.miniwob is not None:
+                await session.page.goto(miniwob_url(constraints.miniwob.task), wait_until="load")
+                session.utterance = await session.page.evaluate(
+                    """(args) => {
+                        Math.seedrandom(String(args.seed));
+                        core.EPISODE_MAX_TIME = args.ms;
+                        core.startEpisodeReal();
+                        return core.getUtterance();
+                    }""",
+                    {"seed": constraints.miniwob.seed, "ms": task.timeout * 1000},
+                )
+            elif constraints.start_url:
+                await session.page.goto(constraints.start_url, wait_until="load")
+        except PlaywrightError as exc:
+            raise BrowserError(f"cannot open the start page: {_first_line(exc)}") from exc
+        return session
+
+    def allowed(self, url: str) -> bool:
+        scheme = urlsplit(url).scheme
+        if scheme in {"about", "data", "blob"}:
+            return True
+        if self.allowlist is None:
+            return scheme in {"http", "https"}
+        return any(url.startswith(prefix) for prefix in self.allowlist)
+
+    async def act(self, action: BrowserAction) -> ActionOutcome:
+        """Perform one action. A failed action is an outcome for the model to read; a dead
+        browser raises.
+
+        Raises:
+            BrowserError: the browser or page is gone.
+        """
+        page = self.page
+        try:
+            match action:
+                case Goto(url=url):
+                    if not self.allowed(url):
+                        self.blocked.append(url)
+                        message = f"blocked: {url} is not in this task's allowed URLs"
+                        return ActionOutcome(message, False, ErrorType.NETWORK_ERROR, message)
+                    await page.goto(url, wait_until="load")
+                    return ActionOutcome(f"opened {page.url} (title: {await page.title()!r})")
+                case Click(selector=selector):
+                    await page.click(selector)
+                    return ActionOutcome(f"clicked {selector}; now at {page.url}")
+                case Fill(selector=selector, text=text):
+                    await page.fill(selector, text)
+                    return ActionOutcome(f"filled {selector}")
+                case Select(selector=selector, value=value):
+                    try:
+                        await page.select_option(selector, value=value, timeout=2000)
+                    except PlaywrightError:
+                        await page.select_option(selector, label=value)
+                    return ActionOutcome(f"selected {value!r} in {selector}")
+                case Press(key=key, selector=selector):
+                    if selector:
+                        await page.press(selector, key)
+                    else:
+                        await page.keyboard.press(key)
+                    return ActionOutcome(f"pressed {key}")
+                case Scroll(value=direction, selector=selector):
+                    if selector:
+                        await page.locator(selector).first.scroll_into_view_if_needed()
+                    else:
+                        await page.mouse.wheel(0, 600 if direction == "down" else -600)
+                    return ActionOutcome(f"scrolled {selector or direction}")
+                case ExtractText(selector=selector):
+                    text = await page.locator(selector or "body").first.inner_text()
+                    return ActionOutcome(_truncate(text))
+                case Snapshot():
+                    title = await page.title()
+                    outline = await page.evaluate(_SNAPSHOT_JS)
+                    return ActionOutcome(_truncate(f"url: {page.url}\ntitle: {title}\n{outline}"))
+        except PlaywrightError as exc:
+            if not self.context.browser or not self.context.browser.is_connected() or page.is_closed():
+                raise BrowserError(f"the browser died: {_first_line(exc)}") from exc
+            message = f"{action.action} failed: {_first_line(exc)}"
+            return ActionOutcome(message, False, ErrorType.BROWSER_ERROR, message)
+        raise AssertionError(f"unhandled action {action!r}")
+
+    async def page_text(self) -> str:
+        with contextlib.suppress(PlaywrightError):
+            return await self.page.locator("body").inner_text()
+        return ""
+
+    async def miniwob_result(self) -> dict[str, Any]:
+        """``{"done", "reward", "raw_reward"}`` of the MiniWoB episode."""
+        return await self.page.evaluate(
+            "() => ({done: WOB_DONE_GLOBAL, reward: WOB_REWARD_GLOBAL, raw_reward: WOB_RAW_REWARD_GLOBAL})"
+        )
+
+    async def _route(self, route: Route) -> None:
+        url = route.request.url
+        if not self.allowed(url):
+            self.blocked.append(url)
+            await route.abort("blockedbyclient")
+            return
+        if (path := local_file(url)) is not None:
+            await route.fulfill(path=path, content_type=content_type(path))
+        elif urlsplit(url).hostname in SITE_HOSTS:
+            await route.fulfill(status=404, body="not found")
+        else:
+            await route.continue_()
+
+
+def _allowlist(task: TaskSpec) -> list[str] | None:
+    constraints = task.constraints
+    prefixes = list(constraints.allowed_urls or [])
+    if constraints.miniwob is not None:
+        prefixes.append("http://miniwob.local/")
+    if constraints.start_url:
+        parts = urlsplit(constraints.start_url)
+        prefixes.append(f"{parts.scheme}://{parts.netloc}/" if parts.netloc else constraints.start_url)
+    return prefixes or None
+
+
+def _truncate(text: str) -> str:
+    if len(text) <= OBSERVATION_CHARS:
+        return text
+    return text[:OBSERVATION_CHARS] + f"\n[... truncated: {len(text)} characters in all]"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,61 @@
+"""Write MiniWoB++ tasks with verified oracle references as an adp task file.
+
+Each seeded episode is opened in the system Chromium, solved from its instruction
+(runtimes/web/miniwob_solvers.py), replayed by the oracle, and kept only with raw reward 1.
+
+Usage: .venv/bin/python scripts/export_miniwob.py > examples/miniwob.jsonl
+"""
+
+import asyncio
+import sys
+
+from runtimes.policies import OraclePolicy
+from runtimes.protocol import TaskSpec
+from runtimes.runner import run_tasks
+from runtimes.sandbox import WarmSandbox
+from runtimes.web.miniwob_solvers import SOLVERS, solve
+from runtimes.web.pool import BrowserPool
+from runtimes.web.session import BrowserSession
+
+SEEDS = (7, 11)
+
+
+def miniwob_task(name: str, seed: int, references: list[dict[str, object]] | None = None) -> TaskSpec:
+    constraints: dict[str, object] = {"miniwob": {"task": name, "seed": seed}, "verify": {"miniwob_reward": 1.0}}
+    if references is not None:
+        constraints["reference_tool_calls"] = references
+    return TaskSpec.model_validate(
+        {
+            "task_id": f"miniwob_{name.replace('-', '_')}_{seed}",
+            "task_type": "web",
+            "description": f"MiniWoB++ {name}: follow the instruction shown on the page.",
+            "expected_tools": ["browser", "complete_task"],
+            "max_steps": 8,
+            "timeout": 60,
+            "constraints": constraints,
+        },
+        strict=False,
+    )
+
+
+async def main() -> None:
+    tasks = []
+    async with BrowserPool(2) as pool:
+        for name in SOLVERS:
+            for seed in SEEDS:
+                async with pool.context() as context:
+                    session = await BrowserSession.open(context, miniwob_task(name, seed))
+                    assert session.utterance is not None
+                    tasks.append(miniwob_task(name, seed, solve(name, session.utterance)))
+        sandbox = WarmSandbox(1)
+        trajectories = await run_tasks(tasks, OraclePolicy(), sandbox, max_concurrent=2, browser=pool)
+        await sandbox.aclose()
+    for task, trajectory in zip(tasks, trajectories, strict=True):
+        if trajectory.success:
+            sys.stdout.write(task.model_dump_json(exclude_none=True) + "\n")
+        else:
+            print(f"dropped {task.task_id}: {trajectory.error_message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
