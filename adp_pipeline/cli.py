@@ -152,7 +152,7 @@ def _print_run_summary(batches: Sequence[str], settings: Settings) -> None:
         for column in ("file:line", "field", "reason"):
             shown.add_column(column, overflow="fold")
         for source, line, field, reason in rejects:
-            shown.add_row(f"{source}:{line}", field, reason)
+            shown.add_row(f"{Path(source).name}:{line}", field, reason)
         out.print(shown)
         out.print('all of them: adp query "select * from task_rejects"', highlight=False)
 

@@ -38,7 +38,7 @@ def test_run_then_query_the_examples_in_every_format(tmp_path: Path) -> None:
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout) == [
         {"task_type": "code", "n": 5},
-        {"task_type": "reasoning", "n": 3},
+        {"task_type": "reasoning", "n": 4},
         {"task_type": "web", "n": 4},
     ]
     as_csv = adp(

@@ -61,7 +61,7 @@ def test_every_task_gets_one_trajectory_in_the_lake_and_as_json(
         ("adds", True, None, "oracle", 2),
         ("crashes", False, "runtime_error", "oracle", 2),
         ("no_reference", False, "llm_error", "oracle", 0),
-        ("web_task", False, "system_error", "oracle", 0),
+        ("web_task", False, "llm_error", "oracle", 0),
     ]
     steps = query(settings, "SELECT step_id, tool, success, error_type FROM steps WHERE task_id = 'crashes' ORDER BY 1")
     assert steps == [(1, "python_executor", False, "runtime_error"), (2, "complete_task", True, None)]

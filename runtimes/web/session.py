@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,11 +167,22 @@ class BrowserSession:
                     outline = await page.evaluate(_SNAPSHOT_JS)
                     return ActionOutcome(_truncate(f"url: {page.url}\ntitle: {title}\n{outline}"))
         except PlaywrightError as exc:
-            if not self.context.browser or not self.context.browser.is_connected() or page.is_closed():
+            if not await self._alive():
                 raise BrowserError(f"the browser died: {_first_line(exc)}") from exc
             message = f"{action.action} failed: {_first_line(exc)}"
             return ActionOutcome(message, False, ErrorType.BROWSER_ERROR, message)
         raise AssertionError(f"unhandled action {action!r}")
+
+    async def _alive(self) -> bool:
+        """Whether the page still answers (the disconnect event may not have arrived yet)."""
+        browser = self.context.browser
+        if browser is None or not browser.is_connected() or self.page.is_closed():
+            return False
+        try:
+            await asyncio.wait_for(self.page.evaluate("1"), timeout=2)
+        except (PlaywrightError, TimeoutError):
+            return False
+        return True
 
     async def page_text(self) -> str:
         with contextlib.suppress(PlaywrightError):
