@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
 
 from runtimes.errors import BrowserError
 
@@ -76,7 +77,7 @@ class BrowserPool:
             browser = await self._ready_browser()
             try:
                 context = await asyncio.wait_for(browser.new_context(), timeout=self.action_timeout * 3)
-            except Exception as exc:
+            except (PlaywrightError, TimeoutError) as exc:
                 raise BrowserError(f"cannot open a browser context: {exc}") from exc
             context.set_default_timeout(self.action_timeout * 1000)
             context.set_default_navigation_timeout(self.action_timeout * 3000)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -89,10 +88,10 @@ class BrowserSession:
         Raises:
             BrowserError: the browser died or the start page could not be opened.
         """
-        session = cls(context=context, page=await context.new_page(), task=task, allowlist=_allowlist(task))
-        await context.route("**/*", session._route)
         constraints = task.constraints
         try:
+            session = cls(context=context, page=await context.new_page(), task=task, allowlist=_allowlist(task))
+            await context.route("**/*", session._route)
             if constraints.miniwob is not None:
                 await session.page.goto(miniwob_url(constraints.miniwob.task), wait_until="load")
                 session.utterance = await session.page.evaluate(
@@ -185,15 +184,30 @@ class BrowserSession:
         return True
 
     async def page_text(self) -> str:
-        with contextlib.suppress(PlaywrightError):
+        """The page's visible text.
+
+        Raises:
+            BrowserError: the browser or page is gone.
+        """
+        try:
             return await self.page.locator("body").inner_text()
-        return ""
+        except PlaywrightError as exc:
+            if not await self._alive():
+                raise BrowserError(f"the browser died: {_first_line(exc)}") from exc
+            return ""
 
     async def miniwob_result(self) -> dict[str, Any]:
-        """``{"done", "reward", "raw_reward"}`` of the MiniWoB episode."""
-        return await self.page.evaluate(
-            "() => ({done: WOB_DONE_GLOBAL, reward: WOB_REWARD_GLOBAL, raw_reward: WOB_RAW_REWARD_GLOBAL})"
-        )
+        """``{"done", "reward", "raw_reward"}`` of the MiniWoB episode.
+
+        Raises:
+            BrowserError: the browser or page is gone.
+        """
+        try:
+            return await self.page.evaluate(
+                "() => ({done: WOB_DONE_GLOBAL, reward: WOB_REWARD_GLOBAL, raw_reward: WOB_RAW_REWARD_GLOBAL})"
+            )
+        except PlaywrightError as exc:
+            raise BrowserError(f"cannot read the MiniWoB episode: {_first_line(exc)}") from exc
 
     async def _route(self, route: Route) -> None:
         url = route.request.url
