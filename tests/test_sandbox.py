@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runtimes.sandbox import SANDBOXES, ExecResult, ExecStatus, SandboxLimits, WarmSandbox
-from runtimes.sandbox.bwrap import DEFAULT_UID_BASE
+from runtimes.sandbox.bwrap import DEFAULT_UID_BASE, zygote_path
 from tests.conftest import REPO
 
 SLOTS = 2
@@ -239,3 +239,13 @@ def test_a_warm_sandbox_leaves_no_trace_for_the_next_execution() -> None:
     assert lines[0] == "[] [] False"
     assert len(eval(lines[1])) == 2  # the zygote (PID 1) and the code itself: no sleeping leftover
     assert killer.ok and after.stdout == "next\n"  # PID 1 cannot be killed from inside
+
+
+def test_the_code_runner_is_reachable_by_the_sandbox_uid_wherever_adp_is_installed() -> None:
+    # bwrap runs as the slot's uid and must open what it binds; a checkout under /root (0700)
+    # is not reachable to that uid, so the runner is bound from a world-readable copy.
+    path = Path(zygote_path())
+    assert path.stat().st_mode & 0o004
+    for folder in path.parents:
+        assert folder.stat().st_mode & 0o001, folder
+    assert path.read_bytes() == (REPO / "runtimes" / "sandbox" / "zygote.py").read_bytes()

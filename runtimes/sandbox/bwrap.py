@@ -10,10 +10,14 @@ every process it started ends with it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import math
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,35 +27,21 @@ from runtimes.sandbox.base import ExecResult, ExecStatus, Sandbox, SandboxLimits
 DEFAULT_UID_BASE = 61000
 _KILLED_BY_SIGKILL = 128 + signal.SIGKILL
 
-# Runs inside the sandbox (python3 -I -S): reads the code from stdin, reports on the status fd
-# how the code ended, so the host classifies from structured signals, not from stderr text.
-_WRAPPER = r"""
-import os, sys, traceback
-status_fd = int(sys.argv[1])
-def report(word):
-    sys.stdout.flush(); sys.stderr.flush()
-    os.write(status_fd, word.encode() + b"\n")
-source = sys.stdin.buffer.read().decode("utf-8", "replace")
-os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
-report("started")
-try:
-    code = compile(source, "<code>", "exec")
-except (SyntaxError, ValueError) as error:
-    sys.stderr.write("".join(traceback.format_exception_only(type(error), error)))
-    report("compile_error")
-    sys.exit(1)
-del source
-try:
-    exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
-except SystemExit as exit:
-    report("ok" if exit.code in (None, 0) else "runtime_error")
-    raise
-except BaseException as error:
-    traceback.print_exception(type(error), error, error.__traceback__.tb_next)
-    report("runtime_error")
-    sys.exit(1)
-report("ok")
-"""
+# The code runner, mounted read-only into every sandbox (see zygote.py).
+ZYGOTE_IN_SANDBOX = "/opt/adp/zygote.py"
+
+
+@functools.cache
+def zygote_path() -> str:
+    """A copy of zygote.py the sandbox uid can read: bwrap runs as that uid, which may not be
+    able to reach the installed package (under /root, say). One private folder per process."""
+    folder = Path(tempfile.mkdtemp(prefix="adp-sandbox-"))
+    folder.chmod(0o755)
+    copy = folder / "zygote.py"
+    copy.write_bytes(Path(__file__).with_name("zygote.py").read_bytes())
+    copy.chmod(0o644)
+    atexit.register(shutil.rmtree, folder, True)
+    return str(copy)
 
 
 class BwrapSandbox(Sandbox):
@@ -99,8 +89,8 @@ class BwrapSandbox(Sandbox):
             f"--nofile={limits.max_open_files}",
             "--",
         ]
-        command += isolate(uid if self._as_root else None)
-        command += [self._python, "-I", "-S", "-c", _WRAPPER, str(status_fd)]
+        command += isolate(uid if self._as_root else None, binds=[(zygote_path(), ZYGOTE_IN_SANDBOX)])
+        command += [self._python, "-I", "-S", ZYGOTE_IN_SANDBOX, "once", str(status_fd)]
         return command
 
     async def _run(self, code: str, limits: SandboxLimits, uid: int) -> ExecResult:

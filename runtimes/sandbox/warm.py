@@ -17,22 +17,21 @@ import math
 import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from runtimes.sandbox.base import ExecResult, ExecStatus, Sandbox, SandboxLimits
 from runtimes.sandbox.bwrap import (
     DEFAULT_UID_BASE,
+    ZYGOTE_IN_SANDBOX,
     classify,
     exec_result,
     isolate,
     kill_sandbox,
     sandbox_python,
     slot_uids,
+    zygote_path,
 )
 
-_ZYGOTE = Path(__file__).with_name("zygote.py")
-_ZYGOTE_IN_SANDBOX = "/opt/adp/zygote.py"
 _ANSWER_GRACE = 10.0  # seconds past an execution's own timeout before the zygote is presumed hung
 _START_TIMEOUT = 30.0
 
@@ -128,8 +127,8 @@ class WarmSandbox(Sandbox):
     async def _launch(self, slot: _Slot) -> asyncio.subprocess.Process:
         # The zygote's own limits: the processes of the slot's uid (children set the rest).
         command = ["prlimit", f"--nproc={self._default_limits.max_processes}", "--"]
-        command += isolate(slot.uid if self._as_root else None, binds=[(str(_ZYGOTE), _ZYGOTE_IN_SANDBOX)])
-        command += [self._python, "-I", "-S", _ZYGOTE_IN_SANDBOX]
+        command += isolate(slot.uid if self._as_root else None, binds=[(zygote_path(), ZYGOTE_IN_SANDBOX)])
+        command += [self._python, "-I", "-S", ZYGOTE_IN_SANDBOX]
         process = await asyncio.create_subprocess_exec(
             *command,
             stdin=asyncio.subprocess.PIPE,

@@ -1,6 +1,9 @@
-"""The warm sandbox's resident process: runs INSIDE bubblewrap as PID 1, stdlib only.
+"""The code runner inside every sandbox, stdlib only; runs INSIDE bubblewrap as PID 1.
 
-It reads one request per frame from fd 0 (4-byte big-endian length + JSON), forks a child per
+``zygote.py once FD`` runs one piece of code from stdin (the launch-per-execution sandbox).
+``zygote.py`` alone is the warm sandbox's resident process:
+
+it reads one request per frame from fd 0 (4-byte big-endian length + JSON), forks a child per
 execution that sets its own hard limits and runs the code as ``__main__``, and answers one
 frame on fd 1. After every execution it kills every other process in the namespace, reaps
 them, and empties /tmp and /dev/shm, so the next execution starts from the same state as a
@@ -70,19 +73,29 @@ def run_child(request: dict[str, Any], out_w: int, err_w: int, status_w: int) ->
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
+    run_code(request["code"], status_w)
+
+
+def run_code(source: str, status_fd: int) -> NoReturn:
+    """Run ``source`` as ``__main__`` and say on ``status_fd`` how it ended. Never returns.
+
+    The protocol both sandboxes share: "started", then "compile_error", "runtime_error" or
+    "ok", one per line; the host classifies from these and the exit status, not from stderr.
+    """
+
     def report(word: str) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.write(status_w, word.encode() + b"\n")
+        os.write(status_fd, word.encode() + b"\n")
 
     report("started")
     try:
-        code = compile(request["code"], "<code>", "exec")
+        code = compile(source, "<code>", "exec")
     except (SyntaxError, ValueError) as error:
         sys.stderr.write("".join(traceback.format_exception_only(type(error), error)))
         report("compile_error")
         os._exit(1)
-    del request
+    del source
     try:
         exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
     except SystemExit as exit:
@@ -97,6 +110,13 @@ def run_child(request: dict[str, Any], out_w: int, err_w: int, status_w: int) ->
         os._exit(1)
     report("ok")
     os._exit(0)
+
+
+def run_once(status_fd: int) -> NoReturn:
+    """The one-shot mode of the launch-per-execution sandbox: the code comes on stdin."""
+    source = sys.stdin.buffer.read().decode("utf-8", "replace")
+    os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+    run_code(source, status_fd)
 
 
 def execute(request: dict[str, Any]) -> dict[str, Any]:
@@ -225,4 +245,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["once"]:
+        run_once(int(sys.argv[2]))
     main()
