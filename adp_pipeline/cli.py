@@ -21,6 +21,7 @@ from rich.table import Table
 
 from runtimes.errors import AdpError
 from runtimes.policies import POLICY_NAMES
+from runtimes.protocol import TaskType
 from runtimes.settings import Settings
 
 _REJECTS_SHOWN = 10
@@ -68,7 +69,13 @@ def main() -> None:
     default=None,
     help="oracle: replay reference calls; mock: scripted OpenAI server; llm: a model [env ADP_POLICY; default llm].",
 )
-def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None) -> None:
+@click.option(
+    "--mode",
+    type=click.Choice(["local", "redis"]),
+    default=None,
+    help="local: run here; redis: enqueue for `adp worker` processes on REDIS_URL [env ADP_MODE; default local].",
+)
+def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None, mode: str | None) -> None:
     """Materialise every asset for FILES (JSONL task files) in this process.
 
     With no FILES, runs TASK_FILE. Prints a summary per file; exits non-zero when a run failed.
@@ -78,6 +85,8 @@ def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None) -> N
     settings = _settings(data_dir)
     if policy is not None:
         settings = settings.model_copy(update={"policy": policy})
+    if mode is not None:
+        settings = settings.model_copy(update={"mode": mode})
     paths = list(files) or ([settings.task_file] if settings.task_file else [])
     if not paths:
         _fail("no task file given: pass FILE... or set TASK_FILE", 2)
@@ -278,3 +287,17 @@ def mock_llm(
         sys.stdout.flush()
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
+
+
+@main.command()
+@click.option("--runtime", type=click.Choice([t.value for t in TaskType]), required=True, help="The stream to consume.")
+@click.option("--name", default=None, help="Consumer name in the group (default: runtime-host-pid).")
+@click.option("--metrics-port", type=int, default=None, help="/metrics and /health [env METRICS_PORT; 0 picks one].")
+def worker(runtime: str, name: str | None, metrics_port: int | None) -> None:
+    """Consume tasks:<runtime> from REDIS_URL and run them; drains on SIGTERM."""
+    from runtimes.worker import run_worker
+
+    settings = _settings(None)
+    if metrics_port is not None:
+        settings = settings.model_copy(update={"metrics_port": metrics_port})
+    run_worker(TaskType(runtime), settings, name)

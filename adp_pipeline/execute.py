@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from adp_pipeline.storage import Lake
+from runtimes import broker
 from runtimes.agent import AgentLimits
 from runtimes.protocol import TaskSpec, TaskType, Trajectory
 from runtimes.runner import open_policy, run_tasks
@@ -64,7 +65,10 @@ def execute_batch(
 ) -> ExecuteSummary:
     """Run every task of ``batch`` with ``settings.policy``; replace its trajectories and steps."""
     tasks = load_tasks(lake, batch)
-    trajectories = asyncio.run(_run(tasks, settings, on_done))
+    if settings.mode == "redis":
+        trajectories = _run_on_workers(batch, tasks, settings, on_done)
+    else:
+        trajectories = asyncio.run(_run(tasks, settings, on_done))
     created_at = datetime.now(UTC)
     rows = [_trajectory_row(t, created_at) for t in trajectories]
     lake.write_partition("trajectories", batch, rows)
@@ -112,6 +116,23 @@ async def _run(
     finally:
         await sandbox.aclose()
         await browser.aclose()
+
+
+def _run_on_workers(
+    batch: str, tasks: list[TaskSpec], settings: Settings, on_done: Callable[[Trajectory], None] | None
+) -> list[Trajectory]:
+    """Enqueue the batch for `adp worker`s and collect one trajectory per task.
+
+    Raises:
+        DeadlineError: not every task had a result within ADP_REDIS_DEADLINE.
+    """
+    client = broker.connect(settings.redis_url)
+    client.delete(broker.result_stream(batch))  # a rerun of the batch collects its own results
+    broker.enqueue(client, batch, tasks, settings.policy)
+    results = broker.collect(
+        client, batch, [task.task_id for task in tasks], deadline_s=settings.redis_deadline, on_result=on_done
+    )
+    return [results[task.task_id] for task in tasks]
 
 
 def _trajectory_row(trajectory: Trajectory, created_at: datetime) -> dict[str, Any]:

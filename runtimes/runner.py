@@ -61,9 +61,12 @@ async def run_tasks(
 
 
 @contextlib.asynccontextmanager
-async def open_policy(name: str, tasks: Sequence[TaskSpec], settings: Settings) -> AsyncIterator[Policy]:
+async def open_policy(
+    name: str, tasks: Sequence[TaskSpec], settings: Settings, mock_script: MockScript | None = None
+) -> AsyncIterator[Policy]:
     """The policy ``name`` configured from ``settings``; ``mock`` starts a scripted server
-    (scripted from the tasks' reference calls) unless ADP_MOCK_LLM_URL names a running one.
+    (scripted from the tasks' reference calls, or answering from ``mock_script``, which the
+    caller may extend while it runs) unless ADP_MOCK_LLM_URL names a running one.
 
     Raises:
         ConfigError: ``name`` is not a policy, or the LLM settings contradict each other.
@@ -85,7 +88,8 @@ async def open_policy(name: str, tasks: Sequence[TaskSpec], settings: Settings) 
         async with _llm_policy(_mock_endpoint(settings.mock_llm_url), "mock", settings) as policy:
             yield policy
         return
-    with MockLLMServer(MockScript.from_tasks(tasks), latency=settings.mock_latency) as server:
+    script = mock_script if mock_script is not None else MockScript.from_tasks(tasks)
+    with MockLLMServer(script, latency=settings.mock_latency) as server:
         async with _llm_policy(_mock_endpoint(server.base_url), "mock", settings) as policy:
             yield policy
 

@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     mock_llm_url: str | None = Field(None, validation_alias=_env("ADP_MOCK_LLM_URL"))
     """The mock policy talks to this server instead of starting its own."""
     mock_latency: float = Field(0.0, ge=0, validation_alias=_env("ADP_MOCK_LATENCY"))
+    mode: Literal["local", "redis"] = Field("local", validation_alias=_env("ADP_MODE"))
+    """local: run a batch in this process; redis: enqueue it for `adp worker` processes."""
+    redis_deadline: float = Field(3600.0, gt=0, validation_alias=_env("ADP_REDIS_DEADLINE"))
+    """Seconds a redis-mode run waits for all results before failing."""
+    reclaim_grace: float = Field(30.0, ge=0, validation_alias=_env("ADP_RECLAIM_GRACE"))
+    """A task's message is reclaimed from a silent worker after its timeout plus this."""
+    max_deliveries: int = Field(3, ge=1, validation_alias=_env("ADP_MAX_DELIVERIES"))
+    """Deliveries after which a task ends as a dead-lettered system_error."""
+    metrics_host: str = Field("127.0.0.1", validation_alias=_env("ADP_METRICS_HOST"))
     metrics_port: int = Field(8001, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
 
     @property

@@ -22,6 +22,7 @@ class AdpResource(dg.ConfigurableResource):
     output_dir: str = Field(description="ADP_OUTPUT_DIR: per-task trajectory JSON goes to <output_dir>/trajectories/.")
     max_concurrent_tasks: int = Field(description="MAX_CONCURRENT_TASKS: tasks (and sandboxes) running at once.")
     success_threshold: float = Field(description="ADP_SUCCESS_THRESHOLD: minimum verified success rate per type.")
+    mode: str = Field(description="ADP_MODE: local (run here) or redis (enqueue for `adp worker`s on REDIS_URL).")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "AdpResource":
@@ -35,6 +36,7 @@ class AdpResource(dg.ConfigurableResource):
             output_dir=str(settings.output_dir.absolute()),
             max_concurrent_tasks=settings.max_concurrent_tasks,
             success_threshold=settings.success_threshold,
+            mode=settings.mode,
         )
 
     def settings(self) -> Settings:
@@ -50,6 +52,7 @@ class AdpResource(dg.ConfigurableResource):
                 "output_dir_override": Path(self.output_dir),
                 "max_concurrent_tasks": self.max_concurrent_tasks,
                 "success_threshold": self.success_threshold,
+                "mode": self.mode,
             }
         )
 

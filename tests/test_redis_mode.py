@@ -1,0 +1,253 @@
+"""Redis mode against a real redis-server and real `adp worker` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import redis
+
+from adp_pipeline.storage import Lake
+from runtimes.broker import GROUP
+from runtimes.settings import Settings
+from tests.conftest import REPO, code_task, materialize_file, task_line
+from tests.test_cli import ADP
+from tests.test_task_batch import check_results
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.1)
+
+
+class RedisServer:
+    """redis-server on a free port with an append-only file, restartable on the same data."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(self.answers, 30, "redis-server")
+
+    def answers(self) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()  # SIGTERM: Redis flushes the AOF and exits
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+class Workers:
+    def __init__(self, redis_url: str, tmp: Path) -> None:
+        self.redis_url, self.tmp = redis_url, tmp
+        self.processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+
+    def start(self, name: str, runtime: str = "code") -> int:
+        port = free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "ADP_RECLAIM_GRACE": "1",
+            "MAX_CONCURRENT_TASKS": "2",
+            "ADP_DATA_DIR": str(self.tmp / f"worker-{name}"),
+            "ADP_SANDBOX_UID_BASE": str(61100 + 10 * len(self.processes)),
+        }
+        log = (self.tmp / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [ADP, "worker", "--runtime", runtime, "--name", name, "--metrics-port", str(port)],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.processes[name] = (process, port)
+        wait_for(lambda: _http_ok(f"http://127.0.0.1:{port}/health"), 60, f"worker {name}")
+        return port
+
+    def kill(self, name: str) -> None:
+        process, _ = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def metrics(self, name: str) -> str:
+        _, port = self.processes[name]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def stop_all(self) -> None:
+        for process, _ in self.processes.values():
+            process.terminate()
+        for process, _ in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(redis_server.url, tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+def redis_settings(settings: Settings, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("ADP_REDIS_DEADLINE", "120")
+    return settings.model_copy(update={"mode": "redis", "redis_url": redis_server.url})
+
+
+def batch_file(path: Path, n: int, *, sleep: float = 0.0) -> Path:
+    lines = [
+        code_task(f"t{i}", f"import time\ntime.sleep({sleep})\nprint({i} * 3)", str(i * 3), timeout=5) for i in range(n)
+    ]
+    lines.append(code_task("fails", "1/0", "x", tests="pass"))
+    lines.append(task_line("no_reference"))
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def outcomes(data_dir: Path) -> list[tuple[object, ...]]:
+    with Lake(data_dir).connect() as connection:
+        return connection.execute(
+            "SELECT task_id, success, error_type, final_result, n_steps FROM trajectories ORDER BY task_id"
+        ).fetchall()
+
+
+def test_redis_mode_with_two_workers_gives_the_same_trajectories_as_local_mode_and_metrics_count_them(
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, workers: Workers,
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    path = batch_file(tmp_path / "batch.jsonl", 10)
+    local = settings.model_copy(update={"data_dir": tmp_path / "local"})
+    assert materialize_file(path, local, instance).success
+
+    workers.start("w1")
+    workers.start("w2")
+    remote = redis_settings(settings, redis_server, monkeypatch)
+    result = materialize_file(path, remote, instance)
+    assert result.success and check_results(result)["one_trajectory_per_task"]
+    assert outcomes(remote.data_dir) == outcomes(local.data_dir)
+    assert len(outcomes(remote.data_dir)) == 12
+
+    completed = failed_runtime = 0.0
+    per_worker = []
+    for name in ("w1", "w2"):
+        text = workers.metrics(name)
+        for metric in ("tasks_submitted_total", "tasks_completed_total", "tasks_failed_total", "task_duration_seconds",
+                       "active_tasks", "queue_size", "pending_lag_seconds", "cache_hits_total", "cache_misses_total",
+                       "runtime_health", "llm_requests_total", "llm_tokens_total"):  # fmt: skip
+            assert metric in text, (name, metric)
+        mine = sum(_samples(text, "tasks_completed_total"))
+        per_worker.append(mine)
+        completed += mine
+        failed_runtime += sum(_samples(text, 'tasks_failed_total{error_type="runtime_error",runtime="code"}'))
+        assert sum(_samples(text, 'runtime_health{runtime="code"}')) == 1
+    assert completed == 12
+    assert all(count > 0 for count in per_worker)  # both workers took part
+    assert failed_runtime == 1
+
+
+def _samples(text: str, prefix: str) -> list[float]:
+    return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_a_worker_killed_mid_batch_loses_no_task(
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, workers: Workers,
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    path = batch_file(tmp_path / "slow.jsonl", 6, sleep=1.0)
+    workers.start("victim")
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    remote = redis_settings(settings, redis_server, monkeypatch)
+
+    def kill_when_busy() -> None:
+        wait_for(lambda: _pending_of(client, "victim") > 0, 60, "the victim to take a task")
+        workers.kill("victim")
+        workers.start("survivor")
+
+    import threading
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
+    result = materialize_file(path, remote, instance)
+    killer.join()
+    assert result.success and check_results(result)["one_trajectory_per_task"]
+    rows = outcomes(remote.data_dir)
+    assert len(rows) == 8 and len({row[0] for row in rows}) == 8
+    assert [row[0] for row in rows if row[1]] == [f"t{i}" for i in range(6)]
+
+
+def _pending_of(client: redis.Redis, consumer: str) -> int:
+    if not client.exists("tasks:code"):
+        return 0
+    return sum(c["pending"] for c in client.xinfo_consumers("tasks:code", GROUP) if c["name"] == consumer)
+
+
+def test_redis_restarted_mid_batch_loses_no_task(
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, workers: Workers,
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    path = batch_file(tmp_path / "restart.jsonl", 8, sleep=0.5)
+    workers.start("w1")
+    remote = redis_settings(settings, redis_server, monkeypatch)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+
+    def restart_after_first_result() -> None:
+        wait_for(lambda: any(client.xlen(k) > 0 for k in client.scan_iter("results:*")), 60, "a first result")
+        redis_server.stop()
+        redis_server.start()
+
+    import threading
+
+    restarter = threading.Thread(target=restart_after_first_result)
+    restarter.start()
+    result = materialize_file(path, remote, instance)
+    restarter.join()
+    assert result.success and check_results(result)["one_trajectory_per_task"]
+    rows = outcomes(remote.data_dir)
+    assert len(rows) == 10
+    assert [row[0] for row in rows if row[1]] == [f"t{i}" for i in range(8)]
