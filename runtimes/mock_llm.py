@@ -111,6 +111,7 @@ class MockLLMServer:
         self.script = script
         self.latency = latency
         self.error_rate = error_rate
+        self.refuse_with: int | None = None  # answer every request with this HTTP status (e.g. 401)
         self.stats = MockStats()
         self._random = random.Random(seed)
         self._host = host
@@ -170,6 +171,8 @@ class MockLLMServer:
         body = await request.json()
         if self.latency:
             await asyncio.sleep(self.latency)
+        if self.refuse_with is not None:
+            return JSONResponse({"error": {"message": "refused (by the mock)"}}, status_code=self.refuse_with)
         if self.error_rate and self._random.random() < self.error_rate:
             self.stats.injected_errors += 1
             if self.stats.injected_errors % 2:
