@@ -26,8 +26,8 @@ from runtimes import broker
 from runtimes.policies import OraclePolicy
 from runtimes.runner import run_tasks
 from runtimes.sandbox import WarmSandbox
-from tests.test_redis_mode import RedisServer, free_port, wait_for
-from tests.test_redis_mode import _http_ok as answers
+from tests.conftest import free_port, http_ok
+from tests.test_redis_mode import RedisServer, wait_for
 
 ADP = str(Path(sys.executable).with_name("adp"))
 
@@ -56,7 +56,7 @@ def redis_rate(server: RedisServer, n: int, workers: int, slots: int, round_: in
                 stderr=subprocess.DEVNULL,
             )
         )
-        wait_for(lambda port=port: answers(f"http://127.0.0.1:{port}/health"), 60, "a worker")
+        wait_for(lambda port=port: http_ok(f"http://127.0.0.1:{port}/health"), 60, "a worker")
     client = broker.connect(server.url)
     tasks = code_tasks(n)
     batch = f"bench-{round_}"

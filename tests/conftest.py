@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -74,3 +76,18 @@ def materialize_file(path: Path, settings: Settings, instance: dg.DagsterInstanc
     instance.add_dynamic_partitions(task_files.name, [key])
     job = build_definitions(settings).resolve_job_def(process_task_file.name)
     return job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_ok(url: str) -> bool:
+    """Whether ``url`` answers 200 right now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

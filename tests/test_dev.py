@@ -5,24 +5,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from adp_pipeline.storage import Lake
-from tests.conftest import task_line
+from tests.conftest import free_port, http_ok, task_line
 from tests.test_cli import ADP, REPO
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[bytes]) -> None:
@@ -31,14 +23,6 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, process: 
         assert process.poll() is None, f"adp dev exited with {process.returncode} while waiting for {what}"
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         time.sleep(0.5)
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -91,7 +75,7 @@ def test_dev_serves_the_ui_on_localhost_and_the_sensor_ingests_a_dropped_file(
     dev_server: tuple[int, Path, Path, subprocess.Popen[bytes]],
 ) -> None:
     port, inbox, data, process = dev_server
-    wait_for(lambda: answers(f"http://127.0.0.1:{port}/server_info"), 120, "the webserver", process)
+    wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/server_info"), 120, "the webserver", process)
     assert listening_addresses(port) == {"127.0.0.1"}
 
     (inbox / ".dropped.jsonl").write_text(task_line("from_sensor_1") + "\n" + task_line("from_sensor_2") + "\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -18,15 +17,9 @@ import redis
 from adp_pipeline.storage import Lake
 from runtimes.broker import GROUP
 from runtimes.settings import Settings
-from tests.conftest import REPO, code_task, materialize_file, task_line
+from tests.conftest import REPO, code_task, free_port, http_ok, materialize_file, task_line
 from tests.test_cli import ADP
 from tests.test_task_batch import check_results
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -87,7 +80,7 @@ class Workers:
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.processes[name] = (process, port)
-        wait_for(lambda: _http_ok(f"http://127.0.0.1:{port}/health"), 60, f"worker {name}")
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 60, f"worker {name}")
         return port
 
     def kill(self, name: str) -> None:
@@ -109,14 +102,6 @@ class Workers:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
