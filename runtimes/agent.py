@@ -102,6 +102,10 @@ async def run_task(
                     error = (ErrorType.RUNTIME_ERROR, f"verification failed: {verifier.details}")
     except TimeoutError:
         error = (ErrorType.TIMEOUT, f"task timeout of {task.timeout} s reached")
+        if run.session is not None and not run.session.browser_connected():
+            # Calls to a browser killed under them can hang until their own timeouts: the
+            # cause is the browser, and a browser failure is retried on a relaunched one.
+            error = (ErrorType.BROWSER_ERROR, f"the browser died under the task ({error[1]})")
     except LLMError as exc:
         error = (exc.error_type, str(exc))
         if exc.attempts:

@@ -172,10 +172,13 @@ class BrowserSession:
             return ActionOutcome(message, False, ErrorType.BROWSER_ERROR, message)
         raise AssertionError(f"unhandled action {action!r}")
 
+    def browser_connected(self) -> bool:
+        browser = self.context.browser
+        return browser is not None and browser.is_connected()
+
     async def _alive(self) -> bool:
         """Whether the page still answers (the disconnect event may not have arrived yet)."""
-        browser = self.context.browser
-        if browser is None or not browser.is_connected() or self.page.is_closed():
+        if not self.browser_connected() or self.page.is_closed():
             return False
         try:
             await asyncio.wait_for(self.page.evaluate("1"), timeout=2)
