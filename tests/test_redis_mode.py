@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -194,8 +195,6 @@ def test_a_worker_killed_mid_batch_loses_no_task(
         workers.kill("victim")
         workers.start("survivor")
 
-    import threading
-
     killer = threading.Thread(target=kill_when_busy)
     killer.start()
     result = materialize_file(path, remote, instance)
@@ -225,8 +224,6 @@ def test_redis_restarted_mid_batch_loses_no_task(
         wait_for(lambda: any(client.xlen(k) > 0 for k in client.scan_iter("results:*")), 60, "a first result")
         redis_server.stop()
         redis_server.start()
-
-    import threading
 
     restarter = threading.Thread(target=restart_after_first_result)
     restarter.start()
