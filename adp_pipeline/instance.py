@@ -10,7 +10,7 @@ import dagster as dg
 
 from runtimes.settings import Settings
 
-INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
+INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
 
 
 def dagster_home(settings: Settings) -> Path:
