@@ -295,9 +295,17 @@ def mock_llm(
 @click.option("--metrics-port", type=int, default=None, help="/metrics and /health [env METRICS_PORT; 0 picks one].")
 def worker(runtime: str, name: str | None, metrics_port: int | None) -> None:
     """Consume tasks:<runtime> from REDIS_URL and run them; drains on SIGTERM."""
+    import redis
+
+    from runtimes.broker import display_url
     from runtimes.worker import run_worker
 
     settings = _settings(None)
     if metrics_port is not None:
         settings = settings.model_copy(update={"metrics_port": metrics_port})
-    run_worker(TaskType(runtime), settings, name)
+    try:
+        run_worker(TaskType(runtime), settings, name)
+    except AdpError as exc:
+        _fail(f"worker {runtime}: {exc}")
+    except redis.ConnectionError as exc:
+        _fail(f"worker {runtime}: cannot reach Redis at {display_url(settings.redis_url)}: {exc}")

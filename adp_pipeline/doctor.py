@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis
 
+from runtimes.broker import display_url
 from runtimes.errors import ConfigError
 from runtimes.llm_config import HOW_TO_CONFIGURE, resolve_llm_endpoint
 from runtimes.settings import Settings
@@ -90,9 +91,9 @@ def _redis(url: str) -> CheckResult:
     server = shutil.which("redis-server")
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
-        reachable = f"{url} answers"
+        reachable = f"{display_url(url)} answers"
     except (redis.RedisError, ValueError) as exc:
-        reachable = f"{url} unreachable ({type(exc).__name__}); only `--mode redis` needs it"
+        reachable = f"{display_url(url)} unreachable ({type(exc).__name__}); only `--mode redis` needs it"
     if server is None:
         fix = f"{_SETUP_HINT} `apt-get install -y redis-server`; the tests start their own"
         return CheckResult("redis (scale-out)", Status.FAIL, f"redis-server not found; {reachable}", fix)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -44,6 +45,16 @@ class Delivery:
     policy: str
     task: TaskSpec
     deliveries: int
+
+
+def display_url(url: str) -> str:
+    """``url`` fit for logs and errors: the password replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def connect(url: str) -> redis.Redis:

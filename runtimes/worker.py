@@ -75,6 +75,8 @@ class Worker:
 
     async def run(self) -> None:
         runtime = self.task_type.value
+        if self.browser is not None:
+            await self.browser.start()  # BrowserError: exit now, not fail every task
         self.metrics.runtime_health.labels(runtime).set(1)
         in_flight: set[asyncio.Task[None]] = set()
         async with contextlib.AsyncExitStack() as stack:

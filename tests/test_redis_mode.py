@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from adp_pipeline.storage import Lake
-from runtimes.broker import GROUP
+from runtimes.broker import GROUP, display_url
 from runtimes.settings import Settings
 from tests.conftest import REPO, code_task, free_port, http_ok, materialize_file, task_line
 from tests.test_cli import ADP
@@ -233,3 +233,27 @@ def test_redis_restarted_mid_batch_loses_no_task(
     rows = outcomes(remote.data_dir)
     assert len(rows) == 10
     assert [row[0] for row in rows if row[1]] == [f"t{i}" for i in range(8)]
+
+
+def _worker_exit(tmp_path: Path, runtime: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [ADP, "worker", "--runtime", runtime, "--metrics-port", str(free_port())],
+        cwd=REPO, env={**os.environ, "ADP_DATA_DIR": str(tmp_path), **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_web_worker_that_cannot_start_its_browser_exits_at_once_with_the_reason(redis_server, tmp_path: Path):
+    missing = tmp_path / "no-chromium"
+    done = _worker_exit(tmp_path, "web", REDIS_URL=redis_server.url, ADP_CHROMIUM_PATH=str(missing))
+    assert done.returncode == 1
+    assert f"worker web: {missing} not found" in done.stderr
+
+
+def test_a_worker_without_redis_exits_with_the_url_and_no_password(tmp_path: Path):
+    port = free_port()
+    done = _worker_exit(tmp_path, "code", REDIS_URL=f"redis://:s3cret@127.0.0.1:{port}/0")
+    assert done.returncode == 1
+    assert f"worker code: cannot reach Redis at redis://:***@127.0.0.1:{port}/0" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
+    assert display_url("redis://user:pw@host:6379/0") == "redis://user:***@host:6379/0"
+    assert display_url("redis://host:6379/0") == "redis://host:6379/0"

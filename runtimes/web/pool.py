@@ -142,6 +142,14 @@ class BrowserPool:
                     await self._playwright.stop()
                 self._playwright = None
 
+    async def start(self) -> None:
+        """Launch the browser now: a worker that cannot run one fails as it starts, not on each task.
+
+        Raises:
+            BrowserError: Chromium or Playwright's driver cannot start.
+        """
+        await self._ready_browser()
+
     async def _ready_browser(self) -> Browser:
         async with self._lock:
             idle = self._browser is not None and self._browser.is_connected() and self._active == 0
@@ -159,13 +167,13 @@ class BrowserPool:
                 f"{self._chromium_path} not found: install Debian's chromium (`make setup` as root) "
                 "or set ADP_CHROMIUM_PATH"
             )
-        if self._playwright is None:
-            self._playwright = await async_playwright().start()
         try:
+            if self._playwright is None:
+                self._playwright = await async_playwright().start()
             browser = await self._playwright.chromium.launch(
                 executable_path=str(self._chromium_path), args=CHROMIUM_ARGS, headless=True, timeout=60_000
             )
         except Exception as exc:
-            raise BrowserError(f"cannot start Chromium ({self._chromium_path}): {exc}") from exc
+            raise BrowserError(f"cannot start Chromium ({self._chromium_path}) through Playwright: {exc}") from exc
         self.launches += 1
         return browser
