@@ -1,0 +1,9 @@
+# The Dagster code location (gRPC code server), webserver and daemon, and the run containers
+# that dagster-docker's run launcher starts: one image, the command picks the role.
+ARG ADP_IMAGE=adp-python:local
+FROM ${ADP_IMAGE}
+ENV DAGSTER_HOME=/opt/dagster/home
+COPY docker/dagster/ /opt/dagster/
+RUN chmod 0755 /opt/dagster/entrypoint.sh && mkdir -p "$DAGSTER_HOME"
+ENTRYPOINT ["/opt/dagster/entrypoint.sh"]
+CMD ["dagster", "code-server", "start", "--host", "0.0.0.0", "--port", "4000", "--module-name", "adp_pipeline.definitions", "--location-name", "adp"]
