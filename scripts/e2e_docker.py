@@ -70,6 +70,8 @@ def docker_engine(state_dir: Path) -> Iterator[None]:
         yield
         return
     pidfile = state_dir / "dockerd.pid"
+    if pidfile.exists() and not Path(f"/proc/{pidfile.read_text().strip() or 0}").exists():
+        pidfile.unlink()  # left by a dockerd that was killed (a session ended): it would refuse to start
     log(f"starting dockerd (log: {state_dir / 'dockerd.log'})")
     with open(state_dir / "dockerd.log", "wb") as output:
         process = subprocess.Popen(["dockerd", "--pidfile", str(pidfile)], stdout=output, stderr=output)
