@@ -253,7 +253,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-image", default=os.environ.get("BASE_IMAGE", "debootstrap"))
     parser.add_argument("--timeout", type=float, default=600, help="seconds for the batch (default 600)")
-    parser.add_argument("--keep", action="store_true", help="leave the stack up for a look")
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the stack up for a look (with an engine that was already running)"
+    )
     args = parser.parse_args()
 
     state_dir = Path(os.environ.get("ADP_E2E_STATE", "/var/tmp/adp-e2e"))
