@@ -185,7 +185,7 @@ def run(stack: Stack, timeout: float) -> None:
 
     rows = wait_for("a trajectory for every task", all_trajectories, timeout)
     check_trajectories(stack, rows, expected)
-    check_rejects(stack)
+    check_rejects(stack, bad_line=len(expected) + 1)
     check_dagster_runs(stack)
     check_prometheus(stack, len(expected))
     log(f"passed in {time.monotonic() - started:.0f} s from up to last check")
@@ -199,17 +199,20 @@ def check_trajectories(stack: Stack, rows: list[dict[str, Any]], expected: dict[
     if failed:
         raise E2EError(f"tasks with a reference solution failed: {failed}")
     hosts = {kind: stack.container_hosts(f"runtime-{kind}") for kind in ("code", "web", "reasoning")}
+    used: set[str] = set()
     for row in rows:
-        kind, host = row["task_type"], row["runtime_id"].split("-")[1]
-        if row["runtime_id"].split("-")[0] != kind or host not in hosts[kind]:
+        # A worker's runtime_id is <runtime>-<hostname>-<pid>; a container's hostname is its short id.
+        kind, (runtime, host, _) = row["task_type"], row["runtime_id"].split("-")
+        if runtime != kind or host not in hosts[kind]:
             raise E2EError(f"{row['task_id']} ({kind}) ran on {row['runtime_id']}, not a runtime-{kind} container")
-    used = {row["runtime_id"].split("-")[1] for row in rows if row["task_type"] == "code"}
+        if kind == "code":
+            used.add(host)
     log(f"every task has one successful trajectory; code tasks ran on {len(used)} of {len(hosts['code'])} replicas")
 
 
-def check_rejects(stack: Stack) -> None:
+def check_rejects(stack: Stack, bad_line: int) -> None:
     rejects = stack.query("SELECT line_number, field FROM task_rejects") or []
-    if [(row["line_number"], row["field"]) for row in rejects] != [(len(mixed_batch()[1]) + 1, "task_type")]:
+    if [(row["line_number"], row["field"]) for row in rejects] != [(bad_line, "task_type")]:
         raise E2EError(f"expected the bad last line rejected on task_type, got {rejects}")
     log("the bad line is in task_rejects")
 
@@ -260,10 +263,18 @@ def main() -> int:
 
     state_dir = Path(os.environ.get("ADP_E2E_STATE", "/var/tmp/adp-e2e"))
     state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return build_and_test(args.base_image, args.timeout, args.keep, state_dir)
+    except E2EError as exc:  # the engine would not start
+        log(f"FAILED: {exc}")
+        return 1
+
+
+def build_and_test(base_image: str, timeout: float, keep: bool, state_dir: Path) -> int:
     with docker_engine(state_dir):
         started = time.monotonic()
         build = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "docker_build.sh")], env={**os.environ, "BASE_IMAGE": args.base_image}
+            ["bash", str(ROOT / "scripts" / "docker_build.sh")], env={**os.environ, "BASE_IMAGE": base_image}
         )
         if build.returncode != 0:
             return build.returncode
@@ -271,13 +282,13 @@ def main() -> int:
         stack = Stack()
         stack.down()  # the leftovers of an interrupted run
         try:
-            run(stack, args.timeout)
+            run(stack, timeout)
         except (E2EError, OSError) as exc:
             dump_logs(stack)
             log(f"FAILED: {exc}")
             return 1
         finally:
-            if not args.keep:
+            if not keep:
                 stack.down()
     return 0
 
