@@ -224,43 +224,51 @@ async def _execute(run: _Run, name: str, raw_arguments: str, sandbox: Sandbox, l
         )
         return message
 
-    if isinstance(parsed, CompleteTaskArgs):
-        run.answer = parsed.answer
-        observation, success, error_type, error_message = "task completed", True, None, None
-        action_type = ActionType.TOOL_CALL
-    elif isinstance(parsed, BrowserArgs):
-        assert run.session is not None, "browser tools are only offered with a browser session"
-        outcome = await run.session.act(parse_browser_action(parsed.model_dump()))
-        observation, success = outcome.observation, outcome.success
-        error_type, error_message = outcome.error_type, outcome.error_message
-        action_type = ActionType.BROWSER_ACTION
-    else:
+    action_type = {
+        CompleteTaskArgs: ActionType.TOOL_CALL,
+        BrowserArgs: ActionType.BROWSER_ACTION,
+        PythonExecutorArgs: ActionType.CODE_EXECUTION,
+    }[type(parsed)]
+
+    def record(observation: str, success: bool, error_type: ErrorType | None, error_message: str | None) -> str:
+        run.steps.append(
+            Step(
+                step_id=step_id,
+                action_type=action_type,
+                tool=name,
+                action_params=parsed.model_dump(exclude_none=True),
+                observation=observation,
+                success=success,
+                error_type=error_type,
+                error_message=error_message,
+                timestamp=timestamp,
+                duration=time.monotonic() - started,
+            )
+        )
+        return observation
+
+    try:
+        if isinstance(parsed, CompleteTaskArgs):
+            run.answer = parsed.answer
+            return record("task completed", True, None, None)
+        if isinstance(parsed, BrowserArgs):
+            assert run.session is not None, "browser tools are only offered with a browser session"
+            outcome = await run.session.act(parse_browser_action(parsed.model_dump()))
+            return record(outcome.observation, outcome.success, outcome.error_type, outcome.error_message)
         assert isinstance(parsed, PythonExecutorArgs)
         result = await sandbox.exec_python(parsed.code, limits)
-        if result.ok:
-            run.last_good_code = parsed.code
-        observation = _observation(result)
-        success, error_type = result.ok, result.status.error_type
-        error_message = None if result.ok else result.stderr.strip()[-500:] or str(result.status)
-        action_type = ActionType.CODE_EXECUTION
-    run.steps.append(
-        Step(
-            step_id=step_id,
-            action_type=action_type,
-            tool=name,
-            action_params=parsed.model_dump(exclude_none=True),
-            observation=observation,
-            success=success,
-            error_type=error_type,
-            error_message=error_message,
-            timestamp=timestamp,
-            duration=time.monotonic() - started,
-        )
-    )
-    return observation
+    except asyncio.CancelledError:  # the task's timeout: the action it interrupted is still a step
+        message = f"cut short by the task timeout of {run.task.timeout} s"
+        record(f"[timeout] {message}", False, ErrorType.TIMEOUT, message)
+        raise
+    if result.ok:
+        run.last_good_code = parsed.code
+    error_message = None if result.ok else result.stderr.strip()[-500:] or str(result.status)
+    return record(_observation(result), result.ok, result.status.error_type, error_message)
 
 
 def _observation(result: ExecResult) -> str:
+    """stdout, then stderr, cut to OBSERVATION_CHARS; each cut says how much there really was."""
     text = result.stdout
     if result.stderr:
         text += ("\n" if text else "") + result.stderr
@@ -268,6 +276,9 @@ def _observation(result: ExecResult) -> str:
         text = f"[{result.status}] {text}"
     if len(text) > OBSERVATION_CHARS:
         text = text[:OBSERVATION_CHARS] + f"\n[... truncated: {len(text)} characters in all]"
+    for stream, size in (("stdout", result.stdout_truncated_from), ("stderr", result.stderr_truncated_from)):
+        if size is not None:
+            text += f"\n[{stream} was {size} bytes; the sandbox kept the first {len(getattr(result, stream).encode())}]"
     return text or "(no output)"
 
 

@@ -111,6 +111,18 @@ def test_the_task_timeout_ends_the_run_and_its_sandbox() -> None:
     assert trajectory.error_type is ErrorType.TIMEOUT and not trajectory.success
     assert trajectory.total_duration < 10
     assert sandbox_processes() == []
+    # The execution the timeout interrupted is still a recorded step.
+    (step,) = trajectory.steps
+    assert (step.tool, step.success, step.error_type) == ("python_executor", False, ErrorType.TIMEOUT)
+    assert step.action_params == {"code": "import time\ntime.sleep(30)"} and step.duration >= 0.9
+
+
+def test_a_cut_output_records_its_real_size() -> None:
+    line = code_task("loud", "print('x' * 200_000)", "done")
+    trajectory = run(task(line))
+    observation = trajectory.steps[0].observation
+    assert "[stdout was 200001 bytes; the sandbox kept the first 65536]" in observation
+    assert len(observation) < 10_000
 
 
 def test_invalid_tool_arguments_are_a_recorded_failed_step_and_the_run_goes_on() -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import runtimes.sandbox
 from runtimes.sandbox import SANDBOXES, ExecResult, ExecStatus, SandboxLimits, WarmSandbox
-from runtimes.sandbox.bwrap import DEFAULT_UID_BASE, zygote_path
+from runtimes.sandbox.bwrap import DEFAULT_UID_BASE
 from tests.conftest import REPO
 
 SLOTS = 2
@@ -211,41 +212,149 @@ def test_output_is_capped_with_its_true_size_recorded(run: Run) -> None:
     assert result.stdout_truncated_from == 200_001
 
 
-def test_a_warm_sandbox_leaves_no_trace_for_the_next_execution() -> None:
+def test_the_host_path_of_the_code_runner_is_not_visible(run: Run) -> None:
+    # bwrap copies the runner in from a pipe, so it is readable by the slot uid wherever adp is
+    # installed (a checkout under /root is 0700) and the mount table names no host folder.
+    result = run(
+        "for path in ('/proc/self/mountinfo', '/proc/1/mountinfo', '/proc/1/cmdline', '/proc/1/environ'):\n"
+        "    try:\n"
+        "        print(open(path, 'rb').read().decode(errors='replace'))\n"
+        "    except OSError as error:\n"
+        "        print(path, error.strerror)\n"
+    )
+    assert result.status is ExecStatus.OK, result.stderr
+    host_folder = str(Path(runtimes.sandbox.__file__).parent)
+    assert "/opt/adp/zygote.py" in result.stdout
+    assert host_folder not in result.stdout and str(REPO) not in result.stdout and "adp-sandbox" not in result.stdout
+
+
+_LEAVE_BEHIND = """
+import ctypes, os, subprocess
+libc = ctypes.CDLL(None, use_errno=True)
+os.makedirs('/tmp/locked/inner')
+open('/tmp/locked/inner/secret', 'w').write('x')
+os.chmod('/tmp/locked/inner', 0)
+os.chmod('/tmp/locked', 0)
+open('/dev/shm/secret', 'w').write('x')
+os.chmod('/dev/shm/secret', 0)
+assert libc.msgget(4242, 0o1600) >= 0, ctypes.get_errno()  # IPC_CREAT | 0600
+msgid = libc.msgget(4242, 0)
+assert libc.msgsnd(msgid, ctypes.c_char_p(b'\\1\\0\\0\\0\\0\\0\\0\\0secret'), 6, 0) == 0, ctypes.get_errno()
+assert libc.shmget(4243, 4096, 0o1600) >= 0, ctypes.get_errno()
+assert libc.semget(4244, 1, 0o1600) >= 0, ctypes.get_errno()
+assert libc.mq_open(b'/adp-left', os.O_CREAT | os.O_RDWR, 0o600, None) >= 0, ctypes.get_errno()
+subprocess.Popen(['/usr/bin/sleep', '1000'], start_new_session=True)
+import builtins; builtins.LEFT = 1
+print('left')
+"""
+_LOOK_FOR_IT = """
+import ctypes, os, builtins
+libc = ctypes.CDLL(None, use_errno=True)
+found = os.listdir('/tmp') + os.listdir('/dev/shm')
+for kind in ('msg', 'shm', 'sem'):
+    found += open(f'/proc/sysvipc/{kind}').read().splitlines()[1:]
+for name, probe in [('msg', lambda: libc.msgget(4242, 0)), ('shm', lambda: libc.shmget(4243, 0, 0)),
+                    ('sem', lambda: libc.semget(4244, 0, 0)), ('mq', lambda: libc.mq_open(b'/adp-left', os.O_RDWR))]:
+    if probe() >= 0:
+        found.append(name)
+if hasattr(builtins, 'LEFT'):
+    found.append('builtins')
+print(found)
+print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))
+"""
+
+
+def test_nothing_of_one_warm_execution_is_visible_to_the_next() -> None:
+    # Files in folders their owner locked (chmod 000), System V message queues, shared memory
+    # and semaphores, POSIX message queues, processes: each execution has its own.
     async def go() -> list[ExecResult]:
         sandbox = WarmSandbox(1)
         try:
-            first = await sandbox.exec_python(
-                "import os, subprocess\n"
-                "open('/tmp/left', 'w').write('x')\n"
-                "open('/dev/shm/left', 'w').write('x')\n"
-                "subprocess.Popen(['/usr/bin/sleep', '1000'], start_new_session=True)\n"
-                "import builtins; builtins.LEFT = 1\n"
-            )
-            second = await sandbox.exec_python(
-                "import os, builtins\n"
-                "print(os.listdir('/tmp'), os.listdir('/dev/shm'), hasattr(builtins, 'LEFT'))\n"
-                "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
-            )
-            killer = await sandbox.exec_python("import os, signal\nos.kill(1, signal.SIGKILL)\nprint('still here')")
-            after = await sandbox.exec_python("print('next')")
-            return [first, second, killer, after]
+            return [await sandbox.exec_python(code) for code in (_LEAVE_BEHIND, _LOOK_FOR_IT, "import os, signal\n"
+                    "os.kill(1, signal.SIGKILL)\nprint('still here')", "print('next')")]  # fmt: skip
         finally:
             await sandbox.aclose()
 
-    first, second, killer, after = asyncio.run(go())
-    assert first.ok
-    lines = second.stdout.splitlines()
-    assert lines[0] == "[] [] False"
+    left, look, killer, after = asyncio.run(go())
+    assert left.ok and left.stdout == "left\n", left.stderr
+    lines = look.stdout.splitlines()
+    assert lines[0] == "[]", look.stdout
     assert len(eval(lines[1])) == 2  # the zygote (PID 1) and the code itself: no sleeping leftover
     assert killer.ok and after.stdout == "next\n"  # PID 1 cannot be killed from inside
 
 
-def test_the_code_runner_is_reachable_by_the_sandbox_uid_wherever_adp_is_installed() -> None:
-    # bwrap runs as the slot's uid and must open what it binds; a checkout under /root (0700)
-    # is not reachable to that uid, so the runner is bound from a world-readable copy.
-    path = Path(zygote_path())
-    assert path.stat().st_mode & 0o004
-    for folder in path.parents:
-        assert folder.stat().st_mode & 0o001, folder
-    assert path.read_bytes() == (REPO / "runtimes" / "sandbox" / "zygote.py").read_bytes()
+def test_a_deep_directory_tree_costs_only_its_own_execution(run: Run) -> None:
+    deep = "import os\nfor _ in range(5000):\n    os.mkdir('d')\n    os.chdir('d')\nprint('deep')\n"
+
+    async def go(kind: str) -> list[ExecResult]:
+        sandbox = SANDBOXES[kind](1)
+        try:
+            return [await sandbox.exec_python(code) for code in (deep, "import os\nprint(os.listdir('/tmp'))")]
+        finally:
+            await sandbox.aclose()
+
+    for kind in sorted(SANDBOXES):
+        made, after = asyncio.run(go(kind))
+        assert made.ok and made.stdout == "deep\n", (kind, made.stderr)
+        assert after.ok and after.stdout == "[]\n", (kind, after)
+
+
+def test_files_in_ram_are_bounded_by_memory_mb(run: Run) -> None:
+    # /tmp and /dev/shm are tmpfs of memory_mb / 2 each: writing more fails with ENOSPC.
+    code = (
+        "import os\n"
+        "written = 0\n"
+        "for folder in ('/tmp', '/dev/shm'):\n"
+        "    for i in range(64):\n"
+        "        try:\n"
+        "            with open(f'{folder}/f{i}', 'wb') as f:\n"
+        "                f.write(b'x' * (8 << 20))\n"
+        "            written += 8 << 20\n"
+        "        except OSError as e:\n"
+        "            print(folder, 'errno', e.errno)\n"
+        "            break\n"
+        "print(written >> 20)\n"
+    )
+    result = run(code, memory_mb=64)
+    assert result.status is ExecStatus.OK, result.stderr
+    assert "/tmp errno 28" in result.stdout and "/dev/shm errno 28" in result.stdout
+    assert int(result.stdout.split()[-1]) <= 64
+
+
+def test_the_kernel_surface_is_reduced(run: Run) -> None:
+    # No capabilities, no nested user namespaces, and a seccomp filter over what code never needs;
+    # ordinary work (threads, subprocesses, multiprocessing) still runs.
+    code = (
+        "import ctypes, os, subprocess, threading, multiprocessing\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "status = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines())\n"
+        "print('caps', status['CapEff'].strip(), status['CapPrm'].strip(), status['CapAmb'].strip())\n"
+        "print('seccomp', status['Seccomp'].strip(), 'nnp', status['NoNewPrivs'].strip())\n"
+        "def refused(name, call):\n"
+        "    ctypes.set_errno(0)\n"
+        "    print(name, call(), ctypes.get_errno())\n"
+        "refused('unshare_user', lambda: libc.unshare(0x10000000))\n"
+        "refused('unshare_net', lambda: libc.unshare(0x40000000))\n"
+        "refused('ptrace', lambda: libc.ptrace(0, 0, 0, 0))\n"
+        "refused('keyctl', lambda: libc.syscall(250, 0, 0, 0, 0))\n"
+        "refused('bpf', lambda: libc.syscall(321, 0, 0, 0))\n"
+        "refused('mount', lambda: libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))\n"
+        "refused('clone_newuser', lambda: libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0))\n"
+        "print('unshare_cmd', subprocess.run(['/usr/bin/unshare', '-U', 'true'], capture_output=True).returncode)\n"
+        "t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+        "print('sub', subprocess.run(['/usr/bin/echo', 'ok'], capture_output=True, text=True).stdout.strip())\n"
+        "if __name__ == '__main__':\n"
+        "    with multiprocessing.get_context('fork').Pool(2) as pool:\n"
+        "        print('pool', sum(pool.map(abs, [-1, -2])))\n"
+    )
+    if os.uname().machine != "x86_64":
+        pytest.skip("the raw syscall numbers in this test are x86_64's")
+    result = run(code)
+    assert result.status is ExecStatus.OK, result.stderr
+    out = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert out["caps"] == "0000000000000000 0000000000000000 0000000000000000"
+    assert out["seccomp"] == "2 nnp 1"
+    for name in ("unshare_user", "unshare_net", "ptrace", "keyctl", "bpf", "mount", "clone_newuser"):
+        assert out[name] == "-1 1", (name, out[name])  # EPERM
+    assert out["unshare_cmd"] != "0"
+    assert (out["sub"], out["pool"]) == ("ok", "3")

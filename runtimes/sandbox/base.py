@@ -14,11 +14,21 @@ class SandboxLimits(BaseModel):
     """Per-execution limits; a task's ``constraints.sandbox`` overrides timeout and memory."""
 
     timeout: float = Field(10.0, gt=0, description="Wall-clock seconds; CPU seconds are capped at the same.")
-    memory_mb: int = Field(512, ge=16, description="Address-space limit of the sandboxed process.")
+    memory_mb: int = Field(
+        512,
+        ge=16,
+        description="Address-space limit of the sandboxed process; /tmp and /dev/shm are tmpfs of half this each, "
+        "so files held in RAM are bounded by it too.",
+    )
     max_processes: int = Field(32, ge=1, description="Processes and threads the sandbox user may have.")
     max_file_mb: int = Field(16, ge=1, description="Largest file the code may write (in its private /tmp).")
     max_open_files: int = Field(64, ge=8)
     max_output_bytes: int = Field(64 * 1024, ge=1024, description="Kept of stdout and of stderr, each.")
+
+    @property
+    def scratch_bytes(self) -> int:
+        """Size of each of the execution's tmpfs mounts (/tmp, /dev/shm): together, ``memory_mb``."""
+        return self.memory_mb * 1024 * 1024 // 2
 
 
 class ExecStatus(StrEnum):

@@ -2,24 +2,23 @@
 
 ``prlimit`` sets the resource limits, ``setpriv`` drops to a non-root uid of the slot (as root
 RLIMIT_NPROC is not enforced and root-owned files are readable), and ``bwrap`` builds an empty
-world: ``/usr`` read-only, a private ``/tmp``, no network, IPC, PID or UTS sharing, no
-capabilities, an empty environment. The code runs as PID 1 of its namespace, so when it ends
-every process it started ends with it.
+world: ``/usr`` read-only, no network, IPC, PID or UTS sharing, no nested user namespaces, an
+empty environment. The code runner (``zygote.py``) is copied in from a pipe, so no host path
+shows inside; it gives each execution fresh tmpfs mounts and IPC, drops the last capability
+and installs a seccomp filter before the code runs. The code runs as PID 1 of its namespace,
+so when it ends every process it started ends with it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import functools
 import math
 import os
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from runtimes.sandbox.base import ExecResult, ExecStatus, Sandbox, SandboxLimits
@@ -27,21 +26,36 @@ from runtimes.sandbox.base import ExecResult, ExecStatus, Sandbox, SandboxLimits
 DEFAULT_UID_BASE = 61000
 _KILLED_BY_SIGKILL = 128 + signal.SIGKILL
 
-# The code runner, mounted read-only into every sandbox (see zygote.py).
+# The code runner, copied read-only into every sandbox (see zygote.py).
 ZYGOTE_IN_SANDBOX = "/opt/adp/zygote.py"
+# The sandbox's own /tmp and /dev/shm, under each execution's fresh ones: nothing writes there.
+_BASE_SCRATCH_BYTES = 1024 * 1024
 
 
 @functools.cache
-def zygote_path() -> str:
-    """A copy of zygote.py the sandbox uid can read: bwrap runs as that uid, which may not be
-    able to reach the installed package (under /root, say). One private folder per process."""
-    folder = Path(tempfile.mkdtemp(prefix="adp-sandbox-"))
-    folder.chmod(0o755)
-    copy = folder / "zygote.py"
-    copy.write_bytes(Path(__file__).with_name("zygote.py").read_bytes())
-    copy.chmod(0o644)
-    atexit.register(shutil.rmtree, folder, True)
-    return str(copy)
+def _zygote_source() -> bytes:
+    source = Path(__file__).with_name("zygote.py").read_bytes()
+    if len(source) >= 65536:  # written into a pipe before bwrap reads it: must fit its buffer
+        raise RuntimeError("zygote.py outgrew a pipe buffer")
+    return source
+
+
+@contextlib.contextmanager
+def zygote_fd() -> Iterator[int]:
+    """A pipe holding the code runner's source, for ``bwrap --ro-bind-data``.
+
+    bwrap copies it into the sandbox, so the runner is readable by the slot uid wherever adp
+    is installed (a checkout under /root, say) and no host path of it shows inside.
+    """
+    read, write = os.pipe()
+    try:
+        os.write(write, _zygote_source())
+    finally:
+        os.close(write)
+    try:
+        yield read
+    finally:
+        os.close(read)
 
 
 class BwrapSandbox(Sandbox):
@@ -77,7 +91,7 @@ class BwrapSandbox(Sandbox):
         finally:
             self._uids.put_nowait(uid)
 
-    def command(self, limits: SandboxLimits, uid: int, status_fd: int) -> list[str]:
+    def command(self, limits: SandboxLimits, uid: int, status_fd: int, runner_fd: int) -> list[str]:
         """The full command line of one execution (exposed for the benchmark and for debugging)."""
         cpu_seconds = max(1, math.ceil(limits.timeout))
         command = [
@@ -89,8 +103,8 @@ class BwrapSandbox(Sandbox):
             f"--nofile={limits.max_open_files}",
             "--",
         ]
-        command += isolate(uid if self._as_root else None, binds=[(zygote_path(), ZYGOTE_IN_SANDBOX)])
-        command += [self._python, "-I", "-S", ZYGOTE_IN_SANDBOX, "once", str(status_fd)]
+        command += isolate(uid if self._as_root else None, runner_fd)
+        command += [self._python, "-I", "-S", ZYGOTE_IN_SANDBOX, "once", str(status_fd), str(limits.scratch_bytes)]
         return command
 
     async def _run(self, code: str, limits: SandboxLimits, uid: int) -> ExecResult:
@@ -98,14 +112,15 @@ class BwrapSandbox(Sandbox):
         started = time.monotonic()
         try:
             try:
-                process = await asyncio.create_subprocess_exec(
-                    *self.command(limits, uid, status_write),
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    pass_fds=(status_write,),
-                    start_new_session=True,
-                )
+                with zygote_fd() as runner_fd:
+                    process = await asyncio.create_subprocess_exec(
+                        *self.command(limits, uid, status_write, runner_fd),
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.PIPE,
+                        pass_fds=(status_write, runner_fd),
+                        start_new_session=True,
+                    )
             except OSError as exc:
                 return ExecResult(status=ExecStatus.SYSTEM_ERROR, stderr=f"cannot start the sandbox: {exc}")
             finally:
@@ -157,10 +172,12 @@ def sandbox_python(python: str) -> str:
     return python
 
 
-def isolate(uid: int | None, binds: Sequence[tuple[str, str]] = ()) -> list[str]:
+def isolate(uid: int | None, runner_fd: int) -> list[str]:
     """``setpriv`` to ``uid`` (when given) and ``bwrap`` with adp's isolation, up to the command.
 
-    ``binds`` are extra read-only (host path, sandbox path) mounts.
+    ``runner_fd`` is :func:`zygote_fd`'s pipe. The sandbox keeps CAP_SYS_ADMIN of its own user
+    namespace (which maps the slot uid alone, and can create no further user namespace) so that
+    the runner can mount each execution's scratch; the runner drops it before any code runs.
     """
     command = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] if uid is not None else []
     command += [
@@ -171,18 +188,17 @@ def isolate(uid: int | None, binds: Sequence[tuple[str, str]] = ()) -> list[str]
         "--symlink", "usr/bin", "/bin",
         "--proc", "/proc",
         "--dev", "/dev",
-        "--tmpfs", "/dev/shm",  # multiprocessing needs it; the rest of /dev is read-only
+        "--size", str(_BASE_SCRATCH_BYTES), "--tmpfs", "/dev/shm",  # the rest of /dev is read-only
         "--remount-ro", "/dev",
-        "--tmpfs", "/tmp",
-    ]  # fmt: skip
-    for source, target in binds:
-        command += ["--ro-bind", source, target]
-    command += [
+        "--size", str(_BASE_SCRATCH_BYTES), "--tmpfs", "/tmp",
+        "--ro-bind-data", str(runner_fd), ZYGOTE_IN_SANDBOX,
         "--remount-ro", "/",
         "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
         "--die-with-parent",
         "--new-session",
-        "--cap-drop", "ALL",
+        "--cap-add", "CAP_SYS_ADMIN",
         "--clearenv",
         "--setenv", "PATH", "/usr/bin",
         "--setenv", "HOME", "/tmp",

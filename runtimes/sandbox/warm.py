@@ -4,9 +4,9 @@ Launching bwrap + Python costs ~25-30 ms of CPU per execution on this class of m
 resident process inside each sandbox (``zygote.py``) forks a fresh child per execution in ~1-2
 ms instead. Isolation is that of :class:`BwrapSandbox` (same namespaces, the same uid per slot,
 the same limits set as hard limits in the child); between executions the zygote kills every
-other process and empties /tmp and /dev/shm. A slot is relaunched after any timeout, after
-``recycle_after`` executions (bounding whatever a namespace could still carry over, such as
-System V IPC objects), and whenever it stops answering.
+other process; each execution had its own /tmp, /dev/shm and IPC namespace, which the kernel
+frees with its last process. A slot is relaunched after any timeout, after ``recycle_after``
+executions, and whenever it stops answering.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from runtimes.sandbox.bwrap import (
     kill_sandbox,
     sandbox_python,
     slot_uids,
-    zygote_path,
+    zygote_fd,
 )
 
 _ANSWER_GRACE = 10.0  # seconds past an execution's own timeout before the zygote is presumed hung
@@ -100,6 +100,7 @@ class WarmSandbox(Sandbox):
                 "file_bytes": limits.max_file_mb * 1024 * 1024,
                 "open_files": limits.max_open_files,
                 "output_bytes": limits.max_output_bytes,
+                "scratch_bytes": limits.scratch_bytes,
             }
             _write_frame(process, request)
             answer = await asyncio.wait_for(_read_frame(process), timeout=limits.timeout + _ANSWER_GRACE)
@@ -127,15 +128,17 @@ class WarmSandbox(Sandbox):
     async def _launch(self, slot: _Slot) -> asyncio.subprocess.Process:
         # The zygote's own limits: the processes of the slot's uid (children set the rest).
         command = ["prlimit", f"--nproc={self._default_limits.max_processes}", "--"]
-        command += isolate(slot.uid if self._as_root else None, binds=[(zygote_path(), ZYGOTE_IN_SANDBOX)])
-        command += [self._python, "-I", "-S", ZYGOTE_IN_SANDBOX]
-        process = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with zygote_fd() as runner_fd:
+            command += isolate(slot.uid if self._as_root else None, runner_fd)
+            command += [self._python, "-I", "-S", ZYGOTE_IN_SANDBOX]
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                pass_fds=(runner_fd,),
+                start_new_session=True,
+            )
         slot.process, slot.executions = process, 0
         ready = await asyncio.wait_for(_read_frame(process), timeout=_START_TIMEOUT)
         if not ready.get("ready"):
