@@ -31,8 +31,9 @@ from runtimes.sandbox import ExecResult, Sandbox, SandboxLimits
 from runtimes.tools import TOOL_ARGS, TOOLS_BY_TYPE, CompleteTaskArgs, PythonExecutorArgs, tools_for
 from runtimes.verify import verify_task
 from runtimes.web.actions import BrowserArgs, parse_browser_action
+from runtimes.web.egress import EgressProxy
 from runtimes.web.pool import BrowserPool
-from runtimes.web.session import BrowserSession
+from runtimes.web.session import BrowserSession, task_allowlist
 
 OBSERVATION_CHARS = 8000
 _SYSTEM_PROMPT = (
@@ -146,8 +147,9 @@ async def _browser_session(task: TaskSpec, browser: BrowserPool | None) -> Async
         return
     if browser is None:
         raise BrowserError(f"{task.task_type} tasks need a browser, and this runner has none")
-    async with browser.context() as context:
-        yield await BrowserSession.open(context, task)
+    allowlist = task_allowlist(task)
+    async with EgressProxy(allowlist) as proxy, browser.context(proxy=proxy.url) as context:
+        yield await BrowserSession.open(context, task, allowlist)
 
 
 def failed_trajectory(task: TaskSpec, policy: Policy, error_type: ErrorType, message: str) -> Trajectory:

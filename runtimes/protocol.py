@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from runtimes.allowlist import InvalidURLError, parse_endpoint
+
 SCHEMA_VERSION = 1
 
 ToolName = Literal["browser", "python_executor", "complete_task"]
@@ -85,6 +87,26 @@ class Constraints(_TaskField):
     allowed_urls: list[str] | None = None
     miniwob: MiniwobEpisode | None = None
     sandbox: SandboxLimits | None = None
+
+    @field_validator("allowed_urls")
+    @classmethod
+    def _urls_are_rules(cls, value: list[str] | None) -> list[str] | None:
+        for url in value or []:
+            try:
+                parse_endpoint(url)
+            except InvalidURLError as exc:
+                raise ValueError(f"{url!r} cannot be an allowed URL: {exc}") from None
+        return value
+
+    @field_validator("start_url")
+    @classmethod
+    def _start_url_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_endpoint(value)
+            except InvalidURLError as exc:
+                raise ValueError(f"{value!r} cannot be a start URL: {exc}") from None
+        return value
 
 
 class TaskSpec(_TaskField):

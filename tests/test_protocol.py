@@ -5,6 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from runtimes.allowlist import Allowlist
 from runtimes.protocol import SCHEMA_VERSION, ErrorType, Step, TaskSpec, TaskType, Trajectory
 
 # Verbatim from the seed documents (README task format and user guide).
@@ -76,6 +77,10 @@ def test_full_line_with_constraints_round_trips() -> None:
         ({"constraints": {"sandbox": {"memory_mb": "256"}}}, "constraints"),
         ({"constraints": {"reference_tool_calls": [{"name": "rm_rf"}]}}, "constraints"),
         ({"description": None}, "description"),
+        ({"constraints": {"allowed_urls": ["example.com"]}}, "constraints"),
+        ({"constraints": {"allowed_urls": ["http://user@example.com/"]}}, "constraints"),
+        ({"constraints": {"allowed_urls": ["ftp://example.com/"]}}, "constraints"),
+        ({"constraints": {"start_url": "javascript:alert(1)"}}, "constraints"),
     ],
 )
 def test_invalid_fields_are_rejected_with_the_field_named(change: dict[str, object], field: str) -> None:
@@ -116,3 +121,31 @@ def test_trajectory_records_carry_the_schema_version_and_round_trip() -> None:
     assert data["steps"][0]["error_type"] == "runtime_error"
     assert Trajectory.model_validate(data) == trajectory
     assert {e.value for e in ErrorType} >= {"timeout", "network_error", "llm_error", "browser_error", "system_error"}
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://example.com/a/b?q=1", True),
+        ("http://EXAMPLE.com./a", True),
+        ("ws://example.com/a/socket", True),  # a WebSocket to the same origin and path
+        ("http://example.com/ab", False),  # a prefix of a path segment is not the path
+        ("http://example.com:8080/a", False),
+        ("https://example.com/a", False),
+        ("http://example.com@evil.test/a", False),
+        ("http://evil.test\\@example.com/a", False),
+        ("http://example.com.evil.test/a", False),
+        ("http://127.0.0.1:9/x", True),
+        ("http://2130706433:9/x", True),  # the same host in decimal, hex and short notation
+        ("http://0x7f.0.0.1:9/x", True),
+        ("http://127.1:9/x", True),
+        ("http://127.0.0.2:9/x", False),
+        ("http://[::1]:9/x", False),
+        ("file:///etc/passwd", False),
+        ("data:text/html,hi", True),
+    ],
+)
+def test_the_allowlist_compares_parsed_urls_never_prefixes(url: str, allowed: bool) -> None:
+    allowlist = Allowlist.from_urls(["http://example.com/a", "http://127.0.0.1:9/"])
+    assert allowlist.check(url) is allowed
+    assert (url in allowlist.blocked) is not allowed

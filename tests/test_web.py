@@ -4,7 +4,11 @@ the allowlist, memory."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import json
+import socket
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -190,3 +194,153 @@ def test_a_four_context_batch_stays_within_its_memory_and_an_oversized_browser_i
 def _no_chromium_left() -> Any:
     yield
     assert BrowserPool().browser_pids() == []
+
+
+class _Origin(http.server.BaseHTTPRequestHandler):
+    """The task's allowed site: a page that tries every way out, and redirects that leave."""
+
+    other = ""  # host:port of the site no task lists
+
+    def do_GET(self) -> None:
+        other = self.other
+        pages = {
+            "/start": (200, {}, _ESCAPE_PAGE.replace("OTHER", other)),
+            "/redirect": (302, {"Location": f"http://{other}/secret"}, ""),
+            "/chain": (302, {"Location": "/chain2"}, ""),
+            "/chain2": (302, {"Location": f"http://{other}/chained"}, ""),
+        }
+        status, headers, body = pages.get(self.path, (404, {}, "not found"))
+        self.send_response(status)
+        for name, value in {"Content-Type": "text/html", **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+_ESCAPE_PAGE = """<html><body><p>start</p><script>
+const attempts = [
+  fetch('http://OTHER/fetched').catch(() => 'refused'),
+  new Promise((done) => { const ws = new WebSocket('ws://OTHER/socket'); ws.onerror = ws.onclose = () => done(); }),
+  new Promise((done) => { try { new RTCPeerConnection({iceServers: [{urls: 'stun:OTHER'}]}); } catch (e) {} done(); }),
+  new Promise((done) => {
+    const img = new Image(); img.onload = img.onerror = done; img.src = 'http://OTHER/pixel.gif';
+  }),
+];
+Promise.allSettled(attempts).then(() => { const p = document.createElement('p'); p.id = 'done';
+  p.textContent = 'tried'; document.body.appendChild(p); });
+</script></body></html>"""
+
+
+class _Listener:
+    """A TCP and a UDP port on 127.0.0.1 that count what reaches them (nothing may)."""
+
+    def __init__(self) -> None:
+        self.tcp = socket.create_server(("127.0.0.1", 0))
+        self.port = self.tcp.getsockname()[1]
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", self.port))
+        self.tcp.settimeout(0.1)
+        self.udp.settimeout(0.1)
+        self.hits: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                connection, _ = self.tcp.accept()
+                self.hits.append("tcp")
+                connection.close()
+            with contextlib.suppress(TimeoutError):
+                self.udp.recvfrom(2048)
+                self.hits.append("udp")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.tcp.close()
+        self.udp.close()
+
+
+@pytest.fixture
+def sites() -> Any:
+    other = _Listener()
+    handler = type("Origin", (_Origin,), {"other": f"127.0.0.1:{other.port}"})
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{origin.server_address[1]}", other
+    origin.shutdown()
+    origin.server_close()
+    other.close()
+
+
+def _browse(task_id: str, constraints: dict[str, Any], calls: list[dict[str, Any]]) -> Trajectory:
+    task = TaskSpec.model_validate(
+        {
+            "task_id": task_id,
+            "task_type": "web",
+            "description": "try to get out",
+            "expected_tools": ["browser"],
+            "max_steps": len(calls) + 1,
+            "timeout": 60,
+            "constraints": {
+                **constraints,
+                "reference_tool_calls": [
+                    *({"name": "browser", "arguments": arguments} for arguments in calls),
+                    {"name": "complete_task", "arguments": {"answer": "done"}},
+                ],
+            },
+        },
+        strict=False,
+    )
+    (trajectory,), _ = run([task])
+    return trajectory
+
+
+def test_no_request_leaves_the_allowlist_by_redirect_websocket_webrtc_or_userinfo(sites: Any) -> None:
+    origin, other = sites
+    far = f"127.0.0.1:{other.port}"
+    trajectory = _browse(
+        "escape",
+        {"start_url": f"http://{origin}/start", "allowed_urls": [f"http://{origin}/"]},
+        [
+            {"action": "extract_text", "selector": "#done"},  # the page tried fetch, WebSocket, WebRTC, an image
+            {"action": "goto", "url": f"http://{origin}/redirect"},  # each redirect hop is checked
+            {"action": "goto", "url": f"http://{origin}/chain"},
+            {"action": "goto", "url": f"http://{origin}@{far}/userinfo"},
+            {"action": "goto", "url": f"http://{origin}\\@{far}/backslash"},
+            {"action": "goto", "url": f"http://2130706433:{other.port}/decimal"},
+            {"action": "goto", "url": f"http://0x7f.1:{other.port}/hex"},
+            {"action": "goto", "url": f"http://[::ffff:127.0.0.1]:{other.port}/mapped"},
+        ],
+    )
+    assert trajectory.steps[0].success and trajectory.steps[0].observation == "tried"
+    assert other.hits == []  # nothing reached the unlisted host, over TCP or UDP
+    blocked = trajectory.metadata["blocked_urls"]
+    for path in ("fetched", "socket", "pixel.gif", "secret", "chained"):
+        assert any(url.endswith(f"{far}/{path}") for url in blocked), (path, blocked)
+    assert "webrtc:RTCPeerConnection" in blocked
+    for step in trajectory.steps[3:-1]:  # refused before the browser is asked
+        assert (step.success, step.error_type) == (False, ErrorType.NETWORK_ERROR), step
+        assert step.action_params["url"] in blocked
+
+
+def test_a_task_without_an_allowlist_reaches_only_its_start_origin_and_adps_sites(sites: Any) -> None:
+    origin, other = sites
+    port = origin.rsplit(":", 1)[1]
+    trajectory = _browse(
+        "default_allowlist",
+        {"start_url": "http://adp.local/index.html"},
+        [
+            {"action": "goto", "url": f"http://{origin}/start"},  # loopback, in any notation: not listed
+            {"action": "goto", "url": f"http://localhost:{port}/start"},
+            {"action": "goto", "url": f"http://127.1:{port}/start"},
+            {"action": "goto", "url": "http://miniwob.local/miniwob/click-button.html"},
+        ],
+    )
+    assert [step.success for step in trajectory.steps] == [False, False, False, True, True]
+    assert other.hits == []

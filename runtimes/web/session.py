@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from playwright.async_api import BrowserContext, Page, Route
+from playwright.async_api import BrowserContext, Page, Route, WebSocketRoute
 from playwright.async_api import Error as PlaywrightError
 
+from runtimes.allowlist import Allowlist
 from runtimes.errors import BrowserError
 from runtimes.protocol import ErrorType, TaskSpec
 from runtimes.web.actions import (
@@ -26,6 +27,19 @@ from runtimes.web.actions import (
 from runtimes.web.sites import SITE_HOSTS, content_type, local_file, miniwob_url
 
 OBSERVATION_CHARS = 6000
+# WebRTC would reach STUN/TURN servers over UDP, past every allowlist: the page cannot open it.
+_NO_WEBRTC_JS = """
+(() => {
+  const refuse = (name) => function () {
+    try { window.__adpBlocked('webrtc:' + name); } catch (e) {}
+    throw new DOMException('WebRTC is disabled in adp browsers', 'NotAllowedError');
+  };
+  for (const name of ['RTCPeerConnection', 'webkitRTCPeerConnection']) {
+    try { Object.defineProperty(window, name, {value: refuse(name), writable: false, configurable: false}); }
+    catch (e) {}
+  }
+})();
+"""
 _SNAPSHOT_JS = """
 () => {
   const lines = [];
@@ -76,22 +90,31 @@ class BrowserSession:
     context: BrowserContext
     page: Page
     task: TaskSpec
-    allowlist: list[str] | None  # URL prefixes; None: any http(s) URL
-    blocked: list[str] = field(default_factory=list)
+    allowlist: Allowlist
     utterance: str | None = None
 
+    @property
+    def blocked(self) -> list[str]:
+        """Every URL the task was refused, in order."""
+        return self.allowlist.blocked
+
     @classmethod
-    async def open(cls, context: BrowserContext, task: TaskSpec) -> BrowserSession:
+    async def open(cls, context: BrowserContext, task: TaskSpec, allowlist: Allowlist) -> BrowserSession:
         """Route the context through the allowlist and adp's own sites, open the start page,
-        and for MiniWoB tasks start the seeded episode.
+        and for MiniWoB tasks start the seeded episode. The context should also send its
+        traffic through an :class:`~runtimes.web.egress.EgressProxy` of ``allowlist``: routing
+        does not see redirect hops.
 
         Raises:
             BrowserError: the browser died or the start page could not be opened.
         """
         constraints = task.constraints
         try:
-            session = cls(context=context, page=await context.new_page(), task=task, allowlist=_allowlist(task))
+            await context.expose_binding("__adpBlocked", lambda _source, what: allowlist.blocked.append(str(what)))
+            await context.add_init_script(_NO_WEBRTC_JS)
+            session = cls(context=context, page=await context.new_page(), task=task, allowlist=allowlist)
             await context.route("**/*", session._route)
+            await context.route_web_socket("**/*", session._route_web_socket)
             if constraints.miniwob is not None:
                 await session.page.goto(miniwob_url(constraints.miniwob.task), wait_until="load")
                 session.utterance = await session.page.evaluate(
@@ -109,14 +132,6 @@ class BrowserSession:
             raise BrowserError(f"cannot open the start page: {_first_line(exc)}") from exc
         return session
 
-    def allowed(self, url: str) -> bool:
-        scheme = urlsplit(url).scheme
-        if scheme in {"about", "data", "blob"}:
-            return True
-        if self.allowlist is None:
-            return scheme in {"http", "https"}
-        return any(url.startswith(prefix) for prefix in self.allowlist)
-
     async def act(self, action: BrowserAction) -> ActionOutcome:
         """Perform one action. A failed action is an outcome for the model to read; a dead
         browser raises.
@@ -128,8 +143,7 @@ class BrowserSession:
         try:
             match action:
                 case Goto(url=url):
-                    if not self.allowed(url):
-                        self.blocked.append(url)
+                    if not self.allowlist.check(url):
                         message = f"blocked: {url} is not in this task's allowed URLs"
                         return ActionOutcome(message, False, ErrorType.NETWORK_ERROR, message)
                     await page.goto(url, wait_until="load")
@@ -214,8 +228,7 @@ class BrowserSession:
 
     async def _route(self, route: Route) -> None:
         url = route.request.url
-        if not self.allowed(url):
-            self.blocked.append(url)
+        if not self.allowlist.check(url):
             await route.abort("blockedbyclient")
             return
         if (path := local_file(url)) is not None:
@@ -225,16 +238,22 @@ class BrowserSession:
         else:
             await route.continue_()
 
+    async def _route_web_socket(self, socket: WebSocketRoute) -> None:
+        if self.allowlist.check(socket.url):
+            socket.connect_to_server()
+        else:
+            await socket.close(code=1008, reason="not in this task's allowed URLs")
 
-def _allowlist(task: TaskSpec) -> list[str] | None:
+
+def task_allowlist(task: TaskSpec) -> Allowlist:
+    """The task's ``allowed_urls``, its ``start_url``'s origin, its MiniWoB site and adp's own sites."""
     constraints = task.constraints
-    prefixes = list(constraints.allowed_urls or [])
-    if constraints.miniwob is not None:
-        prefixes.append("http://miniwob.local/")
+    urls = list(constraints.allowed_urls or [])
+    urls += [f"http://{host}/" for host in SITE_HOSTS]
     if constraints.start_url:
         parts = urlsplit(constraints.start_url)
-        prefixes.append(f"{parts.scheme}://{parts.netloc}/" if parts.netloc else constraints.start_url)
-    return prefixes or None
+        urls.append(f"{parts.scheme}://{parts.netloc}/" if parts.netloc else constraints.start_url)
+    return Allowlist.from_urls(urls)
 
 
 def _truncate(text: str) -> str:
