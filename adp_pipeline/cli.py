@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from runtimes.errors import AdpError
 from runtimes.policies import POLICY_NAMES
@@ -34,8 +36,22 @@ def _out() -> Console:
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"adp: error: {message}", err=True)
+    click.echo(f"adp: error: {printable(message)}", err=True)
     raise SystemExit(code)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``): data from tasks and sandboxed
+    code never moves the cursor, sets a window title or hides what follows. Newlines and tabs stay."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def _cell(value: object) -> Text:
+    """A table cell that shows ``value`` as it is: never read as rich markup, controls escaped."""
+    return Text(printable(str(value)))
 
 
 def _settings(data_dir: Path | None) -> Settings:
@@ -108,7 +124,7 @@ def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None, mode
         _print_run_summary(succeeded, settings)
     failed = [run for run in runs if not run.success]
     for run in failed:
-        click.echo(f"adp: error: {run.registered.source_path}: {run.failure} (run {run.run_id})", err=True)
+        click.echo(printable(f"adp: error: {run.registered.source_path}: {run.failure} (run {run.run_id})"), err=True)
     if failed:
         raise SystemExit(1)
 
@@ -147,21 +163,21 @@ def _print_run_summary(batches: Sequence[str], settings: Settings) -> None:
     for column in ("batch", "accepted", "rejected", "code", "web", "reasoning"):
         table.add_column(column, justify="left" if column == "batch" else "right")
     for row in counts:
-        table.add_row(*(str(value) for value in row))
+        table.add_row(*(_cell(value) for value in row))
     out.print(table)
     if errors:
         failures = Table(title="failed tasks by error type")
         for column in ("error type", "tasks", "for example"):
             failures.add_column(column, overflow="fold")
         for error_type, n, example in errors:
-            failures.add_row(str(error_type), str(n), (example or "")[:200])
+            failures.add_row(_cell(error_type), _cell(n), _cell((example or "")[:200]))
         out.print(failures)
     if rejects:
         shown = Table(title=f"rejected lines (first {_REJECTS_SHOWN})")
         for column in ("file:line", "field", "reason"):
             shown.add_column(column, overflow="fold")
         for source, line, field, reason in rejects:
-            shown.add_row(f"{Path(source).name}:{line}", field, reason)
+            shown.add_row(_cell(f"{Path(source).name}:{line}"), _cell(field), _cell(reason))
         out.print(shown)
         out.print('all of them: adp query "select * from task_rejects"', highlight=False)
 
@@ -197,18 +213,24 @@ def _print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> No
         writer.writerows([[_csv_cell(value) for value in row] for row in rows])
     elif fmt == "json":
         records = [dict(zip(columns, (_plain(value) for value in row), strict=True)) for row in rows]
-        click.echo(json.dumps(records, ensure_ascii=False, indent=2))
+        # JSON escapes C0 controls itself; C1 (a terminal reads \x9b as CSI) is escaped here, still valid JSON.
+        text = json.dumps(records, ensure_ascii=False, indent=2)
+        click.echo(re.sub(r"[\x7f-\x9f]", lambda match: f"\\u{ord(match.group()):04x}", text))
     else:
-        table = Table(*columns)
+        table = Table()
+        for column in columns:
+            table.add_column(_cell(column))
         for row in rows:
-            table.add_row(*(str(_plain(value)) for value in row))
+            table.add_row(*(_cell(_plain(value)) for value in row))
         _out().print(table)
         _err.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
 
 
 def _csv_cell(value: Any) -> Any:
     plain = _plain(value)
-    return json.dumps(plain, ensure_ascii=False) if isinstance(plain, list | dict) else plain
+    if isinstance(plain, list | dict):
+        plain = json.dumps(plain, ensure_ascii=False)
+    return printable(plain) if isinstance(plain, str) else plain
 
 
 def _plain(value: Any) -> Any:
@@ -233,7 +255,11 @@ def dev(data_dir: Path | None, host: str, port: int) -> None:
     env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home(settings))}
     env["ADP_DATA_DIR"] = str(settings.data_dir.absolute())
     command = [sys.executable, "-m", "dagster", "dev", "-m", "adp_pipeline.definitions", "-h", host, "-p", str(port)]
-    _err.print(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={env['DAGSTER_HOME']}); Ctrl-C stops it")
+    _err.print(
+        printable(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={env['DAGSTER_HOME']}); Ctrl-C stops it"),
+        markup=False,
+        highlight=False,
+    )
     os.execve(sys.executable, command, env)
 
 
@@ -247,7 +273,8 @@ def doctor(data_dir: Path | None) -> None:
     table = Table("check", "status", "detail", "fix")
     colour = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red"}
     for result in results:
-        table.add_row(result.name, f"[{colour[result.status]}]{result.status}[/]", result.detail, result.fix)
+        status = Text(str(result.status), style=colour[result.status])
+        table.add_row(_cell(result.name), status, _cell(result.detail), _cell(result.fix))
     _out().print(table)
     if any(result.status is Status.FAIL for result in results):
         raise SystemExit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from adp_pipeline.storage import Lake
+from adp_pipeline.storage.names import task_file_stem
 from runtimes import broker
 from runtimes.agent import AgentLimits
 from runtimes.protocol import TaskSpec, TaskType, Trajectory
@@ -71,12 +73,7 @@ def execute_batch(
         trajectories = asyncio.run(_run(tasks, settings, on_done))
     created_at = datetime.now(UTC)
     rows = [_trajectory_row(t, created_at) for t in trajectories]
-    lake.write_partition("trajectories", batch, rows)
-    lake.write_partition("steps", batch, [row for t in trajectories for row in _step_rows(t)])
-    output = settings.output_dir / "trajectories"
-    output.mkdir(parents=True, exist_ok=True)
-    for trajectory in trajectories:
-        _write_json(output / f"{trajectory.task_id}.json", trajectory.model_dump_json(indent=2))
+    _store(lake, batch, trajectories, rows, settings.output_dir / "trajectories")
     by_type: dict[str, TypeOutcome] = {}
     for task_type in TaskType:
         of_type = [t for t in trajectories if t.task_type == task_type]
@@ -186,7 +183,21 @@ def _step_rows(trajectory: Trajectory) -> list[dict[str, Any]]:
     ]
 
 
-def _write_json(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{uuid.uuid4().hex}.partial")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+def _store(lake: Lake, batch: str, trajectories: list[Trajectory], rows: list[dict[str, Any]], output: Path) -> None:
+    """Write the batch's per-task JSON files and its lake partitions, all or nothing visible.
+
+    The JSON files are written to a staging folder first, so a failure (a full disk, say) stops
+    before the lake changes; ``trajectories`` is written last, after ``steps``, since it is
+    what the checks and readers count; then the files are renamed into place.
+    """
+    staging = output / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    try:
+        for trajectory in trajectories:
+            (staging / f"{task_file_stem(trajectory.task_id)}.json").write_text(trajectory.model_dump_json(indent=2))
+        lake.write_partition("steps", batch, [row for t in trajectories for row in _step_rows(t)])
+        lake.write_partition("trajectories", batch, rows)
+        for path in staging.iterdir():
+            os.replace(path, output / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 import uuid
 from dataclasses import dataclass
@@ -47,26 +48,51 @@ def partition_key_for(stem: str, sha256: str) -> str:
     return f"{safe}-{sha256[:8]}"
 
 
-def register_task_file(path: Path, data_dir: Path) -> RegisteredTaskFile:
+def register_task_file(path: Path, data_dir: Path, *, follow_symlinks: bool = True) -> RegisteredTaskFile:
     """Copy ``path`` into the data dir under its partition key and return the registration.
 
+    The copy keeps the source's permissions (never more open than the source's), so a task
+    file only its owner may read stays so in the data dir.
+
+    Args:
+        path: the task file.
+        data_dir: ADP_DATA_DIR.
+        follow_symlinks: False for files found in the inbox: a symlink there could point
+            anywhere the sensor's user can read, so it is refused.
+
     Raises:
-        TaskFileError: ``path`` is missing, not a regular file, or unreadable.
+        TaskFileError: ``path`` is missing, a symlink (when not followed), not a regular file
+            (a FIFO, a device, a folder), or unreadable.
     """
     source = Path(path)
-    if not source.is_file():
-        raise TaskFileError(f"{source}: no such task file" if not source.exists() else f"{source}: not a regular file")
     store = task_files_dir(data_dir)
-    store.mkdir(parents=True, exist_ok=True)
     temporary = store / f".{uuid.uuid4().hex}.partial"
     digest = hashlib.sha256()
     size = 0
     try:
-        with source.open("rb") as reader, temporary.open("wb") as writer:
-            while chunk := reader.read(_COPY_CHUNK):
-                digest.update(chunk)
-                writer.write(chunk)
-                size += len(chunk)
+        flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
+        try:
+            fd = os.open(source, flags)
+        except FileNotFoundError:
+            raise TaskFileError(f"{source}: no such task file") from None
+        except OSError:
+            if not follow_symlinks and source.is_symlink():
+                raise TaskFileError(f"{source}: a symlink; task files in the inbox must be regular files") from None
+            raise
+        with os.fdopen(fd, "rb") as reader:
+            mode = os.fstat(reader.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise TaskFileError(f"{source}: not a regular file")
+            os.set_blocking(reader.fileno(), True)
+            store.mkdir(parents=True, exist_ok=True)
+            permissions = stat.S_IMODE(mode) & 0o666
+            writer_fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, permissions)
+            os.fchmod(writer_fd, permissions)  # exactly the source's, whatever the umask
+            with os.fdopen(writer_fd, "wb") as writer:
+                while chunk := reader.read(_COPY_CHUNK):
+                    digest.update(chunk)
+                    writer.write(chunk)
+                    size += len(chunk)
         sha256 = digest.hexdigest()
         key = partition_key_for(source.stem, sha256)
         stored = store / f"{key}{TASK_FILE_SUFFIX}"
@@ -81,7 +107,10 @@ def register_task_file(path: Path, data_dir: Path) -> RegisteredTaskFile:
                 "size": size,
                 "registered_at": datetime.now(UTC).isoformat(),
             }
-            temporary.write_text(json.dumps(registration, ensure_ascii=False, indent=2))
+            record_fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, permissions)
+            os.fchmod(record_fd, permissions)
+            with os.fdopen(record_fd, "w") as writer:
+                writer.write(json.dumps(registration, ensure_ascii=False, indent=2))
             os.replace(temporary, record)
     except OSError as exc:
         raise TaskFileError(f"{source}: cannot register task file: {exc.strerror or exc}") from exc
@@ -122,7 +151,8 @@ def scan_inbox(
     A file counts by its own fingerprint, not against a high-water mark, so one that arrives
     with an older mtime (``cp -p``, ``rsync -t``, an unpacked archive) is still seen. Files
     modified less than ``settle_seconds`` ago are left for a later scan: they may still be
-    being written. Hidden files are ignored, so writers can write ``.name.jsonl`` and rename.
+    being written. Hidden files are ignored, so writers can write ``.name.jsonl`` and rename;
+    so are symlinks and anything but regular files.
     """
     now = time.time() if now is None else now
     seen: dict[str, tuple[int, int]] = {}
@@ -130,13 +160,17 @@ def scan_inbox(
     if not tasks_dir.is_dir():
         return [], InboxCursor()
     for entry in os.scandir(tasks_dir):
-        if entry.name.startswith(".") or not entry.name.endswith(TASK_FILE_SUFFIX) or not entry.is_file():
+        # Symlinks and anything but regular files are ignored: a link could name any file the
+        # sensor can read, and a FIFO would block it.
+        if entry.name.startswith(".") or not entry.name.endswith(TASK_FILE_SUFFIX):
             continue
-        stat = entry.stat()
-        if now - stat.st_mtime < settle_seconds:
+        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
             continue
-        fingerprint = (stat.st_mtime_ns, stat.st_size)
+        info = entry.stat(follow_symlinks=False)
+        if now - info.st_mtime < settle_seconds:
+            continue
+        fingerprint = (info.st_mtime_ns, info.st_size)
         seen[entry.name] = fingerprint
         if cursor.files.get(entry.name) != fingerprint:
-            changed.append((stat.st_mtime_ns, entry.name, Path(entry.path)))
+            changed.append((info.st_mtime_ns, entry.name, Path(entry.path)))
     return [path for _, _, path in sorted(changed)], InboxCursor(files=seen)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from adp_pipeline.cli import main
-from tests.conftest import EXAMPLES, REPO, task_line
+from tests.conftest import EXAMPLES, REPO, code_task, task_line
 from tests.test_taskfile import write_mixed
 
 ADP = str(Path(sys.executable).with_name("adp"))
@@ -107,3 +108,31 @@ def test_doctor_reports_each_dependency_and_never_prints_secrets(tmp_path: Path)
     assert code == (1 if " fail " in out else 0)
     _, out, _ = invoke("doctor", env={"ADP_DATA_DIR": str(tmp_path), "OPENAI_API_KEY": "", "GEMINI_API_KEY": ""})
     assert "none configured" in out
+
+
+def test_markup_and_terminal_controls_from_tasks_and_code_print_as_data(tmp_path: Path) -> None:
+    # A task id, a bad value and sandbox output full of rich markup, ANSI/OSC escapes and NUL.
+    noisy = "import sys\nsys.stderr.write('[bold]loud[/] \\x1b]0;pwned\\x07 \\x1b[31mred\\x00 [/]')\nassert False"
+    lines = [
+        code_task("[bold red]id", "print(1)", "1", tests=noisy),
+        task_line("bad_steps", max_steps="[/]"),
+    ]
+    path = tmp_path / "noisy.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    data = str(tmp_path / "data")
+    env = {**os.environ, "ADP_POLICY": "oracle"}
+    done = adp("run", str(path), "--data-dir", data, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "[/]" in done.stdout  # the reject reason, shown as written
+    assert "\\x1b[31mred\\x00" in done.stdout  # the error example, escaped
+    for output in (done.stdout, done.stderr):
+        assert "\x1b" not in output and "\x00" not in output and "\x07" not in output
+
+    sql = "select task_id, error_message from trajectories"
+    for fmt in ("table", "csv", "json"):
+        shown = adp("query", sql, "--data-dir", data, "--format", fmt)
+        assert shown.returncode == 0, shown.stderr
+        assert "\x1b" not in shown.stdout and "\x00" not in shown.stdout and "\x07" not in shown.stdout
+        assert "[bold red]id" in shown.stdout
+    as_json = json.loads(adp("query", sql, "--data-dir", data, "--format", "json").stdout)
+    assert "\x1b[31mred\x00" in as_json[0]["error_message"]  # JSON keeps the data exact

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from adp_pipeline.definitions import build_definitions
 from adp_pipeline.defs.partitions import task_files
-from adp_pipeline.task_files import InboxCursor, registered_task_file, scan_inbox
+from adp_pipeline.task_files import InboxCursor, register_task_file, registered_task_file, scan_inbox
+from runtimes.errors import TaskFileError
 from runtimes.settings import Settings
 from tests.conftest import task_line
 
@@ -108,3 +111,33 @@ def test_sensor_run_request_materialises_the_partition(settings: Settings, insta
     result = job.execute_in_process(partition_key=request.partition_key, instance=instance)
     assert result.success
     assert result.asset_materializations_for_node("task_batch")[0].metadata["accepted"].value == 2
+
+
+def test_the_inbox_ignores_symlinks_and_non_regular_files_and_copies_keep_permissions(
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance
+) -> None:
+    daemon = Daemon(settings, instance)
+    inbox = settings.tasks_dir
+    inbox.mkdir(parents=True)
+    secret = write(tmp_path / "elsewhere" / "secret.jsonl", "outside_the_inbox")
+    (inbox / "link.jsonl").symlink_to(secret)  # would read a file outside the inbox
+    (inbox / "dangling.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    os.mkfifo(inbox / "fifo.jsonl")  # reading it would block the sensor forever
+    (inbox / "folder.jsonl").mkdir()
+    private = write(inbox / "private.jsonl", "mine")
+    private.chmod(0o600)
+    os.utime(private, (time.time() - 60, time.time() - 60))
+
+    requests = daemon.tick()
+    assert len(requests) == 1
+    stored = registered_task_file(settings.data_dir, requests[0].partition_key)
+    assert stored.path.read_text() == private.read_text()
+    assert stat.S_IMODE(stored.path.stat().st_mode) == 0o600  # not world-readable in the data dir
+    assert stat.S_IMODE(stored.path.with_suffix(".json").stat().st_mode) == 0o600
+    assert daemon.tick() == []
+
+    # `adp run` on an explicit symlink is the user's choice; the inbox never follows one.
+    with pytest.raises(TaskFileError, match="symlink"):
+        register_task_file(inbox / "link.jsonl", settings.data_dir, follow_symlinks=False)
+    with pytest.raises(TaskFileError, match="not a regular file"):
+        register_task_file(inbox / "fifo.jsonl", settings.data_dir)

@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from adp_pipeline.storage import open_catalog
+from adp_pipeline.storage.names import task_file_stem
 from runtimes.mock_llm import MockLLMServer, MockScript
 from runtimes.protocol import TaskSpec
 from runtimes.settings import Settings
@@ -66,7 +67,7 @@ def test_every_task_gets_one_trajectory_in_the_lake_and_as_json(
     steps = query(settings, "SELECT step_id, tool, success, error_type FROM steps WHERE task_id = 'crashes' ORDER BY 1")
     assert steps == [(1, "python_executor", False, "runtime_error"), (2, "complete_task", True, None)]
 
-    record = json.loads((settings.output_dir / "trajectories" / "adds.json").read_text())
+    record = json.loads((settings.output_dir / "trajectories" / f"{task_file_stem('adds')}.json").read_text())
     seed_fields = {"task_id", "runtime_id", "success", "steps", "final_result", "error_type", "error_message"}
     assert seed_fields | {"total_duration", "metadata", "created_at", "schema_version", "messages", "tools"} <= set(
         record
@@ -83,12 +84,9 @@ def test_every_task_gets_one_trajectory_in_the_lake_and_as_json(
         "duration",
     }
     assert record["steps"][0]["action_params"] == {"code": "print(1 + 1)"}
-    assert sorted(p.name for p in (settings.output_dir / "trajectories").iterdir()) == [
-        "adds.json",
-        "crashes.json",
-        "no_reference.json",
-        "web_task.json",
-    ]
+    assert sorted(p.name for p in (settings.output_dir / "trajectories").iterdir()) == sorted(
+        f"{task_file_stem(task_id)}.json" for task_id in ("adds", "crashes", "no_reference", "web_task")
+    )
 
 
 @pytest.mark.parametrize(("good", "wrong", "passes"), [(4, 1, True), (3, 2, False)])
@@ -161,3 +159,28 @@ def test_with_30_percent_of_llm_calls_failing_every_task_still_gets_one_trajecto
     assert failed == (0,) or query(settings, "SELECT DISTINCT error_type FROM trajectories WHERE NOT success") == [
         ("llm_error",)
     ]
+
+
+def test_any_valid_task_id_is_stored_and_a_failed_write_leaves_the_batch_untouched(
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance
+) -> None:
+    # 200 CJK characters are 600 bytes of UTF-8, over a file name's 255; these ids are all valid.
+    ids = ["计" * 200, "a" * 200, 'x:y*z?<>|"', "ü" * 150, "-leading", "  inner  space"]
+    ids = [task_id.strip() for task_id in ids]
+    path = write(tmp_path / "ids.jsonl", *(code_task(task_id, "print(2)", "2") for task_id in ids))
+    result = materialize_file(path, settings, instance)
+    assert result.success
+    assert query(settings, "SELECT count(*) FILTER (WHERE success) FROM trajectories")[0][0] == len(ids)
+    files = sorted((settings.output_dir / "trajectories").iterdir())
+    assert len(files) == len(ids) and all(len(f.name.encode()) <= 80 for f in files)
+    assert {json.loads(f.read_text())["task_id"] for f in files} == set(ids)
+    assert (settings.output_dir / "trajectories" / f"{task_file_stem(ids[0])}.json").exists()
+
+    # Where the per-task files cannot be written, the run fails and the lake holds no part of it.
+    blocked = settings.model_copy(update={"output_dir_override": tmp_path / "not_a_dir"})
+    (tmp_path / "not_a_dir").mkdir()
+    (tmp_path / "not_a_dir" / "trajectories").write_text("a file where the folder should be")
+    other = write(tmp_path / "other.jsonl", code_task("other", "print(3)", "3"))
+    assert not materialize_file(other, blocked, instance).success
+    assert query(settings, "SELECT count(*) FROM trajectories WHERE task_id = 'other'")[0][0] == 0
+    assert query(settings, "SELECT count(*) FROM steps WHERE task_id = 'other'")[0][0] == 0
