@@ -12,15 +12,16 @@ collector keeps the first result per task, so a result delivered twice is stored
 from __future__ import annotations
 
 import json
+import re
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis
+from pydantic import ValidationError
 
 from runtimes.agent import failed_trajectory
-from runtimes.policies import OraclePolicy
+from runtimes.policies import POLICY_NAMES, OraclePolicy
 from runtimes.protocol import ErrorType, TaskSpec, TaskType, Trajectory
 
 GROUP = "workers"
@@ -47,18 +48,35 @@ class Delivery:
     deliveries: int
 
 
+_SECRET_PARAMETER = re.compile(
+    r"(?i)([?&;](?:password|passwd|pass|pwd|secret|token|access_token|api_?key|auth)=)[^&;]*"
+)
+_HOST_AND_REST = re.compile(r"^[\w.\-\[\]:%]*(?:[/?].*)?$", re.DOTALL)
+
+
 def display_url(url: str) -> str:
-    """``url`` fit for logs and errors: the password replaced by ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """``url`` fit for logs and errors: every secret replaced by ``***``.
+
+    The password of the user information, whatever characters it holds (``#``, ``/``, ``@``
+    or ``?`` in a password break ordinary URL parsing, so the split is the last ``@`` that a
+    host follows), and the value of any ``password=``, ``token=``, ``key=``-like parameter.
+    """
+    scheme, separator, rest = url.partition("://")
+    if separator:
+        for at in reversed([i for i, ch in enumerate(rest) if ch == "@"]):
+            if _HOST_AND_REST.match(rest[at + 1 :]):
+                user, colon, _ = rest[:at].partition(":")
+                rest = f"{user}:***@{rest[at + 1 :]}" if colon else f"***@{rest[at + 1 :]}"
+                break
+        url = f"{scheme}://{rest}"
+    return _SECRET_PARAMETER.sub(r"\1***", url)
 
 
 def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=30, health_check_interval=10)
+    # A foreign message's bytes need not be UTF-8: they are read (and dead-lettered), not fatal.
+    return redis.Redis.from_url(
+        url, decode_responses=True, encoding_errors="replace", socket_timeout=30, health_check_interval=10
+    )
 
 
 def ensure_group(client: redis.Redis, stream: str) -> None:
@@ -110,7 +128,10 @@ class Consumer:
         answer = self.client.xreadgroup(GROUP, self.name, {self.stream: ">"}, count=1, block=block_ms)
         for _, messages in answer or []:
             for message_id, fields in messages:
-                return self._delivery(message_id, fields, deliveries=1)
+                try:
+                    return self._delivery(message_id, fields, deliveries=1)
+                except MalformedMessageError as exc:
+                    self._reject(message_id, fields, str(exc))
         return None
 
     def publish(self, delivery: Delivery, trajectory: Trajectory) -> None:
@@ -138,7 +159,11 @@ class Consumer:
             if not found:
                 self.client.xack(self.stream, GROUP, message_id)  # trimmed away: nothing to run
                 continue
-            task = TaskSpec.model_validate_json(found[0][1]["task"])
+            try:
+                task = self._delivery(message_id, found[0][1], 0).task
+            except MalformedMessageError as exc:
+                self._reject(message_id, found[0][1], str(exc))
+                continue
             abandoned_after_ms = int((task.timeout + self.grace) * 1000)
             if entry["time_since_delivered"] < abandoned_after_ms:
                 continue
@@ -164,14 +189,37 @@ class Consumer:
         self.publish(delivery, trajectory)
 
     def _delivery(self, message_id: str, fields: dict[str, str], deliveries: int) -> Delivery:
-        return Delivery(
-            stream=self.stream,
-            message_id=message_id,
-            batch=fields["batch"],
-            policy=fields["policy"],
-            task=TaskSpec.model_validate_json(fields["task"]),
-            deliveries=deliveries,
+        """The delivery a message carries.
+
+        Raises:
+            MalformedMessageError: a field is missing or invalid (a foreign or hand-written message).
+        """
+        missing = [name for name in ("batch", "policy", "task") if not fields.get(name)]
+        if missing:
+            raise MalformedMessageError(f"missing {', '.join(missing)}; adp task messages carry batch, policy, task")
+        if fields["policy"] not in POLICY_NAMES:
+            raise MalformedMessageError(f"unknown policy {fields['policy']!r}; one of {', '.join(POLICY_NAMES)}")
+        try:
+            task = TaskSpec.model_validate_json(fields["task"])
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"]) or "task"
+            raise MalformedMessageError(f"invalid task: {where}: {first['msg']}") from None
+        if task_stream(task.task_type) != self.stream:
+            raise MalformedMessageError(f"a {task.task_type} task on {self.stream}")
+        return Delivery(self.stream, message_id, fields["batch"], fields["policy"], task, deliveries)
+
+    def _reject(self, message_id: str, fields: dict[str, str], reason: str) -> None:
+        """Dead-letter a message no worker can run, with the reason, and ack it: the worker goes on."""
+        self.client.xadd(
+            DEAD_LETTERS,
+            {"stream": self.stream, "message_id": message_id, "reason": reason, "fields": json.dumps(fields)[:10_000]},
         )
+        self.client.xack(self.stream, GROUP, message_id)
+
+
+class MalformedMessageError(ValueError):
+    """A stream message that is not an adp task message; the text says what is wrong."""
 
 
 class DeadlineError(RuntimeError):

@@ -257,3 +257,50 @@ def test_a_worker_without_redis_exits_with_the_url_and_no_password(tmp_path: Pat
     assert "s3cret" not in done.stderr + done.stdout
     assert display_url("redis://user:pw@host:6379/0") == "redis://user:***@host:6379/0"
     assert display_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:pw@host:6379/0", "redis://user:***@host:6379/0"),
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("redis://:pa#ss/w@rd?x@host:6379/0", "redis://:***@host:6379/0"),  # '#', '/', '@', '?' in the password
+        ("rediss://u:p%40ss@host/0", "rediss://u:***@host/0"),
+        ("redis://t0ken@host/0", "redis://***@host/0"),
+        ("redis://host:6379/0?password=hunter2&db=1", "redis://host:6379/0?password=***&db=1"),
+        ("unix:///run/redis.sock?db=0&PASSWORD=x#y", "unix:///run/redis.sock?db=0&PASSWORD=***"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+    ],
+)
+def test_display_url_masks_every_secret_form(url: str, shown: str) -> None:
+    assert display_url(url) == shown
+
+
+def test_foreign_and_malformed_messages_are_dead_lettered_and_the_worker_goes_on(
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, workers: Workers,
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    workers.start("w1")
+    client = redis.Redis.from_url(redis_server.url)
+    seed_line = task_line("seed_style")  # the seeds' `XADD tasks:code * task <json>`: no batch, no policy
+    foreign = [
+        {"task": seed_line},
+        {"hello": "world"},
+        {"batch": "b", "policy": "oracle", "task": "{not json"},
+        {"batch": "b", "policy": "rm -rf", "task": seed_line},
+        {"batch": "b", "policy": "oracle", "task": task_line("a_web_task", "web")},
+        {"batch": "b", "policy": "oracle", "task": b"\xff\xfe not utf-8"},
+    ]
+    for fields in foreign:
+        client.xadd("tasks:code", fields)
+    wait_for(lambda: client.xlen("tasks:dead") >= len(foreign), 60, "the foreign messages to be dead-lettered")
+    reasons = [fields[b"reason"].decode() for _, fields in client.xrange("tasks:dead")]
+    assert reasons[0].startswith("missing batch, policy")
+    assert "invalid task" in reasons[2] and "unknown policy 'rm -rf'" in reasons[3]
+    assert "a web task on tasks:code" in reasons[4] and "invalid task" in reasons[5]
+    assert client.xpending("tasks:code", GROUP)["pending"] == 0  # acked: never redelivered
+
+    path = batch_file(tmp_path / "after.jsonl", 3)  # the same worker still runs real tasks
+    result = materialize_file(path, redis_settings(settings, redis_server, monkeypatch), instance)
+    assert result.success and len(outcomes(settings.data_dir)) == 5
+    assert workers.processes["w1"][0].poll() is None
