@@ -10,7 +10,7 @@ from typing import Any
 from adp_pipeline.storage import Lake
 from adp_pipeline.task_files import RegisteredTaskFile
 from runtimes.protocol import SCHEMA_VERSION, TaskType
-from runtimes.taskfile import ParsedTaskFile, RejectedLine, parse_task_file, reject_known_task_ids
+from runtimes.taskfile import LineWarning, ParsedTaskFile, RejectedLine, parse_task_file, reject_known_task_ids
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class IngestSummary:
     rejected: int
     by_type: dict[str, int]
     rejects: list[RejectedLine] = field(default_factory=list)
+    warnings: list[LineWarning] = field(default_factory=list)
 
 
 def ingest_task_file(
@@ -51,6 +52,7 @@ def ingest_task_file(
         rejected=len(parsed.rejected),
         by_type={task_type.value: by_type.get(task_type.value, 0) for task_type in TaskType},
         rejects=parsed.rejected,
+        warnings=parsed.warnings,
     )
 
 

@@ -19,6 +19,8 @@ from runtimes.allowlist import InvalidURLError, parse_endpoint
 SCHEMA_VERSION = 1
 
 ToolName = Literal["browser", "python_executor", "complete_task"]
+# Names the seed documents use for adp's tools; a task line may say either.
+TOOL_ALIASES: dict[str, ToolName] = {"web_search": "browser"}
 
 _TASK_ID_MAX_CHARS = 200
 
@@ -79,7 +81,13 @@ class SandboxLimits(_TaskField):
 
 
 class Constraints(_TaskField):
-    """The keys of a task's ``constraints`` (DESIGN.md §9); all optional, unknown keys rejected."""
+    """The keys of a task's ``constraints`` (DESIGN.md §9); all optional and strictly validated.
+
+    The seeds define ``constraints`` as a free dictionary, so other keys are kept as they are
+    (``model_extra``) and reported as warnings by the task-file parser, not rejected.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     reference_tool_calls: list[ReferenceToolCall] | None = None
     verify: Verify | None = None
@@ -145,6 +153,13 @@ class TaskSpec(_TaskField):
     def _description_has_text(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("expected_tools", mode="before")
+    @classmethod
+    def _seed_tool_names(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [TOOL_ALIASES.get(tool, tool) if isinstance(tool, str) else tool for tool in value]
         return value
 
     @field_validator("expected_tools")

@@ -41,12 +41,22 @@ class AcceptedTask:
     task: TaskSpec
 
 
+class LineWarning(BaseModel):
+    """Something about an accepted line a person should know: it ran, but maybe not as meant."""
+
+    line_number: int
+    task_id: str
+    field: str
+    message: str
+
+
 @dataclass
 class ParsedTaskFile:
     source_file: str
     accepted: list[AcceptedTask] = field(default_factory=list)
     rejected: list[RejectedLine] = field(default_factory=list)
     non_blank_lines: int = 0
+    warnings: list[LineWarning] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,12 @@ def parse_task_file(
 
 def reject_known_task_ids(parsed: ParsedTaskFile, known: Mapping[str, str]) -> ParsedTaskFile:
     """Move tasks whose id was accepted in an earlier batch (``known``: task_id -> batch) to rejects."""
-    result = ParsedTaskFile(parsed.source_file, rejected=list(parsed.rejected), non_blank_lines=parsed.non_blank_lines)
+    result = ParsedTaskFile(
+        parsed.source_file,
+        rejected=list(parsed.rejected),
+        non_blank_lines=parsed.non_blank_lines,
+        warnings=list(parsed.warnings),
+    )
     for item in parsed.accepted:
         earlier_batch = known.get(item.task.task_id)
         if earlier_batch is None:
@@ -190,6 +205,15 @@ def _parse_lines(
             continue
         first_line_of[task.task_id] = line.number
         parsed.accepted.append(AcceptedTask(line.number, task))
+        for key in task.constraints.model_extra or {}:
+            parsed.warnings.append(
+                LineWarning(
+                    line_number=line.number,
+                    task_id=task.task_id,
+                    field=f"constraints.{key}",
+                    message=f"unknown constraints key {key!r}: kept, but adp does not use it",
+                )
+            )
     return parsed
 
 

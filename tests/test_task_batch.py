@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -32,7 +33,16 @@ def test_mixed_file_lands_every_line_in_tasks_or_task_rejects(
     assert (checks["every_line_accounted_for"], checks["task_ids_unique"]) == (True, True)
 
     accepted = query(settings, "SELECT task_id, line_number FROM tasks ORDER BY line_number")
-    assert accepted == [("good_code", 1), ("good_web", 8), ("研究框架对比", 13), ("good_crlf", 18), ("good_last", 23)]
+    assert accepted == [
+        ("good_code", 1),
+        ("good_web", 8),
+        ("研究框架对比", 13),
+        ("good_crlf", 18),
+        ("free_constraint", 22),
+        ("good_last", 24),
+    ]
+    kept = query(settings, "SELECT constraints FROM tasks WHERE task_id = 'free_constraint'")[0][0]
+    assert json.loads(kept) == {"verfy": {}, "language": "python"}  # unknown keys are kept
     rejects = query(settings, "SELECT line_number, field, reason FROM task_rejects ORDER BY line_number")
     expected = {n: outcome for n, (_, outcome) in enumerate(MIXED, 1) if outcome is not None}
     assert [line for line, _, _ in rejects] == sorted(expected)
@@ -43,7 +53,9 @@ def test_mixed_file_lands_every_line_in_tasks_or_task_rejects(
     assert len(accepted) + len(rejects) == non_blank
 
     materialization = result.asset_materializations_for_node("task_batch")[0]
-    assert materialization.metadata["accepted"].value == 5
+    assert materialization.metadata["accepted"].value == 6
+    assert materialization.metadata["warnings"].value == 2
+    assert "constraints.language" in materialization.metadata["warning_lines"].value
     assert materialization.metadata["rejected"].value == len(rejects)
     assert "over the limit" in materialization.metadata["rejects"].value
 

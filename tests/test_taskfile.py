@@ -38,7 +38,11 @@ MIXED: list[tuple[bytes, tuple[str | None, str] | None]] = [
     (task_line("prio", priority=11).encode(), ("priority", "less than or equal to 10")),
     (task_line("bool_steps", max_steps=True).encode(), ("max_steps", "valid integer")),
     (task_line("shell", expected_tools=["shell"]).encode(), ("expected_tools.0", "'browser', 'python_executor'")),
-    (task_line("typo_constraint", constraints={"verfy": {}}).encode(), ("constraints.verfy", "unknown field")),
+    (task_line("free_constraint", constraints={"verfy": {}, "language": "python"}).encode(), None),  # warned
+    (
+        task_line("bad_constraint", constraints={"sandbox": {"memory_mb": "lots"}}).encode(),
+        ("constraints.sandbox.memory_mb", "valid integer"),
+    ),
     (task_line("good_last", "code", constraints={"verify": {"expected_answer": "42"}}).encode(), None),
 ]
 
@@ -60,8 +64,16 @@ def test_mixed_file_accepts_every_good_line_and_rejects_every_bad_one_with_its_r
         "good_web",
         "研究框架对比",
         "good_crlf",
+        "free_constraint",
         "good_last",
     ]
+    # Unknown constraints keys are the seeds' free dictionary: kept, and reported as warnings.
+    assert [(w.line_number, w.task_id, w.field) for w in parsed.warnings] == [
+        (22, "free_constraint", "constraints.verfy"),
+        (22, "free_constraint", "constraints.language"),
+    ]
+    free = next(item.task for item in parsed.accepted if item.task.task_id == "free_constraint")
+    assert free.constraints.model_extra == {"verfy": {}, "language": "python"}
     assert {rejected.line_number for rejected in parsed.rejected} == set(expected_rejected)
     for rejected in parsed.rejected:
         field, words = expected_rejected[rejected.line_number]
@@ -142,3 +154,29 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path: Path) -> None:
         locked.chmod(0)
         with pytest.raises(TaskFileError, match=r"locked\.jsonl"):
             parse_task_file(locked)
+
+
+SEED_LINES = [  # verbatim from the seed documents (002, the demo and load-test files)
+    '{"task_id": "demo_fib", "task_type": "code", "description": "写一个Python函数计算斐波那契数列第10项", '
+    '"expected_tools": ["python_executor"], "constraints": {}, "max_steps": 5}',
+    '{"task_id": "demo_search", "task_type": "web", "description": "搜索Python编程教程", '
+    '"expected_tools": ["web_search"], "constraints": {"start_url": "https://www.google.com"}, "max_steps": 3}',
+    '{"task_id": "load_web_1", "task_type": "web", "description": "Search for information about topic 1", '
+    '"expected_tools": ["web_search"], "constraints": {"start_url": "https://www.google.com"}, "max_steps": 2}',
+    '{"task_id": "seed_free", "task_type": "code", "description": "计算5的阶乘", '
+    '"expected_tools": ["python_executor"], "constraints": {"language": "python", "difficulty": 2}, "max_steps": 5}',
+]
+
+
+def test_the_seed_documents_lines_are_accepted_with_web_search_and_free_constraints(tmp_path: Path) -> None:
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("\n".join(SEED_LINES) + "\n")
+    parsed = parse_task_file(path)
+    assert parsed.rejected == []
+    tasks = {item.task.task_id: item.task for item in parsed.accepted}
+    assert tasks["demo_search"].expected_tools == ["browser"]  # web_search is the seeds' name for it
+    assert tasks["seed_free"].constraints.model_extra == {"language": "python", "difficulty": 2}
+    assert [(w.task_id, w.field) for w in parsed.warnings] == [
+        ("seed_free", "constraints.language"),
+        ("seed_free", "constraints.difficulty"),
+    ]

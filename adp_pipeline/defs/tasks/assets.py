@@ -25,8 +25,8 @@ def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Materi
     except CatalogError as exc:  # the lake is written; only the convenience file is stale
         context.log.warning(str(exc))
     context.log.info(
-        f"{summary.source_file}: {summary.accepted} accepted, {summary.rejected} rejected "
-        f"of {summary.non_blank_lines} non-blank lines"
+        f"{summary.source_file}: {summary.accepted} accepted ({len(summary.warnings)} warnings), "
+        f"{summary.rejected} rejected of {summary.non_blank_lines} non-blank lines"
     )
     return dg.MaterializeResult(metadata=_metadata(summary))
 
@@ -40,6 +40,17 @@ def _metadata(summary: IngestSummary) -> dict[str, dg.MetadataValue]:
     }
     for task_type, count in summary.by_type.items():
         metadata[f"accepted_{task_type}"] = dg.MetadataValue.int(count)
+    metadata["warnings"] = dg.MetadataValue.int(len(summary.warnings))
+    if summary.warnings:
+        rows = [
+            f"| {w.line_number} | {w.task_id.replace('|', '/')} | {w.field} | {w.message.replace('|', '/')} |"
+            for w in summary.warnings[:_REJECTS_SHOWN]
+        ]
+        more = len(summary.warnings) - _REJECTS_SHOWN
+        tail = [f"\n…and {more} more"] if more > 0 else []
+        metadata["warning_lines"] = dg.MetadataValue.md(
+            "\n".join(["| line | task | field | warning |", "|---|---|---|---|", *rows, *tail])
+        )
     if summary.rejects:
         rows = [
             f"| {r.line_number} | {r.field or ''} | {r.reason.replace('|', '/')} |"
