@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import re
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,25 @@ def printable(text: str) -> str:
 def _cell(value: object) -> Text:
     """A table cell that shows ``value`` as it is: never read as rich markup, controls escaped."""
     return Text(printable(str(value)))
+
+
+def _require_writable(data_dir: Path) -> None:
+    from adp_pipeline.storage import unwritable_reason
+
+    if (reason := unwritable_reason(data_dir)) is not None:
+        _fail(f"data dir {data_dir} cannot be written: {reason} (set ADP_DATA_DIR or --data-dir)")
+
+
+def _storage_failure(exc: BaseException) -> str | None:
+    """The first line of the storage error behind ``exc`` (a read-only or full data dir, seen by
+    the lake, the catalog or Dagster's SQLite, under whatever wrapping), or None if it is none."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError | sqlite3.Error | duckdb.IOException):
+            lines = str(seen).strip().splitlines()
+            return lines[0] if lines else type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _settings(data_dir: Path | None) -> Settings:
@@ -109,16 +129,24 @@ def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None, mode
     for path in paths:
         if not path.is_file():
             _fail(f"{path}: no such task file" if not path.exists() else f"{path}: not a regular file", 2)
+    _require_writable(settings.data_dir)
 
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=_err
     )
+    failure: str | None = None
     with progress:
         bar = progress.add_task("materialising", total=len(paths))
         try:
             runs = run_task_files(paths, settings, on_file_done=lambda _run: progress.advance(bar))
         except AdpError as exc:
-            _fail(str(exc))
+            failure = str(exc)
+        except Exception as exc:  # the disk filled up, or went read-only, under the run
+            if (reason := _storage_failure(exc)) is None:
+                raise
+            failure = f"data dir {settings.data_dir}: {reason}"
+    if failure is not None:  # after the progress bar's last line, so the error is the last one
+        _fail(failure)
     succeeded = [run.registered.key for run in runs if run.success]
     if succeeded:
         _print_run_summary(succeeded, settings)
@@ -201,6 +229,8 @@ def query(sql: str, data_dir: Path | None, fmt: str) -> None:
             rows = cursor.fetchall()
     except CatalogError as exc:
         _fail(str(exc))
+    except OSError as exc:  # a data dir that cannot hold the catalog
+        _fail(f"data dir {settings.data_dir}: {exc.strerror or exc}")
     except duckdb.Error as exc:
         _fail(f"query failed: {str(exc).strip().splitlines()[0]}")
     _print_rows(columns, rows, fmt)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 import redis
 
+from adp_pipeline.storage import unwritable_reason
 from runtimes.broker import display_url
 from runtimes.errors import ConfigError
-from runtimes.llm_config import HOW_TO_CONFIGURE, resolve_llm_endpoint
+from runtimes.llm_config import HOW_TO_CONFIGURE, LLMConfig
 from runtimes.settings import Settings
 
 _SETUP_HINT = "run `make setup` as root (it installs bubblewrap, chromium and redis-server) or"
@@ -36,28 +35,21 @@ class CheckResult:
     fix: str = ""
 
 
-def run_checks(settings: Settings, env: Mapping[str, str] | None = None) -> list[CheckResult]:
-    env = os.environ if env is None else env
+def run_checks(settings: Settings) -> list[CheckResult]:
     checks: list[Callable[[], CheckResult]] = [
         lambda: _data_dir(settings.data_dir),
         _bubblewrap,
         lambda: _chromium(settings.chromium_path),
         lambda: _redis(settings.redis_url),
         _dbt,
-        lambda: _llm(env),
+        lambda: _llm(settings.llm_config),
     ]
     return [check() for check in checks]
 
 
 def _data_dir(data_dir: Path) -> CheckResult:
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=data_dir):
-            pass
-    except OSError as exc:
-        return CheckResult(
-            "data dir", Status.FAIL, f"{data_dir}: {exc.strerror}", "set ADP_DATA_DIR to a writable folder"
-        )
+    if (reason := unwritable_reason(data_dir)) is not None:
+        return CheckResult("data dir", Status.FAIL, f"{data_dir}: {reason}", "set ADP_DATA_DIR to a writable folder")
     return CheckResult("data dir", Status.OK, str(data_dir.absolute()))
 
 
@@ -107,9 +99,9 @@ def _dbt() -> CheckResult:
     return CheckResult("dbt (quality tests)", Status.OK if ok else Status.FAIL, output, "" if ok else fix)
 
 
-def _llm(env: Mapping[str, str]) -> CheckResult:
+def _llm(config: LLMConfig) -> CheckResult:
     try:
-        endpoint = resolve_llm_endpoint(env)
+        endpoint = config.endpoint()
     except ConfigError as exc:
         return CheckResult("LLM (policy llm)", Status.FAIL, str(exc), HOW_TO_CONFIGURE)
     if endpoint is None:

@@ -20,9 +20,7 @@ from runtimes import broker
 from runtimes.agent import AgentLimits
 from runtimes.protocol import TaskSpec, TaskType, Trajectory
 from runtimes.runner import open_policy, run_tasks
-from runtimes.sandbox import SANDBOXES
 from runtimes.settings import Settings
-from runtimes.web.pool import BrowserPool
 
 
 @dataclass(frozen=True)
@@ -91,14 +89,9 @@ def execute_batch(
 async def _run(
     tasks: list[TaskSpec], settings: Settings, on_done: Callable[[Trajectory], None] | None
 ) -> list[Trajectory]:
-    sandbox = SANDBOXES[settings.sandbox](settings.max_concurrent_tasks, uid_base=settings.sandbox_uid_base)
+    sandbox = settings.sandbox_config.build(settings.max_concurrent_tasks)
     limits = AgentLimits(token_budget=settings.token_budget)
-    browser = BrowserPool(
-        settings.max_concurrent,
-        chromium_path=settings.chromium_path,
-        action_timeout=settings.browser_action_timeout,
-        memory_limit_mb=settings.browser_memory_mb,
-    )
+    browser = settings.browser_config.build()
     try:
         async with open_policy(settings.policy, tasks, settings) as policy:
             return await run_tasks(
@@ -123,11 +116,11 @@ def _run_on_workers(
     Raises:
         DeadlineError: not every task had a result within ADP_REDIS_DEADLINE.
     """
-    client = broker.connect(settings.redis_url)
+    client = settings.broker_config.connect()
     client.delete(broker.result_stream(batch))  # a rerun of the batch collects its own results
     broker.enqueue(client, batch, tasks, settings.policy)
     results = broker.collect(
-        client, batch, [task.task_id for task in tasks], deadline_s=settings.redis_deadline, on_result=on_done
+        client, batch, [task.task_id for task in tasks], deadline_s=settings.broker_config.deadline, on_result=on_done
     )
     return [results[task.task_id] for task in tasks]
 

@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adp_pipeline.storage import Lake
+from adp_pipeline.storage.locks import file_lock
 from adp_pipeline.task_files import RegisteredTaskFile
 from runtimes.protocol import SCHEMA_VERSION, TaskType
 from runtimes.taskfile import LineWarning, ParsedTaskFile, RejectedLine, parse_task_file, reject_known_task_ids
+
+INGEST_LOCK = ".ingest.lock"
 
 
 @dataclass(frozen=True)
@@ -28,21 +31,27 @@ class IngestSummary:
 def ingest_task_file(
     lake: Lake, registered: RegisteredTaskFile, *, max_line_bytes: int, default_timeout: int
 ) -> IngestSummary:
-    """Parse ``registered``, drop ids accepted by other batches, and replace its lake partitions."""
+    """Parse ``registered``, drop ids accepted by other batches, and replace its lake partitions.
+
+    Reading the ids of other batches and writing this one's happen under one lock of the data
+    dir, so two batches ingested at the same moment (two `adp run`, or a run and the sensor's)
+    cannot both accept one id.
+    """
     parsed = parse_task_file(
         registered.path,
         source_name=registered.source_path,
         max_line_bytes=max_line_bytes,
         default_timeout=default_timeout,
     )
-    parsed = reject_known_task_ids(parsed, _ids_in_other_batches(lake, registered.key, parsed))
-    ingested_at = datetime.now(UTC)
-    lake.write_partition("tasks", registered.key, _task_rows(parsed, ingested_at))
-    lake.write_partition(
-        "task_rejects",
-        registered.key,
-        ({**rejected.model_dump(), "ingested_at": ingested_at} for rejected in parsed.rejected),
-    )
+    with file_lock(lake.root.parent / INGEST_LOCK):
+        parsed = reject_known_task_ids(parsed, _ids_in_other_batches(lake, registered.key, parsed))
+        ingested_at = datetime.now(UTC)
+        lake.write_partition(
+            "task_rejects",
+            registered.key,
+            ({**rejected.model_dump(), "ingested_at": ingested_at} for rejected in parsed.rejected),
+        )
+        lake.write_partition("tasks", registered.key, _task_rows(parsed, ingested_at))
     by_type = Counter(item.task.task_type.value for item in parsed.accepted)
     return IngestSummary(
         batch=registered.key,

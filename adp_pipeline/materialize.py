@@ -11,7 +11,7 @@ import dagster as dg
 from adp_pipeline.definitions import build_definitions
 from adp_pipeline.defs.jobs import process_task_file
 from adp_pipeline.defs.partitions import task_files
-from adp_pipeline.instance import open_instance
+from adp_pipeline.instance import open_instance, process_tags
 from adp_pipeline.task_files import RegisteredTaskFile, register_task_file
 from runtimes.settings import Settings
 
@@ -42,7 +42,11 @@ def run_task_files(
     runs: list[FileRun] = []
     for item in registered:
         result = job.execute_in_process(
-            partition_key=item.key, instance=instance, run_config=_QUIET_RUN_CONFIG, raise_on_error=False
+            partition_key=item.key,
+            instance=instance,
+            run_config=_QUIET_RUN_CONFIG,
+            raise_on_error=False,
+            tags=process_tags(),
         )
         run = FileRun(item, result.success, result.run_id, None if result.success else failure_reason(result))
         runs.append(run)

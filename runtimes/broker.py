@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from runtimes.agent import failed_trajectory
 from runtimes.policies import POLICY_NAMES, OraclePolicy
@@ -70,6 +70,22 @@ def display_url(url: str) -> str:
                 break
         url = f"{scheme}://{rest}"
     return _SECRET_PARAMETER.sub(r"\1***", url)
+
+
+class BrokerConfig(BaseModel):
+    """Where the queue is and how it treats silent workers (REDIS_URL, ADP_RECLAIM_GRACE, ...)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    reclaim_grace: float = 30.0
+    max_deliveries: int = 3
+    deadline: float = 3600.0
+
+    def connect(self) -> redis.Redis:
+        """The one connection factory: `adp run --mode redis` and `adp worker` connect here."""
+        return connect(self.url)
+
+    def consumer(self, client: redis.Redis, task_type: TaskType, name: str) -> Consumer:
+        return Consumer(client, task_type, name, grace=self.reclaim_grace, max_deliveries=self.max_deliveries)
 
 
 def connect(url: str) -> redis.Redis:

@@ -1,18 +1,17 @@
-"""Which OpenAI-compatible endpoint the ``llm`` policy talks to.
-
-Explicit ``ADP_LLM_BASE_URL`` + ``ADP_LLM_MODEL`` (+ ``ADP_LLM_API_KEY``) win; otherwise the
-seeds' priority applies: Gemini > DeepSeek > OpenAI > a local vLLM server, each through its
-OpenAI-compatible endpoint. ``ADP_LLM_MODEL`` overrides any provider's default model.
-"""
+"""Which OpenAI-compatible endpoint the ``llm`` policy talks to, and the client that talks to it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from runtimes.errors import ConfigError
+
+if TYPE_CHECKING:
+    from runtimes.llm import LLMClient
+    from runtimes.llm_cache import ResponseCache
 
 HOW_TO_CONFIGURE = (
     "set ADP_LLM_BASE_URL and ADP_LLM_MODEL (and ADP_LLM_API_KEY), or one of GEMINI_API_KEY, "
@@ -30,49 +29,83 @@ class LLMEndpoint(BaseModel):
 @dataclass(frozen=True)
 class _Provider:
     name: str
-    key_var: str
-    url_var: str
     default_url: str
     default_model: str
 
 
-_PROVIDERS = (
-    _Provider(
-        "gemini",
-        "GEMINI_API_KEY",
-        "GEMINI_API_URL",
-        "https://generativelanguage.googleapis.com/v1beta/openai/",
-        "gemini-2.5-flash",
-    ),
-    _Provider("deepseek", "DEEPSEEK_API_KEY", "DEEPSEEK_API_URL", "https://api.deepseek.com/v1", "deepseek-chat"),
-    _Provider("openai", "OPENAI_API_KEY", "OPENAI_API_BASE", "https://api.openai.com/v1", "gpt-4o-mini"),
-)
+_GEMINI = _Provider("gemini", "https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5-flash")
+_DEEPSEEK = _Provider("deepseek", "https://api.deepseek.com/v1", "deepseek-chat")
+_OPENAI = _Provider("openai", "https://api.openai.com/v1", "gpt-4o-mini")
 
 
-def resolve_llm_endpoint(env: Mapping[str, str]) -> LLMEndpoint | None:
-    """The endpoint ``env`` configures, or None when it configures none.
+class LLMConfig(BaseModel):
+    """The ``llm`` policy's model and client, from Settings (the environment or ``./.env``).
 
-    Raises:
-        ConfigError: ADP_LLM_BASE_URL is set without ADP_LLM_MODEL, or VLLM_URL without a model.
+    Explicit ``base_url`` + ``model`` (+ ``api_key``) win; otherwise the seeds' priority
+    applies: Gemini > DeepSeek > OpenAI > a local vLLM server, each through its
+    OpenAI-compatible endpoint. ``model`` overrides any provider's default model.
     """
-    model_override = env.get("ADP_LLM_MODEL") or None
-    if base_url := env.get("ADP_LLM_BASE_URL"):
-        if not model_override:
-            raise ConfigError("ADP_LLM_BASE_URL is set but ADP_LLM_MODEL is not; set the model name to use")
-        return LLMEndpoint(
-            provider="custom", base_url=base_url, model=model_override, api_key=env.get("ADP_LLM_API_KEY", "")
-        )
-    for provider in _PROVIDERS:
-        if api_key := env.get(provider.key_var):
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    gemini_api_key: SecretStr | None = None
+    gemini_api_url: str | None = None
+    deepseek_api_key: SecretStr | None = None
+    deepseek_api_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_api_base: str | None = None
+    vllm_url: str | None = None
+    vllm_model: str | None = None
+    max_concurrency: int = 16
+    max_attempts: int = 5
+    backoff_base: float = 0.5
+
+    def endpoint(self) -> LLMEndpoint | None:
+        """The endpoint this configures, or None when it configures none.
+
+        Raises:
+            ConfigError: ADP_LLM_BASE_URL is set without ADP_LLM_MODEL, or VLLM_URL without a model.
+        """
+        if self.base_url:
+            if not self.model:
+                raise ConfigError("ADP_LLM_BASE_URL is set but ADP_LLM_MODEL is not; set the model name to use")
             return LLMEndpoint(
-                provider=provider.name,
-                base_url=env.get(provider.url_var) or provider.default_url,
-                model=model_override or provider.default_model,
-                api_key=api_key,
+                provider="custom", base_url=self.base_url, model=self.model, api_key=_secret(self.api_key)
             )
-    if vllm_url := env.get("VLLM_URL"):
-        model = model_override or env.get("VLLM_MODEL")
-        if not model:
-            raise ConfigError("VLLM_URL is set but no model is; set ADP_LLM_MODEL to the model vLLM serves")
-        return LLMEndpoint(provider="vllm", base_url=vllm_url.rstrip("/") + "/v1", model=model, api_key="EMPTY")
-    return None
+        for provider, key, url in (
+            (_GEMINI, self.gemini_api_key, self.gemini_api_url),
+            (_DEEPSEEK, self.deepseek_api_key, self.deepseek_api_url),
+            (_OPENAI, self.openai_api_key, self.openai_api_base),
+        ):
+            if _secret(key):
+                return LLMEndpoint(
+                    provider=provider.name,
+                    base_url=url or provider.default_url,
+                    model=self.model or provider.default_model,
+                    api_key=_secret(key),
+                )
+        if self.vllm_url:
+            model = self.model or self.vllm_model
+            if not model:
+                raise ConfigError("VLLM_URL is set but no model is; set ADP_LLM_MODEL to the model vLLM serves")
+            return LLMEndpoint(
+                provider="vllm", base_url=self.vllm_url.rstrip("/") + "/v1", model=model, api_key="EMPTY"
+            )
+        return None
+
+    def client(self, endpoint: LLMEndpoint, cache: ResponseCache | None = None) -> LLMClient:
+        """The one client factory: local runs and `adp worker` build their clients here."""
+        from runtimes.llm import LLMClient  # the openai SDK: only when a client is built
+
+        return LLMClient(
+            endpoint,
+            max_concurrency=self.max_concurrency,
+            max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base,
+            cache=cache,
+        )
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""

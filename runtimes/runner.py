@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from runtimes.agent import AgentLimits, failed_trajectory, run_task
 from runtimes.errors import ConfigError
-from runtimes.llm import LLMClient
 from runtimes.llm_cache import FileResponseCache
-from runtimes.llm_config import LLMEndpoint, resolve_llm_endpoint
+from runtimes.llm_config import LLMEndpoint
 from runtimes.mock_llm import MockLLMServer, MockScript
 from runtimes.policies import POLICY_NAMES, LLMPolicy, OraclePolicy, Policy, UnconfiguredPolicy
 from runtimes.protocol import ErrorType, TaskSpec, Trajectory
@@ -77,7 +75,7 @@ async def open_policy(
         yield OraclePolicy()
         return
     if name == "llm":
-        endpoint = resolve_llm_endpoint(os.environ)
+        endpoint = settings.llm_config.endpoint()
         if endpoint is None:
             yield UnconfiguredPolicy()
             return
@@ -101,13 +99,7 @@ def _mock_endpoint(base_url: str) -> LLMEndpoint:
 @contextlib.asynccontextmanager
 async def _llm_policy(endpoint: LLMEndpoint, name: str, settings: Settings) -> AsyncIterator[Policy]:
     cache = FileResponseCache(settings.data_dir / "llm_cache", settings.cache_ttl) if settings.enable_cache else None
-    client = LLMClient(
-        endpoint,
-        max_concurrency=settings.llm_max_concurrency,
-        max_attempts=settings.llm_max_attempts,
-        backoff_base=settings.llm_backoff_base,
-        cache=cache,
-    )
+    client = settings.llm_config.client(endpoint, cache)
     try:
         yield LLMPolicy(client, name=name, native_tools=settings.llm_tool_calling)
     finally:

@@ -1,8 +1,11 @@
-"""Configuration from the environment and an optional ``.env`` file.
+"""Configuration from the environment and an optional ``.env`` file: the one place adp reads it.
 
 Names follow the seed documents where they define one (REDIS_URL, TASK_FILE,
-MAX_CONCURRENT_TASKS, TASK_TIMEOUT, ENABLE_CACHE, CACHE_TTL, METRICS_PORT); adp's own
-settings are prefixed ``ADP_`` except TASKS_DIR. The README lists them all.
+MAX_CONCURRENT_TASKS, TASK_TIMEOUT, ENABLE_CACHE, CACHE_TTL, METRICS_PORT, the providers'
+API keys); adp's own settings are prefixed ``ADP_`` except TASKS_DIR. The environment wins
+over ``.env``. Each component gets its typed config from here (:attr:`Settings.sandbox_config`,
+``browser_config``, ``llm_config``, ``broker_config``), whose ``build``/``connect``/``client``
+is the one factory local runs and `adp worker` share. The README lists every setting.
 """
 
 from __future__ import annotations
@@ -10,10 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runtimes.broker import BrokerConfig
+from runtimes.llm_config import LLMConfig
+from runtimes.sandbox import SandboxConfig
 from runtimes.taskfile import DEFAULT_MAX_LINE_BYTES
+from runtimes.web.pool import BrowserConfig
 
 
 def _env(name: str) -> AliasChoices:
@@ -78,6 +85,18 @@ class Settings(BaseSettings):
     """Deliveries after which a task ends as a dead-lettered system_error."""
     metrics_host: str = Field("127.0.0.1", validation_alias=_env("ADP_METRICS_HOST"))
     metrics_port: int = Field(8001, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
+    llm_base_url: str | None = Field(None, validation_alias=_env("ADP_LLM_BASE_URL"))
+    """An explicit OpenAI-compatible endpoint for the llm policy (with ADP_LLM_MODEL)."""
+    llm_model: str | None = Field(None, validation_alias=_env("ADP_LLM_MODEL"))
+    llm_api_key: SecretStr | None = Field(None, validation_alias=_env("ADP_LLM_API_KEY"))
+    gemini_api_key: SecretStr | None = Field(None, validation_alias=_env("GEMINI_API_KEY"))
+    gemini_api_url: str | None = Field(None, validation_alias=_env("GEMINI_API_URL"))
+    deepseek_api_key: SecretStr | None = Field(None, validation_alias=_env("DEEPSEEK_API_KEY"))
+    deepseek_api_url: str | None = Field(None, validation_alias=_env("DEEPSEEK_API_URL"))
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
+    openai_api_base: str | None = Field(None, validation_alias=_env("OPENAI_API_BASE"))
+    vllm_url: str | None = Field(None, validation_alias=_env("VLLM_URL"))
+    vllm_model: str | None = Field(None, validation_alias=_env("VLLM_MODEL"))
 
     @property
     def output_dir(self) -> Path:
@@ -87,3 +106,44 @@ class Settings(BaseSettings):
     @property
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster"
+
+    @property
+    def sandbox_config(self) -> SandboxConfig:
+        return SandboxConfig(kind=self.sandbox, uid_base=self.sandbox_uid_base)
+
+    @property
+    def browser_config(self) -> BrowserConfig:
+        return BrowserConfig(
+            max_contexts=self.max_concurrent,
+            chromium_path=self.chromium_path,
+            action_timeout=self.browser_action_timeout,
+            memory_limit_mb=self.browser_memory_mb,
+        )
+
+    @property
+    def llm_config(self) -> LLMConfig:
+        return LLMConfig(
+            base_url=self.llm_base_url,
+            model=self.llm_model,
+            api_key=self.llm_api_key,
+            gemini_api_key=self.gemini_api_key,
+            gemini_api_url=self.gemini_api_url,
+            deepseek_api_key=self.deepseek_api_key,
+            deepseek_api_url=self.deepseek_api_url,
+            openai_api_key=self.openai_api_key,
+            openai_api_base=self.openai_api_base,
+            vllm_url=self.vllm_url,
+            vllm_model=self.vllm_model,
+            max_concurrency=self.llm_max_concurrency,
+            max_attempts=self.llm_max_attempts,
+            backoff_base=self.llm_backoff_base,
+        )
+
+    @property
+    def broker_config(self) -> BrokerConfig:
+        return BrokerConfig(
+            url=self.redis_url,
+            reclaim_grace=self.reclaim_grace,
+            max_deliveries=self.max_deliveries,
+            deadline=self.redis_deadline,
+        )

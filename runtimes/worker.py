@@ -17,16 +17,14 @@ from typing import Any
 import redis
 
 from runtimes.agent import AgentLimits
-from runtimes.broker import GROUP, Consumer, Delivery, connect, task_stream
+from runtimes.broker import GROUP, Delivery, task_stream
 from runtimes.metrics import WorkerMetrics, serve
 from runtimes.mock_llm import MockScript
 from runtimes.policies import Policy
 from runtimes.protocol import TaskType
 from runtimes.runner import open_policy, run_tasks
-from runtimes.sandbox import SANDBOXES
 from runtimes.settings import Settings
 from runtimes.tools import TOOLS_BY_TYPE
-from runtimes.web.pool import BrowserPool
 
 _QUEUE_GAUGE_EVERY = 5.0
 _REDIS_RETRY = 0.5
@@ -38,27 +36,12 @@ class Worker:
         self.settings = settings
         self.name = name or f"{task_type.value}-{socket.gethostname()}-{os.getpid()}"
         self.metrics = WorkerMetrics()
-        self.client = connect(settings.redis_url)
-        self.consumer = Consumer(
-            self.client,
-            task_type,
-            self.name,
-            grace=settings.reclaim_grace,
-            max_deliveries=settings.max_deliveries,
-        )
+        self.client = settings.broker_config.connect()
+        self.consumer = settings.broker_config.consumer(self.client, task_type, self.name)
         uses_browser = "browser" in TOOLS_BY_TYPE[task_type]
         self.slots = settings.max_concurrent if uses_browser else settings.max_concurrent_tasks
-        self.browser = (
-            BrowserPool(
-                settings.max_concurrent,
-                chromium_path=settings.chromium_path,
-                action_timeout=settings.browser_action_timeout,
-                memory_limit_mb=settings.browser_memory_mb,
-            )
-            if uses_browser
-            else None
-        )
-        self.sandbox = SANDBOXES[settings.sandbox](self.slots, uid_base=settings.sandbox_uid_base)
+        self.browser = settings.browser_config.build() if uses_browser else None
+        self.sandbox = settings.sandbox_config.build(self.slots)
         self.mock_script = MockScript()
         self.stop = asyncio.Event()
         self.started = time.time()

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -91,3 +93,11 @@ def http_ok(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.1)

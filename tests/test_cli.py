@@ -4,14 +4,18 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
+import pytest
 from click.testing import CliRunner
 
 from adp_pipeline.cli import main
-from tests.conftest import EXAMPLES, REPO, code_task, task_line
+from tests.conftest import EXAMPLES, REPO, code_task, task_line, wait_for
+from tests.test_sandbox import sandbox_processes
 from tests.test_taskfile import write_mixed
 
 ADP = str(Path(sys.executable).with_name("adp"))
@@ -136,3 +140,90 @@ def test_markup_and_terminal_controls_from_tasks_and_code_print_as_data(tmp_path
         assert "[bold red]id" in shown.stdout
     as_json = json.loads(adp("query", sql, "--data-dir", data, "--format", "json").stdout)
     assert "\x1b[31mred\x00" in as_json[0]["error_message"]  # JSON keeps the data exact
+
+
+def _code_file(path: Path, ids: list[str], *, sleep: float = 0.0) -> Path:
+    code = f"import time\ntime.sleep({sleep})\nprint(6)"
+    path.write_text("".join(code_task(task_id, code, "6", timeout=120) + "\n" for task_id in ids))
+    return path
+
+
+def test_concurrent_runs_on_a_fresh_data_dir_keep_the_instance_intact_and_each_id_in_one_batch(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "ADP_POLICY": "oracle"}
+    env.pop("DAGSTER_HOME", None)
+    shared = [f"shared_{i}" for i in range(5)]
+    for attempt in range(5):
+        folder = tmp_path / f"attempt{attempt}"
+        folder.mkdir()
+        files = [_code_file(folder / f"{name}.jsonl", [*shared, f"{name}_only"]) for name in ("a", "b")]
+        data = str(folder / "data")
+        runs = [
+            subprocess.Popen([ADP, "run", str(path), "--data-dir", data], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+            for path in files
+        ]  # fmt: skip
+        outputs = [run.communicate(timeout=300) for run in runs]
+        assert [run.returncode for run in runs] == [0, 0], outputs
+        per_id = json.loads(
+            adp(
+                "query", "select task_id, count(*) as n from tasks group by 1", "--data-dir", data, "--format", "json"
+            ).stdout
+        )
+        assert {row["task_id"]: row["n"] for row in per_id} == {**dict.fromkeys(shared, 1), "a_only": 1, "b_only": 1}
+        rejects = adp("query", "select reason from task_rejects", "--data-dir", data, "--format", "json")
+        assert len(json.loads(rejects.stdout)) == len(shared)
+        with dg.DagsterInstance.from_config(str(folder / "data" / "dagster")) as instance:
+            statuses = sorted(run.status.value for run in instance.get_runs())
+        assert statuses == ["SUCCESS", "SUCCESS"]
+
+
+def _in_private_mount(folder: Path, options: str, *command: str) -> subprocess.CompletedProcess[str]:
+    """``command`` with ``folder`` a fresh tmpfs mounted with ``options`` (read-only, or tiny)."""
+    script = f'mount -t tmpfs -o {options} tmpfs "$1" && shift && exec "$@"'
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(folder), *command],
+        capture_output=True, text=True, timeout=300, check=False, cwd=REPO,
+        env={**os.environ, "ADP_POLICY": "oracle", "DAGSTER_HOME": ""},
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only or tiny tmpfs needs root; CI runs as root")
+@pytest.mark.parametrize("options", ["ro,size=1m", "size=96k"], ids=["read-only", "full"])
+def test_a_read_only_or_full_data_dir_gives_one_clear_line(tmp_path: Path, options: str) -> None:
+    path = _code_file(tmp_path / "tasks.jsonl", [f"t{i}" for i in range(20)])
+    folder = tmp_path / "mounted"
+    folder.mkdir()
+    done = _in_private_mount(folder, options, ADP, "run", str(path), "--data-dir", str(folder / "data"))
+    assert done.returncode in (1, 2), done
+    errors = [line for line in done.stderr.splitlines() if "adp: error:" in line]
+    assert "Traceback" not in done.stderr and len(errors) == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == errors[0]
+    assert re.search(r"Read-only file system|No space left on device|database or disk is full", errors[0]), errors
+    query = _in_private_mount(folder, options, ADP, "query", "select 1", "--data-dir", str(folder / "data"))
+    assert "Traceback" not in query.stderr, query.stderr
+    assert query.returncode == 0 or query.stderr.startswith("adp: error:"), query.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the slot uids of the sandbox need root; CI runs as root")
+def test_a_run_killed_mid_batch_is_marked_failed_at_the_next_start_and_leaves_no_sandbox(tmp_path: Path) -> None:
+    env = {**os.environ, "ADP_POLICY": "oracle"}
+    env.pop("DAGSTER_HOME", None)
+    data = tmp_path / "data"
+    tmp_before = set(Path("/tmp").iterdir())
+    slow = _code_file(tmp_path / "slow.jsonl", [f"slow_{i}" for i in range(4)], sleep=60)
+    victim = subprocess.Popen([ADP, "run", str(slow), "--data-dir", str(data)], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for(lambda: len(sandbox_processes()) > 0, 120, "the batch's sandboxes to run")
+    victim.kill()
+    victim.wait()
+    wait_for(lambda: sandbox_processes() == [], 30, "the killed run's sandboxes to end")
+    assert {path for path in Path("/tmp").iterdir() if "adp" in path.name} - tmp_before == set()
+
+    after = adp("run", str(_code_file(tmp_path / "next.jsonl", ["next"])), "--data-dir", str(data), env=env)
+    assert after.returncode == 0, after.stderr
+    with dg.DagsterInstance.from_config(str(data / "dagster")) as instance:
+        runs = {run.tags.get("adp/pid"): run.status.value for run in instance.get_runs()}
+    assert runs[str(victim.pid)] == "FAILURE"
+    assert sorted(runs.values()) == ["FAILURE", "SUCCESS"]

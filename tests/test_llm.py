@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import pytest
 
 from runtimes.llm import LLMClient, LLMError, LLMResponse
 from runtimes.llm_cache import FileResponseCache, request_key
-from runtimes.llm_config import LLMEndpoint, resolve_llm_endpoint
+from runtimes.llm_config import LLMEndpoint
 from runtimes.mock_llm import MockLLMServer, MockScript
+from runtimes.settings import Settings
+from tests.test_cli import ADP
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -63,13 +66,48 @@ def test_the_cache_answers_a_repeated_request_until_its_ttl(tmp_path: Path) -> N
         assert server.stats.requests == 2
 
 
-def test_provider_priority_follows_the_seeds() -> None:
+PROVIDER_VARIABLES = (
+    "ADP_LLM_BASE_URL", "ADP_LLM_MODEL", "ADP_LLM_API_KEY", "GEMINI_API_KEY", "GEMINI_API_URL", "DEEPSEEK_API_KEY",
+    "DEEPSEEK_API_URL", "OPENAI_API_KEY", "OPENAI_API_BASE", "VLLM_URL", "VLLM_MODEL",
+)  # fmt: skip
+
+
+def endpoint(monkeypatch: pytest.MonkeyPatch, **env: str) -> LLMEndpoint | None:
+    """The endpoint Settings resolve from exactly ``env`` (no .env file)."""
+    for name in PROVIDER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings(_env_file=None).llm_config.endpoint()  # type: ignore[call-arg]
+
+
+def test_provider_priority_follows_the_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"OPENAI_API_KEY": "o", "DEEPSEEK_API_KEY": "d", "GEMINI_API_KEY": "g", "VLLM_URL": "http://v:8000"}
-    assert resolve_llm_endpoint(env).provider == "gemini"  # type: ignore[union-attr]
-    assert resolve_llm_endpoint({**env, "GEMINI_API_KEY": ""}).provider == "deepseek"  # type: ignore[union-attr]
-    openai = resolve_llm_endpoint({"OPENAI_API_KEY": "o", "OPENAI_API_BASE": "http://proxy/v1"})
+    assert endpoint(monkeypatch, **env).provider == "gemini"  # type: ignore[union-attr]
+    assert endpoint(monkeypatch, **{**env, "GEMINI_API_KEY": ""}).provider == "deepseek"  # type: ignore[union-attr]
+    openai = endpoint(monkeypatch, OPENAI_API_KEY="o", OPENAI_API_BASE="http://proxy/v1")
     assert openai is not None and (openai.provider, openai.base_url) == ("openai", "http://proxy/v1")
-    explicit = resolve_llm_endpoint({**env, "ADP_LLM_BASE_URL": "http://x/v1", "ADP_LLM_MODEL": "m"})
+    explicit = endpoint(monkeypatch, **env, ADP_LLM_BASE_URL="http://x/v1", ADP_LLM_MODEL="m")
     assert explicit is not None and (explicit.provider, explicit.model) == ("custom", "m")
-    assert resolve_llm_endpoint({}) is None
-    assert "sk" not in repr(resolve_llm_endpoint({"OPENAI_API_KEY": "sk-secret"}))
+    assert endpoint(monkeypatch) is None
+    assert "sk" not in repr(endpoint(monkeypatch, OPENAI_API_KEY="sk-secret"))
+    assert "sk-secret" not in repr(Settings(_env_file=None))  # type: ignore[call-arg]
+
+
+def test_provider_keys_are_read_from_dot_env_and_the_environment_wins(tmp_path: Path) -> None:
+    # The same settings model reads every variable, provider keys included, from both places.
+    (tmp_path / ".env").write_text("GEMINI_API_KEY=from-dotenv\nADP_LLM_MODEL=model-from-dotenv\n")
+    env = {key: value for key, value in os.environ.items() if key not in PROVIDER_VARIABLES}
+
+    def doctor(**extra: str) -> str:
+        done = subprocess.run(
+            [ADP, "doctor", "--data-dir", str(tmp_path / "data")],
+            cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        return " ".join(done.stdout.split())
+
+    assert "gemini: model-from-dotenv at https://generativelanguage" in doctor()
+    assert "deepseek" not in doctor()
+    assert "custom: from-env at http://llm.test/v1" in doctor(
+        ADP_LLM_BASE_URL="http://llm.test/v1", ADP_LLM_MODEL="from-env"
+    )

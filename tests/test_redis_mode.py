@@ -6,9 +6,8 @@ import os
 import signal
 import subprocess
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -18,16 +17,9 @@ import redis
 from adp_pipeline.storage import Lake
 from runtimes.broker import GROUP, display_url
 from runtimes.settings import Settings
-from tests.conftest import REPO, code_task, free_port, http_ok, materialize_file, task_line
+from tests.conftest import REPO, code_task, free_port, http_ok, materialize_file, task_line, wait_for
 from tests.test_cli import ADP
 from tests.test_task_batch import check_results
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.1)
 
 
 class RedisServer:

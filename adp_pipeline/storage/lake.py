@@ -79,6 +79,18 @@ class Lake:
         return target
 
 
+def unwritable_reason(folder: Path) -> str | None:
+    """Why ``folder`` (created if missing) cannot take a new file, or None when it can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".adp-probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def _schema(table: str) -> pa.Schema:
     try:
         return TABLES[table]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
+from pydantic import BaseModel
 
 from runtimes.errors import BrowserError
 
@@ -36,6 +37,24 @@ CHROMIUM_ARGS = [
     "--force-webrtc-ip-handling-policy",
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",
 ]
+
+
+class BrowserConfig(BaseModel):
+    """The browser of a process (MAX_CONCURRENT, ADP_CHROMIUM_PATH, ADP_BROWSER_*)."""
+
+    max_contexts: int = 4
+    chromium_path: Path = Path("/usr/bin/chromium")
+    action_timeout: float = 10.0
+    memory_limit_mb: int = 2048
+
+    def build(self) -> BrowserPool:
+        """The one browser factory: local runs and `adp worker` build their pools here."""
+        return BrowserPool(
+            self.max_contexts,
+            chromium_path=self.chromium_path,
+            action_timeout=self.action_timeout,
+            memory_limit_mb=self.memory_limit_mb,
+        )
 
 
 class BrowserPool:
