@@ -7,10 +7,8 @@ import dagster as dg
 from adp_pipeline.defs.jobs import process_task_file
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.defs.tasks.assets import task_batch
-from adp_pipeline.defs.tasks.checks import every_line_accounted_for, task_ids_unique
 from adp_pipeline.defs.tasks.sensors import build_task_file_sensor
 from adp_pipeline.defs.trajectories.assets import trajectories
-from adp_pipeline.defs.trajectories.checks import one_trajectory_per_task, step_budget_respected, success_rate_per_type
 from runtimes.settings import Settings
 
 
@@ -18,14 +16,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """Definitions configured from ``settings`` (by default, the environment and ``.env``)."""
     settings = settings or Settings()
     return dg.Definitions(
-        assets=[task_batch, trajectories],
-        asset_checks=[
-            every_line_accounted_for,
-            task_ids_unique,
-            one_trajectory_per_task,
-            success_rate_per_type,
-            step_budget_respected,
-        ],
+        assets=[task_batch, trajectories],  # each evaluates its own checks in its step
         jobs=[process_task_file],
         sensors=[build_task_file_sensor(settings.sensor_interval_seconds)],
         resources={"adp": AdpResource.from_settings(settings)},

@@ -9,15 +9,12 @@ import random
 import time
 from typing import Any
 
-import openai
 from pydantic import BaseModel, Field
 
 from runtimes.errors import AdpError
 from runtimes.llm_cache import ResponseCache, request_key
 from runtimes.llm_config import LLMEndpoint
 from runtimes.protocol import ErrorType, TokenUsage
-
-_RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError)
 
 
 class LLMAttempt(BaseModel):
@@ -73,7 +70,16 @@ class LLMClient:
         backoff_cap: float = 30.0,
         cache: ResponseCache | None = None,
     ) -> None:
+        import openai  # the SDK loads with the first client: runs without a model never pay its 0.4 s
+
         self.endpoint = endpoint
+        self._retryable = (
+            openai.RateLimitError,
+            openai.InternalServerError,
+            openai.APITimeoutError,
+            openai.APIConnectionError,
+        )
+        self._refused = openai.APIStatusError
         self._client = openai.AsyncOpenAI(
             base_url=endpoint.base_url, api_key=endpoint.api_key or "none", max_retries=0, timeout=timeout
         )
@@ -116,13 +122,13 @@ class LLMClient:
                 async with self._limit:
                     self.http_calls += 1
                     completion = await self._client.chat.completions.create(**request)
-            except _RETRYABLE as exc:
+            except self._retryable as exc:
                 attempts.append(_failed(attempt, exc, started))
                 if attempt == self._max_attempts:
                     raise LLMError(_give_up(self.endpoint, attempts), attempts) from exc
                 await asyncio.sleep(self._delay(attempt, exc))
                 continue
-            except openai.APIStatusError as exc:
+            except self._refused as exc:
                 attempts.append(_failed(attempt, exc, started))
                 refused = f"{self.endpoint.provider} refused the request: HTTP {exc.status_code}: {exc.message}"
                 raise LLMError(refused, attempts) from exc

@@ -11,16 +11,18 @@ is the one factory local runs and `adp worker` share. The README lists every set
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runtimes.broker import BrokerConfig
-from runtimes.llm_config import LLMConfig
-from runtimes.sandbox import SandboxConfig
 from runtimes.taskfile import DEFAULT_MAX_LINE_BYTES
-from runtimes.web.pool import BrowserConfig
+
+if TYPE_CHECKING:  # the components (Redis, Playwright, the sandbox) load when first configured
+    from runtimes.broker import BrokerConfig
+    from runtimes.llm_config import LLMConfig
+    from runtimes.sandbox import SandboxConfig
+    from runtimes.web.pool import BrowserConfig
 
 
 def _env(name: str) -> AliasChoices:
@@ -109,10 +111,14 @@ class Settings(BaseSettings):
 
     @property
     def sandbox_config(self) -> SandboxConfig:
+        from runtimes.sandbox import SandboxConfig
+
         return SandboxConfig(kind=self.sandbox, uid_base=self.sandbox_uid_base)
 
     @property
     def browser_config(self) -> BrowserConfig:
+        from runtimes.web.pool import BrowserConfig
+
         return BrowserConfig(
             max_contexts=self.max_concurrent,
             chromium_path=self.chromium_path,
@@ -122,6 +128,8 @@ class Settings(BaseSettings):
 
     @property
     def llm_config(self) -> LLMConfig:
+        from runtimes.llm_config import LLMConfig
+
         return LLMConfig(
             base_url=self.llm_base_url,
             model=self.llm_model,
@@ -141,6 +149,8 @@ class Settings(BaseSettings):
 
     @property
     def broker_config(self) -> BrokerConfig:
+        from runtimes.broker import BrokerConfig
+
         return BrokerConfig(
             url=self.redis_url,
             reclaim_grace=self.reclaim_grace,

@@ -22,6 +22,7 @@ from adp_pipeline.storage.tables import TABLES
 
 SCHEMA_PARTITION = "__schema__"
 _DATA_FILE = "data.parquet"
+_LAID_OUT: set[Path] = set()  # lake roots whose layout this process has checked
 
 
 class Lake:
@@ -44,12 +45,18 @@ class Lake:
         return self._replace(self.partition_file(table, batch), arrow_table)
 
     def ensure_layout(self) -> None:
-        """Create every table's folder and its schema placeholder (rewritten when a schema changes)."""
+        """Create every table's folder and its schema placeholder (rewritten when a schema changes).
+
+        Checked once per process and lake: every write and every check's connection asks.
+        """
+        if self.root in _LAID_OUT and self.root.is_dir():
+            return
         for table, schema in TABLES.items():
             placeholder = self.root / table / f"batch={SCHEMA_PARTITION}" / _DATA_FILE
             if placeholder.exists() and pq.read_schema(placeholder).equals(schema, check_metadata=False):
                 continue
             self._replace(placeholder, schema.empty_table())
+        _LAID_OUT.add(self.root)
 
     def view_sql(self, table: str) -> str:
         """SQL that defines the view of ``table`` over every partition in the lake."""

@@ -2,6 +2,7 @@ import dagster as dg
 
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
+from adp_pipeline.defs.tasks.checks import CHECK_SPECS, evaluate_checks
 from adp_pipeline.ingest import IngestSummary, ingest_task_file
 from adp_pipeline.storage import CatalogError, ensure_catalog
 from adp_pipeline.task_files import registered_task_file
@@ -14,6 +15,7 @@ _REJECTS_SHOWN = 20
     group_name="tasks",
     kinds={"parquet", "duckdb"},
     description="The validated tasks of one task file; every rejected line is kept with its line number and reason.",
+    check_specs=CHECK_SPECS,
 )
 def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
     registered = registered_task_file(adp.data_path, context.partition_key)
@@ -28,7 +30,7 @@ def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Materi
         f"{summary.source_file}: {summary.accepted} accepted ({len(summary.warnings)} warnings), "
         f"{summary.rejected} rejected of {summary.non_blank_lines} non-blank lines"
     )
-    return dg.MaterializeResult(metadata=_metadata(summary))
+    return dg.MaterializeResult(metadata=_metadata(summary), check_results=evaluate_checks(adp, context.partition_key))
 
 
 def _metadata(summary: IngestSummary) -> dict[str, dg.MetadataValue]:

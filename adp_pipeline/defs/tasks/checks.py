@@ -1,15 +1,31 @@
+"""The checks of ``task_batch``, evaluated in its own step (a step each would cost Dagster's
+per-step overhead for a query of a few milliseconds)."""
+
 import dagster as dg
 
-from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
-from adp_pipeline.defs.tasks.assets import task_batch
 from adp_pipeline.task_files import registered_task_file
 
+CHECK_SPECS = [
+    dg.AssetCheckSpec(
+        "every_line_accounted_for",
+        asset="task_batch",
+        blocking=True,
+        description="accepted + rejected in the lake equals the non-blank lines of the file: nothing was dropped.",
+    ),
+    dg.AssetCheckSpec(
+        "task_ids_unique",
+        asset="task_batch",
+        description="No task_id is accepted in two batches.",
+    ),
+]
 
-@dg.asset_check(asset=task_batch, partitions_def=task_files, blocking=True)
-def every_line_accounted_for(context: dg.AssetCheckExecutionContext, adp: AdpResource) -> dg.AssetCheckResult:
-    """accepted + rejected in the lake equals the non-blank lines of the file: nothing was dropped."""
-    batch = context.partition_key
+
+def evaluate_checks(adp: AdpResource, batch: str) -> list[dg.AssetCheckResult]:
+    return [every_line_accounted_for(adp, batch), task_ids_unique(adp)]
+
+
+def every_line_accounted_for(adp: AdpResource, batch: str) -> dg.AssetCheckResult:
     registered = registered_task_file(adp.data_path, batch)
     with registered.path.open("rb") as lines:
         # Counted without the parser, so a parser that loses lines fails this check.
@@ -22,19 +38,19 @@ def every_line_accounted_for(context: dg.AssetCheckExecutionContext, adp: AdpRes
         ).fetchone()
     accepted, rejected = row if row else (0, 0)
     return dg.AssetCheckResult(
+        check_name="every_line_accounted_for",
         passed=accepted + rejected == expected,
         metadata={"non_blank_lines": expected, "accepted": accepted, "rejected": rejected},
     )
 
 
-@dg.asset_check(asset=task_batch, blocking=False)
 def task_ids_unique(adp: AdpResource) -> dg.AssetCheckResult:
-    """No task_id is accepted in two batches (two batches ingested at the same moment could race)."""
     with adp.lake().connect() as connection:
         duplicates = connection.execute(
             "SELECT task_id, list(batch ORDER BY batch) FROM tasks GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 20"
         ).fetchall()
     return dg.AssetCheckResult(
+        check_name="task_ids_unique",
         passed=not duplicates,
         metadata={"duplicates": dg.MetadataValue.json({str(task_id): batches for task_id, batches in duplicates})},
     )

@@ -3,6 +3,7 @@ import dagster as dg
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.defs.tasks.assets import task_batch
+from adp_pipeline.defs.trajectories.checks import CHECK_SPECS, evaluate_checks
 from adp_pipeline.execute import ExecuteSummary, execute_batch
 from runtimes.protocol import Trajectory
 
@@ -15,6 +16,7 @@ _PROGRESS_EVERY = 25
     deps=[task_batch],
     kinds={"python", "parquet"},
     description="One trajectory per accepted task (success or a classified failure), with its steps.",
+    check_specs=CHECK_SPECS,
 )
 def trajectories(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
     done = 0
@@ -27,7 +29,7 @@ def trajectories(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Mate
 
     summary = execute_batch(adp.lake(), context.partition_key, adp.settings(), on_done=progress)
     context.log.info(f"{done} tasks done with policy {summary.policy}")
-    return dg.MaterializeResult(metadata=_metadata(summary))
+    return dg.MaterializeResult(metadata=_metadata(summary), check_results=evaluate_checks(adp, context.partition_key))
 
 
 def _metadata(summary: ExecuteSummary) -> dict[str, dg.MetadataValue]:

@@ -1,13 +1,34 @@
+"""The checks of ``trajectories``, evaluated in its own step (see the tasks checks)."""
+
 import dagster as dg
 
-from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
-from adp_pipeline.defs.trajectories.assets import trajectories
+
+CHECK_SPECS = [
+    dg.AssetCheckSpec(
+        "one_trajectory_per_task",
+        asset="trajectories",
+        blocking=True,
+        description="Every accepted task of the batch has exactly one trajectory, and no trajectory lacks a task.",
+    ),
+    dg.AssetCheckSpec(
+        "success_rate_per_type",
+        asset="trajectories",
+        description="The verified success rate of each task type in the batch is at least ADP_SUCCESS_THRESHOLD.",
+    ),
+    dg.AssetCheckSpec(
+        "step_budget_respected",
+        asset="trajectories",
+        description="No trajectory has more steps than its task's max_steps.",
+    ),
+]
 
 
-@dg.asset_check(asset=trajectories, partitions_def=task_files, blocking=True)
-def one_trajectory_per_task(context: dg.AssetCheckExecutionContext, adp: AdpResource) -> dg.AssetCheckResult:
-    """Every accepted task of the batch has exactly one trajectory, and no trajectory lacks a task."""
+def evaluate_checks(adp: AdpResource, batch: str) -> list[dg.AssetCheckResult]:
+    return [one_trajectory_per_task(adp, batch), success_rate_per_type(adp, batch), step_budget_respected(adp, batch)]
+
+
+def one_trajectory_per_task(adp: AdpResource, batch: str) -> dg.AssetCheckResult:
     with adp.lake().connect() as connection:
         missing, extra, repeated = connection.execute(
             """
@@ -18,22 +39,21 @@ def one_trajectory_per_task(context: dg.AssetCheckExecutionContext, adp: AdpReso
                  AND r.task_id NOT IN (SELECT task_id FROM tasks WHERE batch = $1)),
               (SELECT count(*) - count(DISTINCT task_id) FROM trajectories WHERE batch = $1)
             """,
-            [context.partition_key],
+            [batch],
         ).fetchone() or (0, 0, 0)
     return dg.AssetCheckResult(
+        check_name="one_trajectory_per_task",
         passed=missing == extra == repeated == 0,
         metadata={"tasks_without_trajectory": missing, "trajectories_without_task": extra, "repeated": repeated},
     )
 
 
-@dg.asset_check(asset=trajectories, partitions_def=task_files)
-def success_rate_per_type(context: dg.AssetCheckExecutionContext, adp: AdpResource) -> dg.AssetCheckResult:
-    """The verified success rate of each task type in the batch is at least ADP_SUCCESS_THRESHOLD."""
+def success_rate_per_type(adp: AdpResource, batch: str) -> dg.AssetCheckResult:
     with adp.lake().connect() as connection:
         rates = connection.execute(
             "SELECT task_type, count(*), count(*) FILTER (WHERE success) FROM trajectories WHERE batch = ? "
             "GROUP BY 1 ORDER BY 1",
-            [context.partition_key],
+            [batch],
         ).fetchall()
     below = {task_type: ok / n for task_type, n, ok in rates if ok / n < adp.success_threshold}
     table = "\n".join(
@@ -41,6 +61,7 @@ def success_rate_per_type(context: dg.AssetCheckExecutionContext, adp: AdpResour
         + [f"| {task_type} | {n} | {ok} | {ok / n:.1%} |" for task_type, n, ok in rates]
     )
     return dg.AssetCheckResult(
+        check_name="success_rate_per_type",
         passed=not below,
         severity=dg.AssetCheckSeverity.ERROR,
         description=None if not below else f"below {adp.success_threshold:.0%}: {', '.join(sorted(below))}",
@@ -48,13 +69,13 @@ def success_rate_per_type(context: dg.AssetCheckExecutionContext, adp: AdpResour
     )
 
 
-@dg.asset_check(asset=trajectories, partitions_def=task_files)
-def step_budget_respected(context: dg.AssetCheckExecutionContext, adp: AdpResource) -> dg.AssetCheckResult:
-    """No trajectory has more steps than its task's max_steps."""
+def step_budget_respected(adp: AdpResource, batch: str) -> dg.AssetCheckResult:
     with adp.lake().connect() as connection:
         over = connection.execute(
             "SELECT r.task_id FROM trajectories r JOIN tasks t USING (batch, task_id) "
             "WHERE r.batch = ? AND r.n_steps > t.max_steps ORDER BY 1 LIMIT 20",
-            [context.partition_key],
+            [batch],
         ).fetchall()
-    return dg.AssetCheckResult(passed=not over, metadata={"over_budget": [task_id for (task_id,) in over]})
+    return dg.AssetCheckResult(
+        check_name="step_budget_respected", passed=not over, metadata={"over_budget": [task_id for (task_id,) in over]}
+    )
