@@ -4,6 +4,8 @@ Playwright script doing the same actions on the same browser setup, in one run.
     .venv/bin/python bench/bench_web.py [--tasks 60] [--contexts 4]
 
 The task: on adp's local shop, select an item, fill a quantity, click, verify the page text.
+A last row runs the MiniWoB++ examples (examples/miniwob.jsonl, oracle, verified by the page's
+reward) through the same loop. Both sides launch Chromium with adp's flags (CHROMIUM_ARGS).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import json
 import time
+from pathlib import Path
 
 from playwright.async_api import Route, async_playwright
 from rich.console import Console
@@ -19,7 +22,7 @@ from rich.table import Table
 
 from runtimes.llm import LLMClient
 from runtimes.llm_config import LLMEndpoint
-from runtimes.policies import LLMPolicy
+from runtimes.policies import LLMPolicy, OraclePolicy
 from runtimes.protocol import TaskSpec
 from runtimes.runner import run_tasks
 from runtimes.sandbox import WarmSandbox
@@ -67,6 +70,7 @@ async def bare_playwright(n: int, contexts: int) -> float:
             await route.fulfill(path=path, content_type=content_type(path))
 
     async with async_playwright() as playwright:
+        # The same flags as adp's pool (omnibox WebUI pages off among them), so the ratio is fair.
         browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         slots = asyncio.Semaphore(contexts)
 
@@ -114,6 +118,23 @@ async def adp_rate(n: int, contexts: int) -> tuple[float, int, float]:
     return n / elapsed, sum(not t.success for t in trajectories), browser.peak_memory_mb
 
 
+async def miniwob_rate(contexts: int) -> tuple[float, int, int]:
+    """MiniWoB++ tasks/s through adp's agent loop with the oracle: (rate, tasks, failed)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "miniwob.jsonl"
+    tasks = [TaskSpec.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+    browser = BrowserPool(contexts)
+    sandbox = WarmSandbox(1)
+    try:
+        await run_tasks(tasks[:contexts], OraclePolicy(), sandbox, max_concurrent=contexts, browser=browser)  # warm up
+        started = time.perf_counter()
+        trajectories = await run_tasks(tasks, OraclePolicy(), sandbox, max_concurrent=contexts, browser=browser)
+        elapsed = time.perf_counter() - started
+    finally:
+        await sandbox.aclose()
+        await browser.aclose()
+    return len(tasks) / elapsed, len(tasks), sum(not t.success for t in trajectories)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=60)
@@ -124,14 +145,31 @@ async def main() -> None:
     bare = await bare_playwright(args.tasks, args.contexts)
     console.print("adp web tasks, mock LLM at 0 ms ...")
     adp, failed, peak = await adp_rate(args.tasks, args.contexts)
+    console.print("MiniWoB++ examples, oracle ...")
+    miniwob, miniwob_tasks, miniwob_failed = await miniwob_rate(args.contexts)
     table = Table(title=f"adp web bench ({args.tasks} tasks, {args.contexts} contexts)")
     for column in ("measure", "tasks/s", "ratio", "note"):
         table.add_column(column, justify="left" if column in ("measure", "note") else "right")
     table.add_row("bare Playwright script, same actions (baseline)", f"{bare:.1f}", "1.00", "no agent, no LLM")
     table.add_row("adp agent loop, mock LLM 0 ms", f"{adp:.1f}", f"{adp / bare:.2f}", f"{failed} failed")
     table.add_row("  peak browser memory (MiB, PSS)", f"{peak:.0f}", "", f"{args.contexts} contexts")
+    table.add_row(
+        f"MiniWoB++ examples through adp, oracle ({miniwob_tasks} episodes)",
+        f"{miniwob:.1f}",
+        "",
+        f"{miniwob_failed} failed",
+    )
     Console(width=110).print(table)
-    print(json.dumps({"bare_playwright": round(bare, 1), "adp": round(adp, 1), "peak_mb": round(peak)}))
+    print(
+        json.dumps(
+            {
+                "bare_playwright": round(bare, 1),
+                "adp": round(adp, 1),
+                "peak_mb": round(peak),
+                "miniwob": round(miniwob, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
