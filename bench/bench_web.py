@@ -20,14 +20,17 @@ from playwright.async_api import Route, async_playwright
 from rich.console import Console
 from rich.table import Table
 
+from runtimes.allowlist import Allowlist
 from runtimes.llm import LLMClient
 from runtimes.llm_config import LLMEndpoint
 from runtimes.policies import LLMPolicy, OraclePolicy
 from runtimes.protocol import TaskSpec
 from runtimes.runner import run_tasks
 from runtimes.sandbox import WarmSandbox
+from runtimes.web.actions import parse_browser_action
 from runtimes.web.pool import CHROMIUM_ARGS, BrowserPool
-from runtimes.web.sites import content_type, local_file
+from runtimes.web.session import BrowserSession
+from runtimes.web.sites import content_type, local_file, miniwob_url
 
 START = "http://adp.local/inventory.html"
 ACTIONS = [
@@ -118,10 +121,59 @@ async def adp_rate(n: int, contexts: int) -> tuple[float, int, float]:
     return n / elapsed, sum(not t.success for t in trajectories), browser.peak_memory_mb
 
 
+def miniwob_tasks() -> list[TaskSpec]:
+    path = Path(__file__).resolve().parents[1] / "examples" / "miniwob.jsonl"
+    return [TaskSpec.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def bare_miniwob(contexts: int) -> float:
+    """The same MiniWoB++ episodes as a bare Playwright script: a fresh context each, the page,
+    the seeded episode, the reference actions, the reward. MiniWoB tasks/s, the baseline."""
+
+    async def serve(route: Route) -> None:
+        path = local_file(route.request.url)
+        if path is None:
+            await route.abort()
+        else:
+            await route.fulfill(path=path, content_type=content_type(path))
+
+    tasks = miniwob_tasks()
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        slots = asyncio.Semaphore(contexts)
+
+        async def one(task: TaskSpec) -> bool:
+            assert task.constraints.miniwob is not None and task.constraints.reference_tool_calls
+            async with slots:
+                context = await browser.new_context()
+                await context.route("**/*", serve)
+                page = await context.new_page()
+                await page.goto(miniwob_url(task.constraints.miniwob.task), wait_until="load")
+                await page.evaluate(
+                    "(seed) => { Math.seedrandom(String(seed)); core.startEpisodeReal(); }",
+                    task.constraints.miniwob.seed,
+                )
+                for call in task.constraints.reference_tool_calls:
+                    if call.name == "browser":
+                        await BrowserSession(context, page, task, Allowlist([])).act(
+                            parse_browser_action(call.arguments)
+                        )
+                reward = await page.evaluate("() => WOB_RAW_REWARD_GLOBAL")
+                await context.close()
+                return bool(reward >= 1)
+
+        await one(tasks[0])  # warm up
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one(task) for task in tasks))
+        elapsed = time.perf_counter() - started
+        await browser.close()
+    assert all(results)
+    return len(tasks) / elapsed
+
+
 async def miniwob_rate(contexts: int) -> tuple[float, int, int]:
     """MiniWoB++ tasks/s through adp's agent loop with the oracle: (rate, tasks, failed)."""
-    path = Path(__file__).resolve().parents[1] / "examples" / "miniwob.jsonl"
-    tasks = [TaskSpec.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+    tasks = miniwob_tasks()
     browser = BrowserPool(contexts)
     sandbox = WarmSandbox(1)
     try:
@@ -145,18 +197,21 @@ async def main() -> None:
     bare = await bare_playwright(args.tasks, args.contexts)
     console.print("adp web tasks, mock LLM at 0 ms ...")
     adp, failed, peak = await adp_rate(args.tasks, args.contexts)
-    console.print("MiniWoB++ examples, oracle ...")
-    miniwob, miniwob_tasks, miniwob_failed = await miniwob_rate(args.contexts)
+    console.print("MiniWoB++ examples, bare Playwright ...")
+    bare_wob = await bare_miniwob(args.contexts)
+    console.print("MiniWoB++ examples through adp, oracle ...")
+    miniwob, episodes, miniwob_failed = await miniwob_rate(args.contexts)
     table = Table(title=f"adp web bench ({args.tasks} tasks, {args.contexts} contexts)")
     for column in ("measure", "tasks/s", "ratio", "note"):
         table.add_column(column, justify="left" if column in ("measure", "note") else "right")
     table.add_row("bare Playwright script, same actions (baseline)", f"{bare:.1f}", "1.00", "no agent, no LLM")
     table.add_row("adp agent loop, mock LLM 0 ms", f"{adp:.1f}", f"{adp / bare:.2f}", f"{failed} failed")
     table.add_row("  peak browser memory (MiB, PSS)", f"{peak:.0f}", "", f"{args.contexts} contexts")
+    table.add_row(f"MiniWoB++ episodes, bare Playwright script ({episodes}, baseline)", f"{bare_wob:.1f}", "1.00", "")
     table.add_row(
-        f"MiniWoB++ examples through adp, oracle ({miniwob_tasks} episodes)",
+        "MiniWoB++ episodes through adp, oracle",
         f"{miniwob:.1f}",
-        "",
+        f"{miniwob / bare_wob:.2f}",
         f"{miniwob_failed} failed",
     )
     Console(width=110).print(table)

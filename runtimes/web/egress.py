@@ -61,6 +61,8 @@ class EgressProxy:
             await self._serve(reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
             pass  # the browser or the server went away: nothing to record
+        except asyncio.CancelledError:
+            pass  # the proxy is closing with its context; a cancelled handler would only be logged
         finally:
             self._connections.discard(task)
             writer.close()

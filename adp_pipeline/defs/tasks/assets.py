@@ -44,23 +44,20 @@ def _metadata(summary: IngestSummary) -> dict[str, dg.MetadataValue]:
         metadata[f"accepted_{task_type}"] = dg.MetadataValue.int(count)
     metadata["warnings"] = dg.MetadataValue.int(len(summary.warnings))
     if summary.warnings:
-        rows = [
-            f"| {w.line_number} | {w.task_id.replace('|', '/')} | {w.field} | {w.message.replace('|', '/')} |"
-            for w in summary.warnings[:_REJECTS_SHOWN]
-        ]
-        more = len(summary.warnings) - _REJECTS_SHOWN
-        tail = [f"\n…and {more} more"] if more > 0 else []
-        metadata["warning_lines"] = dg.MetadataValue.md(
-            "\n".join(["| line | task | field | warning |", "|---|---|---|---|", *rows, *tail])
-        )
+        rows = [(w.line_number, w.task_id, w.field, w.message) for w in summary.warnings]
+        metadata["warning_lines"] = _markdown_table(("line", "task", "field", "warning"), rows, "")
     if summary.rejects:
-        rows = [
-            f"| {r.line_number} | {r.field or ''} | {r.reason.replace('|', '/')} |"
-            for r in summary.rejects[:_REJECTS_SHOWN]
-        ]
-        more = len(summary.rejects) - _REJECTS_SHOWN
-        tail = [f"\n…and {more} more (query `task_rejects`)"] if more > 0 else []
-        metadata["rejects"] = dg.MetadataValue.md(
-            "\n".join(["| line | field | reason |", "|---|---|---|", *rows, *tail])
-        )
+        rows = [(r.line_number, r.field or "", r.reason) for r in summary.rejects]
+        metadata["rejects"] = _markdown_table(("line", "field", "reason"), rows, " (query `task_rejects`)")
     return metadata
+
+
+def _markdown_table(
+    header: tuple[str, ...], rows: list[tuple[object, ...]], where_the_rest_is: str
+) -> dg.MetadataValue:
+    """The first rows as a markdown table for the UI, and how many more there are."""
+    lines = [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}"]
+    lines += ["| " + " | ".join(str(cell).replace("|", "/") for cell in row) + " |" for row in rows[:_REJECTS_SHOWN]]
+    if (more := len(rows) - _REJECTS_SHOWN) > 0:
+        lines.append(f"\n…and {more} more{where_the_rest_is}")
+    return dg.MetadataValue.md("\n".join(lines))
