@@ -221,6 +221,7 @@ async def main() -> None:
                 "bare_playwright": round(bare, 1),
                 "adp": round(adp, 1),
                 "peak_mb": round(peak),
+                "bare_miniwob": round(bare_wob, 1),
                 "miniwob": round(miniwob, 1),
             }
         )
