@@ -18,12 +18,6 @@ _LOCK, _READY = ".adp-instance.lock", ".adp-instance-ready"
 HOST_TAG, PID_TAG, PID_START_TAG = "adp/host", "adp/pid", "adp/pid_start"
 
 
-def dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME when set, else ``<data_dir>/dagster``."""
-    explicit = os.environ.get("DAGSTER_HOME")
-    return Path(explicit) if explicit else settings.dagster_home.absolute()
-
-
 def prepare_dagster_home(settings: Settings) -> Path:
     """Create the instance folder and its storage, once, under a lock.
 
@@ -31,7 +25,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
     migrations and can corrupt it; the first does it here while holding the lock, and later
     ones (another `adp run`, `adp dev`) find it made.
     """
-    home = dagster_home(settings)
+    home = settings.dagster_home
     ready = home / _READY
     if ready.exists():
         return home

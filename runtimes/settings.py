@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     """Deliveries after which a task ends as a dead-lettered system_error."""
     metrics_host: str = Field("127.0.0.1", validation_alias=_env("ADP_METRICS_HOST"))
     metrics_port: int = Field(8001, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
+    dagster_home_override: Path | None = Field(None, validation_alias=_env("DAGSTER_HOME"))
     llm_base_url: str | None = Field(None, validation_alias=_env("ADP_LLM_BASE_URL"))
     """An explicit OpenAI-compatible endpoint for the llm policy (with ADP_LLM_MODEL)."""
     llm_model: str | None = Field(None, validation_alias=_env("ADP_LLM_MODEL"))
@@ -107,7 +108,8 @@ class Settings(BaseSettings):
 
     @property
     def dagster_home(self) -> Path:
-        return self.data_dir / "dagster"
+        """DAGSTER_HOME, by default ``<data_dir>/dagster``: the instance `adp run` and `adp dev` share."""
+        return (self.dagster_home_override or self.data_dir / "dagster").absolute()
 
     @property
     def sandbox_config(self) -> SandboxConfig:
