@@ -64,14 +64,16 @@ def web_tasks(n: int) -> list[TaskSpec]:
     ]
 
 
-async def bare_playwright(n: int, contexts: int) -> float:
-    async def serve(route: Route) -> None:
-        path = local_file(route.request.url)
-        if path is None:
-            await route.abort()
-        else:
-            await route.fulfill(path=path, content_type=content_type(path))
+async def _serve_local(route: Route) -> None:
+    """What adp's routing does for its own sites, for the bare scripts: the file, or nothing."""
+    path = local_file(route.request.url)
+    if path is None:
+        await route.abort()
+    else:
+        await route.fulfill(path=path, content_type=content_type(path))
 
+
+async def bare_playwright(n: int, contexts: int) -> float:
     async with async_playwright() as playwright:
         # The same flags as adp's pool (omnibox WebUI pages off among them), so the ratio is fair.
         browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -80,7 +82,7 @@ async def bare_playwright(n: int, contexts: int) -> float:
         async def one() -> bool:
             async with slots:
                 context = await browser.new_context()
-                await context.route("**/*", serve)
+                await context.route("**/*", _serve_local)
                 page = await context.new_page()
                 await page.goto(START, wait_until="load")
                 await page.select_option("#item", value="pen")
@@ -130,13 +132,6 @@ async def bare_miniwob(contexts: int) -> float:
     """The same MiniWoB++ episodes as a bare Playwright script: a fresh context each, the page,
     the seeded episode, the reference actions, the reward. MiniWoB tasks/s, the baseline."""
 
-    async def serve(route: Route) -> None:
-        path = local_file(route.request.url)
-        if path is None:
-            await route.abort()
-        else:
-            await route.fulfill(path=path, content_type=content_type(path))
-
     tasks = miniwob_tasks()
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -146,7 +141,7 @@ async def bare_miniwob(contexts: int) -> float:
             assert task.constraints.miniwob is not None and task.constraints.reference_tool_calls
             async with slots:
                 context = await browser.new_context()
-                await context.route("**/*", serve)
+                await context.route("**/*", _serve_local)
                 page = await context.new_page()
                 await page.goto(miniwob_url(task.constraints.miniwob.task), wait_until="load")
                 await page.evaluate(

@@ -149,7 +149,14 @@ async def _browser_session(task: TaskSpec, browser: BrowserPool | None) -> Async
         raise BrowserError(f"{task.task_type} tasks need a browser, and this runner has none")
     allowlist = task_allowlist(task)
     async with EgressProxy(allowlist) as proxy, browser.context(proxy=proxy.url) as context:
-        yield await BrowserSession.open(context, task, allowlist)
+        # Playwright calls on a browser that died under them may never return; opening the
+        # page is bounded, so such a task fails as a browser error (and is retried), not as
+        # its own timeout.
+        try:
+            session = await asyncio.wait_for(BrowserSession.open(context, task, allowlist), browser.action_timeout * 4)
+        except TimeoutError as exc:
+            raise BrowserError(f"opening the task's page took over {browser.action_timeout * 4:g} s") from exc
+        yield session
 
 
 def failed_trajectory(task: TaskSpec, policy: Policy, error_type: ErrorType, message: str) -> Trajectory:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from runtimes.allowlist import Allowlist
 from runtimes.llm import LLMClient
 from runtimes.llm_config import LLMEndpoint
 from runtimes.mock_llm import MockLLMServer, MockScript
@@ -21,6 +22,7 @@ from runtimes.policies import LLMPolicy, OraclePolicy, Policy, Turn
 from runtimes.protocol import ErrorType, TaskSpec, Trajectory
 from runtimes.runner import run_tasks
 from runtimes.sandbox import WarmSandbox
+from runtimes.web.egress import EgressProxy
 from runtimes.web.pool import BrowserPool
 from tests.conftest import REPO
 
@@ -344,3 +346,91 @@ def test_a_task_without_an_allowlist_reaches_only_its_start_origin_and_adps_site
     )
     assert [step.success for step in trajectory.steps] == [False, False, False, True, True]
     assert other.hits == []
+
+
+def test_the_egress_proxy_forwards_only_the_request_it_checked() -> None:
+    seen: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            self.close_connection = False  # ignores the proxy's Connection: close, as a hostile server may
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"127.0.0.1:{server.server_address[1]}"
+
+    async def go() -> tuple[bytes, bytes, bytes, list[str]]:
+        allowlist = Allowlist.from_urls([f"http://{origin}/allowed"])
+        async with EgressProxy(allowlist) as proxy:
+            port = int(proxy.url.rsplit(":", 1)[1])
+
+            async def exchange(data: bytes) -> bytes:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(data)
+                await writer.drain()
+                answer = await asyncio.wait_for(reader.read(), 10)
+                writer.close()
+                return answer
+
+            head = f"Host: {origin}\r\n\r\n"
+            # A second request pipelined behind a checked one is never forwarded.
+            pipelined = await exchange(
+                f"GET http://{origin}/allowed HTTP/1.1\r\n{head}GET http://{origin}/secret HTTP/1.1\r\n{head}".encode()
+            )
+            refused = await exchange(f"GET http://{origin}/secret HTTP/1.1\r\n{head}".encode())
+            tunnel = await exchange(b"CONNECT 127.0.0.2:443 HTTP/1.1\r\nHost: 127.0.0.2:443\r\n\r\n")
+            return pipelined, refused, tunnel, allowlist.blocked
+
+    try:
+        pipelined, refused, tunnel, blocked = asyncio.run(go())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert pipelined.startswith(b"HTTP/1.1 200") and pipelined.count(b"HTTP/1.1") == 1
+    assert refused.startswith(b"HTTP/1.1 403") and tunnel.startswith(b"HTTP/1.1 403")
+    assert seen == ["/allowed"]
+    assert blocked == [f"http://{origin}/secret", "https://127.0.0.2:443"]
+
+
+class DiesWhileOpening(BrowserPool):
+    """A pool whose browser is killed just after the first task's context is made, before its
+    page opens: Playwright calls on it may fail or may never return."""
+
+    killed = False
+
+    @contextlib.asynccontextmanager
+    async def context(self, proxy: str | None = None) -> Any:
+        async with super().context(proxy) as context:
+            if not self.killed:
+                self.killed = True
+                self.kill_browser()
+            yield context
+
+
+def test_a_browser_dying_while_a_page_opens_is_a_retried_browser_error_not_a_timeout() -> None:
+    tasks = MINIWOB[:3]
+
+    async def go() -> tuple[list[Trajectory], BrowserPool]:
+        browser = DiesWhileOpening(2, action_timeout=2)
+        sandbox = WarmSandbox(1)
+        try:
+            return await run_tasks(tasks, OraclePolicy(), sandbox, max_concurrent=2, browser=browser), browser
+        finally:
+            await sandbox.aclose()
+            await browser.aclose()
+
+    trajectories, browser = asyncio.run(go())
+    assert browser.killed and browser.launches >= 2
+    assert all(t.success for t in trajectories), [(t.task_id, t.error_type, t.error_message) for t in trajectories]
+    assert max(t.attempts for t in trajectories) == 2
+    assert all(t.total_duration < 30 for t in trajectories)  # the task timeout (60 s) never had to end one

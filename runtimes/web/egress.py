@@ -6,8 +6,8 @@ not the hops of an HTTP redirect, which Chromium follows by itself; WebSockets a
 of service workers bypass it too. So each context is given this proxy: every request that
 leaves the browser (each redirect hop, every WebSocket and fetch) comes through it. A plain
 http request is checked on its whole URL; a CONNECT tunnel (https, wss, ws) on its host and
-port, which is all a proxy sees of TLS. One request per client connection, so a request that
-was checked is the only one that is forwarded.
+port, which is all a proxy sees of TLS. One request per client connection, and only that
+request's own body is forwarded, so a request that was checked is the only one a server gets.
 """
 
 from __future__ import annotations
@@ -97,7 +97,17 @@ class EgressProxy:
             path += f"?{parts.query}"
         upstream_head = "\r\n".join([f"{method} {path} HTTP/1.1", *headers, "Connection: close", "", ""])
         upstream_writer.write(upstream_head.encode("latin-1"))
-        await _pipe_both(reader, writer, upstream_reader, upstream_writer)
+        fields = {name.strip().lower(): value.strip() for name, _, value in (h.partition(":") for h in headers)}
+        if "chunked" in fields.get("transfer-encoding", "").lower():
+            await _pipe_both(reader, writer, upstream_reader, upstream_writer)  # the server ends it
+            return
+        try:
+            # Exactly this request's body, then exactly its answer: any later bytes on either
+            # connection would be a request nobody checked, so they are never forwarded.
+            await _copy_exactly(reader, upstream_writer, _content_length(fields))
+            await _forward_response(upstream_reader, writer, method)
+        finally:
+            upstream_writer.close()
 
 
 async def _refuse(writer: asyncio.StreamWriter, target: str) -> None:
@@ -128,6 +138,39 @@ async def _pipe_both(
             direction.cancel()
         await asyncio.gather(*directions, return_exceptions=True)
         upstream_writer.close()
+
+
+def _content_length(fields: dict[str, str]) -> int:
+    value = fields.get("content-length", "0") or "0"
+    if not value.isdigit():
+        raise ValueError(f"bad Content-Length {value!r}")
+    return int(value)
+
+
+async def _forward_response(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str) -> None:
+    """One response: its head, then its body by Content-Length (to the server's close when it
+    gives none, or sends it chunked); a server that keeps the connection open gets no second turn."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    writer.write(head)
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    status = int(status_line.split(" ", 2)[1])
+    fields = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        await writer.drain()
+    elif "content-length" in fields and "chunked" not in fields.get("transfer-encoding", "").lower():
+        await _copy_exactly(reader, writer, _content_length(fields))
+    else:
+        await _copy(reader, writer)
+
+
+async def _copy_exactly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, size: int) -> None:
+    while size > 0:
+        chunk = await reader.read(min(size, 65536))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", size)
+        writer.write(chunk)
+        await writer.drain()
+        size -= len(chunk)
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

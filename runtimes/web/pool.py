@@ -200,7 +200,9 @@ class BrowserPool:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._browser.close(), timeout=10)
                 self._browser = None
-            if self._browser is None or not self._browser.is_connected():
+            # A killed Chromium can still read as connected until Playwright's driver notices;
+            # a context asked of it would wait out its timeout, so no Chromium process is dead.
+            if self._browser is None or not self._browser.is_connected() or not self.browser_pids():
                 self._browser = await self._launch()
             return self._browser
 
