@@ -47,14 +47,19 @@ def load_tasks(lake: Lake, batch: str) -> list[TaskSpec]:
     """The accepted tasks of ``batch``, in file order."""
     with lake.connect() as connection:
         rows = connection.execute(
-            "SELECT task_id, task_type, description, expected_tools, max_steps, timeout, priority, constraints "
-            "FROM tasks WHERE batch = ? ORDER BY line_number",
+            "SELECT task_id, task_type, description, expected_tools, max_steps, timeout, priority, constraints, "
+            "lineage FROM tasks WHERE batch = ? ORDER BY line_number",
             [batch],
         ).fetchall()
     names = ("task_id", "task_type", "description", "expected_tools", "max_steps", "timeout", "priority")
     return [
         TaskSpec.model_validate(
-            {**dict(zip(names, row[:7], strict=True)), "constraints": json.loads(row[7])}, strict=False
+            {
+                **dict(zip(names, row[:7], strict=True)),
+                "constraints": json.loads(row[7]),
+                "lineage": json.loads(row[8]) if row[8] else None,
+            },
+            strict=False,
         )
         for row in rows
     ]
@@ -154,6 +159,8 @@ def _trajectory_row(trajectory: Trajectory, created_at: datetime) -> dict[str, A
         "tools": json.dumps(trajectory.tools, ensure_ascii=False),
         "schema_version": trajectory.schema_version,
         "created_at": created_at,
+        "generation": trajectory.lineage.generation if trajectory.lineage else 0,
+        "lineage": trajectory.lineage.model_dump_json() if trajectory.lineage else None,
     }
 
 

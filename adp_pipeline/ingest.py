@@ -92,6 +92,8 @@ def _task_rows(parsed: ParsedTaskFile, ingested_at: datetime) -> list[dict[str, 
             "line_number": item.line_number,
             "schema_version": SCHEMA_VERSION,
             "ingested_at": ingested_at,
+            "generation": item.task.generation,
+            "lineage": item.task.lineage.model_dump_json() if item.task.lineage else None,
         }
         for item in parsed.accepted
     ]

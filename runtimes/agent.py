@@ -137,6 +137,7 @@ async def run_task(
         usage=run.usage,
         verifier=verifier,
         attempts=1,
+        lineage=task.lineage,
     )
 
 
@@ -171,6 +172,7 @@ def failed_trajectory(task: TaskSpec, policy: Policy, error_type: ErrorType, mes
         policy=policy.name,
         model=policy.model,
         provider=policy.provider,
+        lineage=task.lineage,
     )
 
 

@@ -9,6 +9,7 @@ trajectory record (DESIGN.md §7) plus the OpenAI-format ``messages`` and ``tool
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -117,11 +118,27 @@ class Constraints(_TaskField):
         return value
 
 
+MutationName = Literal["parameter", "complexity", "breadth", "composition", "miniwob_reseed"]
+
+
+class Lineage(_TaskField):
+    """Where a synthesized task came from: its parents, the mutation that made it, its generation."""
+
+    parent_task_ids: Annotated[list[str], Field(min_length=1)]
+    essence_ids: list[str] = Field(default_factory=list)
+    mutation: MutationName
+    generation: Annotated[int, Field(ge=1, le=1000)]
+    model: str | None = None
+    prompt_hash: str | None = None
+    created_at: datetime
+
+
 class TaskSpec(_TaskField):
     """One task: a line of a task file.
 
     Required: task_id, task_type, description, expected_tools, max_steps.
-    Optional: timeout (seconds, default 300), priority (1-10, default 1), constraints.
+    Optional: timeout (seconds, default 300), priority (1-10, default 1), constraints, and
+    ``lineage`` for a synthesized task (absent on the tasks people write: generation 0).
     """
 
     task_id: str
@@ -132,6 +149,12 @@ class TaskSpec(_TaskField):
     timeout: Annotated[int, Field(ge=1, le=86400)] = 300
     priority: Annotated[int, Field(ge=1, le=10)] = 1
     constraints: Constraints = Field(default_factory=Constraints)
+    lineage: Lineage | None = None
+
+    @property
+    def generation(self) -> int:
+        """0 for a task a person wrote; N for one synthesized from generation N-1."""
+        return self.lineage.generation if self.lineage else 0
 
     @field_validator("task_id")
     @classmethod
@@ -221,4 +244,4 @@ class Trajectory(BaseModel):
     usage: TokenUsage = Field(default_factory=TokenUsage)
     verifier: VerifierResult | None = None
     attempts: int = 1
-    lineage: dict[str, Any] | None = None
+    lineage: Lineage | None = None

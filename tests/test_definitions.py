@@ -15,7 +15,11 @@ from tests.conftest import REPO
 def test_definitions_wire_every_asset_check_job_and_sensor(settings: Settings) -> None:
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
-    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {"task_batch", "trajectories"}
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {
+        "task_batch",
+        "trajectories",
+        "task_essences",
+    }
     assert {key.name for key in graph.asset_check_keys} == {
         "every_line_accounted_for",
         "task_ids_unique",
@@ -24,8 +28,9 @@ def test_definitions_wire_every_asset_check_job_and_sensor(settings: Settings) -
         "step_budget_respected",
     }
     selected = defs.resolve_job_def("process_task_file").asset_layer.selected_asset_keys
-    assert selected == {dg.AssetKey("task_batch"), dg.AssetKey("trajectories")}
+    assert selected == {dg.AssetKey("task_batch"), dg.AssetKey("trajectories"), dg.AssetKey("task_essences")}
     assert graph.get(dg.AssetKey("trajectories")).parent_keys == {dg.AssetKey("task_batch")}
+    assert graph.get(dg.AssetKey("task_essences")).parent_keys == {dg.AssetKey("trajectories")}
     assert defs.resolve_job_def("process_task_file").partitions_def is not None
     assert defs.resolve_sensor_def("task_file_sensor").job_name == "process_task_file"
     assert defs.resources["adp"].data_dir == str(settings.data_dir.absolute())

@@ -184,3 +184,53 @@ def test_any_valid_task_id_is_stored_and_a_failed_write_leaves_the_batch_untouch
     assert not materialize_file(other, blocked, instance).success
     assert query(settings, "SELECT count(*) FROM trajectories WHERE task_id = 'other'")[0][0] == 0
     assert query(settings, "SELECT count(*) FROM steps WHERE task_id = 'other'")[0][0] == 0
+
+
+LINEAGE = {
+    "parent_task_ids": ["adds"],
+    "essence_ids": ["e1"],
+    "mutation": "parameter",
+    "generation": 1,
+    "model": "mock",
+    "prompt_hash": "abc",
+    "created_at": "2026-11-23T10:00:00+00:00",
+}
+
+
+def test_lineage_is_carried_from_the_task_line_into_its_trajectory_and_queryable(
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance
+) -> None:
+    seed = write(tmp_path / "seed.jsonl", code_task("adds", "print(1 + 1)", "2"))
+    assert materialize_file(seed, settings, instance).success
+    child = json.loads(code_task("adds_more", "print(2 + 2)", "4"))
+    bad = [
+        {**child, "task_id": "bad_generation", "lineage": {**LINEAGE, "generation": 0}},
+        {**child, "task_id": "bad_mutation", "lineage": {**LINEAGE, "mutation": "magic"}},
+        {**child, "task_id": "no_parents", "lineage": {**LINEAGE, "parent_task_ids": []}},
+        {**child, "task_id": "extra_key", "lineage": {**LINEAGE, "why": "because"}},
+    ]
+    path = write(
+        tmp_path / "synth.jsonl", json.dumps({**child, "lineage": LINEAGE}), *(json.dumps(line) for line in bad)
+    )
+    assert materialize_file(path, settings, instance).success
+    rejects = query(settings, "SELECT task_id, field FROM task_rejects ORDER BY line_number")
+    assert rejects == [
+        ("bad_generation", "lineage.generation"),
+        ("bad_mutation", "lineage.mutation"),
+        ("no_parents", "lineage.parent_task_ids"),
+        ("extra_key", "lineage.why"),
+    ]
+    assert query(settings, "SELECT task_id, generation FROM tasks ORDER BY generation, task_id") == [
+        ("adds", 0),
+        ("adds_more", 1),
+    ]
+    # A generation-1 task's parents resolve to the tasks they name, through its trajectory.
+    parents = query(
+        settings,
+        "SELECT r.task_id, r.generation, p.task_id, p.generation FROM trajectories r "
+        "JOIN tasks p ON p.task_id IN (SELECT unnest(CAST(r.lineage->'parent_task_ids' AS VARCHAR[]))) "
+        "WHERE r.generation = 1",
+    )
+    assert parents == [("adds_more", 1, "adds", 0)]
+    record = json.loads((settings.output_dir / "trajectories" / f"{task_file_stem('adds_more')}.json").read_text())
+    assert record["lineage"]["mutation"] == "parameter" and record["lineage"]["generation"] == 1

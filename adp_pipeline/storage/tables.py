@@ -9,6 +9,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 _INGESTED_AT = pa.field("ingested_at", pa.timestamp("us", tz="UTC"))
+_GENERATION = pa.field("generation", pa.int32())  # 0: written by a person; N: synthesized
+_LINEAGE = pa.field("lineage", pa.string())  # JSON text; null unless synthesized
 
 TABLES: dict[str, pa.Schema] = {
     "tasks": pa.schema(
@@ -25,6 +27,8 @@ TABLES: dict[str, pa.Schema] = {
             pa.field("line_number", pa.int64(), nullable=False),
             pa.field("schema_version", pa.int32(), nullable=False),
             _INGESTED_AT,
+            _GENERATION,
+            _LINEAGE,
         ]
     ),
     "trajectories": pa.schema(
@@ -54,6 +58,8 @@ TABLES: dict[str, pa.Schema] = {
             pa.field("tools", pa.string(), nullable=False),  # JSON text, OpenAI tool schemas
             pa.field("schema_version", pa.int32(), nullable=False),
             pa.field("created_at", pa.timestamp("us", tz="UTC")),
+            _GENERATION,
+            _LINEAGE,
         ]
     ),
     "steps": pa.schema(
@@ -69,6 +75,24 @@ TABLES: dict[str, pa.Schema] = {
             pa.field("error_message", pa.string()),
             pa.field("duration", pa.float64(), nullable=False),
             pa.field("timestamp", pa.timestamp("us", tz="UTC")),
+        ]
+    ),
+    "essences": pa.schema(
+        [
+            pa.field("essence_id", pa.string(), nullable=False),
+            pa.field("task_id", pa.string(), nullable=False),
+            pa.field("task_type", pa.string(), nullable=False),
+            pa.field("generation", pa.int32(), nullable=False),
+            pa.field("domain", pa.string()),
+            pa.field("query", pa.string(), nullable=False),
+            pa.field("complexity", pa.int32(), nullable=False),
+            pa.field("tools", pa.list_(pa.string()), nullable=False),
+            pa.field("n_steps", pa.int32(), nullable=False),
+            pa.field("success_pattern", pa.string(), nullable=False),  # JSON text
+            pa.field("verifier_kind", pa.string(), nullable=False),
+            pa.field("extractor", pa.string(), nullable=False),
+            pa.field("prompt_hash", pa.string()),
+            pa.field("created_at", pa.timestamp("us", tz="UTC")),
         ]
     ),
     "task_rejects": pa.schema(

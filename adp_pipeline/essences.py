@@ -1,0 +1,77 @@
+"""Distil a batch's verified trajectories into essences: the work behind the ``task_essences`` asset."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from adp_pipeline.execute import load_tasks
+from adp_pipeline.storage import Lake
+from runtimes.protocol import ActionType, ErrorType, Step, VerifierResult
+from synthesis.essence import Essence, extract_structural
+
+
+@dataclass(frozen=True)
+class EssenceSummary:
+    batch: str
+    trajectories: int
+    verified: int
+    essences: list[Essence]
+
+    @property
+    def by_type(self) -> dict[str, int]:
+        return dict(Counter(essence.task_type.value for essence in self.essences))
+
+
+def extract_batch_essences(lake: Lake, batch: str) -> EssenceSummary:
+    """One structural essence per verified trajectory of ``batch``; replaces its partition."""
+    tasks = {task.task_id: task for task in load_tasks(lake, batch)}
+    with lake.connect() as connection:
+        trajectories = connection.execute(
+            "SELECT task_id, verifier, success AND coalesce(verified, false) FROM trajectories WHERE batch = ?",
+            [batch],
+        ).fetchall()
+        step_rows = connection.execute(
+            "SELECT task_id, step_id, tool, action_type, action_params, observation, success, error_type, "
+            "error_message, duration, epoch(timestamp) FROM steps WHERE batch = ? ORDER BY task_id, step_id",
+            [batch],
+        ).fetchall()
+    steps: dict[str, list[Step]] = defaultdict(list)
+    for row in step_rows:
+        steps[row[0]].append(_step(row))
+    essences = [
+        extract_structural(tasks[task_id], batch, steps[task_id], VerifierResult.model_validate_json(verifier))
+        for task_id, verifier, verified in trajectories
+        if verified and task_id in tasks
+    ]
+    created_at = datetime.now(UTC)
+    lake.write_partition("essences", batch, [_row(essence, created_at) for essence in essences])
+    return EssenceSummary(batch, len(trajectories), len(essences), essences)
+
+
+def _step(row: tuple[Any, ...]) -> Step:
+    _, step_id, tool, action_type, params, observation, success, error_type, message, duration, timestamp = row
+    return Step(
+        step_id=step_id,
+        action_type=ActionType(action_type),
+        tool=tool,
+        action_params=json.loads(params),
+        observation=observation,
+        success=success,
+        error_type=ErrorType(error_type) if error_type else None,
+        error_message=message,
+        duration=duration,
+        timestamp=timestamp,
+    )
+
+
+def _row(essence: Essence, created_at: datetime) -> dict[str, Any]:
+    return {
+        **essence.model_dump(exclude={"success_pattern", "task_type"}),
+        "task_type": essence.task_type.value,
+        "success_pattern": essence.success_pattern.model_dump_json(),
+        "created_at": created_at,
+    }
