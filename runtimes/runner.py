@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from runtimes.agent import AgentLimits, failed_trajectory, run_task
 from runtimes.errors import ConfigError
-from runtimes.llm_cache import FileResponseCache
 from runtimes.llm_config import LLMEndpoint
 from runtimes.mock_llm import MockLLMServer, MockScript
 from runtimes.policies import POLICY_NAMES, LLMPolicy, OraclePolicy, Policy, UnconfiguredPolicy
@@ -98,7 +97,7 @@ def _mock_endpoint(base_url: str) -> LLMEndpoint:
 
 @contextlib.asynccontextmanager
 async def _llm_policy(endpoint: LLMEndpoint, name: str, settings: Settings) -> AsyncIterator[Policy]:
-    cache = FileResponseCache(settings.data_dir / "llm_cache", settings.cache_ttl) if settings.enable_cache else None
+    cache = settings.llm_cache
     client = settings.llm_config.client(endpoint, cache)
     try:
         yield LLMPolicy(client, name=name, native_tools=settings.llm_tool_calling)

@@ -20,6 +20,7 @@ from runtimes.taskfile import DEFAULT_MAX_LINE_BYTES
 
 if TYPE_CHECKING:  # the components (Redis, Playwright, the sandbox) load when first configured
     from runtimes.broker import BrokerConfig
+    from runtimes.llm_cache import FileResponseCache
     from runtimes.llm_config import LLMConfig
     from runtimes.sandbox import SandboxConfig
     from runtimes.web.pool import BrowserConfig
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
     mock_llm_url: str | None = Field(None, validation_alias=_env("ADP_MOCK_LLM_URL"))
     """The mock policy talks to this server instead of starting its own."""
     mock_latency: float = Field(0.0, ge=0, validation_alias=_env("ADP_MOCK_LATENCY"))
+    essence_extractor: Literal["structural", "llm"] = Field(
+        "structural", validation_alias=_env("ADP_ESSENCE_EXTRACTOR")
+    )
+    """structural: essences from the recorded tool calls alone; llm: the configured model adds
+    domain, a general query, complexity and the success pattern (structural where it fails)."""
     mode: Literal["local", "redis"] = Field("local", validation_alias=_env("ADP_MODE"))
     """local: run a batch in this process; redis: enqueue it for `adp worker` processes."""
     redis_deadline: float = Field(3600.0, gt=0, validation_alias=_env("ADP_REDIS_DEADLINE"))
@@ -110,6 +116,13 @@ class Settings(BaseSettings):
     def dagster_home(self) -> Path:
         """DAGSTER_HOME, by default ``<data_dir>/dagster``: the instance `adp run` and `adp dev` share."""
         return (self.dagster_home_override or self.data_dir / "dagster").absolute()
+
+    @property
+    def llm_cache(self) -> FileResponseCache | None:
+        """The LLM response cache (``<data_dir>/llm_cache``), or None when ENABLE_CACHE is off."""
+        from runtimes.llm_cache import FileResponseCache
+
+        return FileResponseCache(self.data_dir / "llm_cache", self.cache_ttl) if self.enable_cache else None
 
     @property
     def sandbox_config(self) -> SandboxConfig:

@@ -14,12 +14,14 @@ import json
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from runtimes.llm import LLMClient
 from runtimes.protocol import Step, TaskSpec, TaskType, VerifierResult
 
 STRUCTURAL = "structural"
 _KEY_STEP_CHARS = 160
+DEFAULT_MODEL_ATTEMPTS = 3
 
 
 class SuccessPattern(BaseModel):
@@ -118,3 +120,95 @@ def _pattern(tools: Sequence[str]) -> str:
         else:
             runs.append((tool, 1))
     return " → ".join(tool if count == 1 else f"{tool}*{count}" for tool, count in runs)
+
+
+class ModelEssence(BaseModel):
+    """What the model adds to the record: the JSON object it must answer with."""
+
+    domain: str = Field(description="A short domain label, e.g. math_algorithms, data_processing, web_automation.")
+    query: str = Field(description="The task stated generally, without this instance's particular values.")
+    complexity: Annotated[int, Field(ge=1, le=5, description="1 (one simple step) to 5 (long, many constraints).")]
+    success_pattern: SuccessPattern
+
+
+_EXTRACT_PROMPT = (
+    "You distil a solved agent task into its essence, so that new tasks of the same kind can be "
+    "made from it. You get the task, the tools its solution used, the steps that succeeded and "
+    "what verified it. Answer with one JSON object and nothing else, matching this JSON schema:\n"
+)
+
+
+class EssenceExtractionError(ValueError):
+    """The model gave no valid essence within its attempts; the message has the last problem."""
+
+
+async def extract_with_model(
+    client: LLMClient,
+    task: TaskSpec,
+    batch: str,
+    steps: Sequence[Step],
+    verifier: VerifierResult,
+    *,
+    attempts: int = DEFAULT_MODEL_ATTEMPTS,
+) -> Essence:
+    """The essence of ``task``, with domain, a general query, complexity and pattern from a model.
+
+    The record's facts (type, tools, step count, verifier kind) stay those of the structural
+    extractor; the model states the rest as JSON (``response_format`` json_schema, for the
+    providers that honour it), validated by :class:`ModelEssence`. An invalid answer is shown
+    back to the model with the error, up to ``attempts`` answers in all. Every call goes
+    through ``client``: its retries and its cache.
+
+    Raises:
+        EssenceExtractionError: no valid answer within ``attempts``.
+        LLMError: the model could not be asked.
+    """
+    base = extract_structural(task, batch, steps, verifier)
+    schema = ModelEssence.model_json_schema()
+    system = _EXTRACT_PROMPT + json.dumps(schema, sort_keys=True)
+    prompt_hash = hashlib.sha256(system.encode()).hexdigest()[:16]
+    pattern = base.success_pattern
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": system},
+        {
+            "role": "user",
+            "content": f"Task ({task.task_type.value}, id {task.task_id}): {task.description}\n"
+            f"Tools used: {', '.join(base.tools)}\nSteps that succeeded:\n"
+            + "".join(f"- {step}\n" for step in pattern.key_steps)
+            + f"Verified by: {base.verifier_kind}",
+        },
+    ]
+    response_format = {"type": "json_schema", "json_schema": {"name": "essence", "schema": schema}}
+    problem = "no answer"
+    for _ in range(attempts):
+        answer = await client.chat(messages, response_format=response_format)
+        content = answer.message.get("content") or ""
+        try:
+            found = ModelEssence.model_validate_json(_json_object(content))
+        except ValidationError as exc:
+            problem = str(exc).splitlines()[0] if str(exc) else "invalid JSON"
+            messages += [
+                {"role": "assistant", "content": content},
+                {"role": "user", "content": f"That is not a valid answer ({exc}). Answer with the JSON object only."},
+            ]
+            continue
+        return base.model_copy(
+            update={
+                "essence_id": essence_id(task.task_id, batch, client.endpoint.model),
+                "domain": found.domain,
+                "query": found.query,
+                "complexity": found.complexity,
+                "success_pattern": found.success_pattern,
+                "extractor": client.endpoint.model,
+                "prompt_hash": prompt_hash,
+            }
+        )
+    raise EssenceExtractionError(f"task {task.task_id!r}: no valid essence in {attempts} answers: {problem}")
+
+
+def _json_object(content: str) -> str:
+    """The JSON object in ``content``; models without JSON mode sometimes fence it in Markdown."""
+    text = content.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    return text

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from runtimes.llm import LLMClient
+from runtimes.llm_cache import FileResponseCache
+from runtimes.llm_config import LLMEndpoint
+from runtimes.mock_llm import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from runtimes.protocol import ActionType, Step, TaskSpec, VerifierResult
 from runtimes.settings import Settings
-from synthesis.essence import extract_structural
+from synthesis.essence import Essence, EssenceExtractionError, extract_structural, extract_with_model
 from tests.conftest import code_task, materialize_file, task_line
 from tests.test_task_batch import query
 
@@ -86,3 +91,80 @@ def test_the_asset_keeps_one_essence_per_verified_trajectory(
     assert json.loads(rows[0][5])["execution_pattern"] == "python_executor → complete_task"
     assert materialize_file(path, settings, instance).success  # re-running the batch replaces its essences
     assert query(settings, "SELECT count(*) FROM essences")[0][0] == 2
+
+
+def _model_answer(**overrides: object) -> str:
+    answer = {
+        "domain": "math_algorithms",
+        "query": "Compute an arithmetic expression with Python and answer with its value.",
+        "complexity": 1,
+        "success_pattern": {
+            "key_steps": ["run the expression", "answer"],
+            "execution_pattern": "compute then answer",
+            "success_indicators": ["the expected value"],
+        },
+    }
+    return json.dumps({**answer, **overrides})
+
+
+def test_the_model_extractor_validates_retries_on_invalid_json_and_is_cached(tmp_path: Path) -> None:
+    task = TaskSpec.model_validate_json(code_task("double", "print(2 * 21)", "42"))
+    steps = [step(1, "python_executor", code="print(2 * 21)"), step(2, "complete_task", answer="42")]
+    verifier = VerifierResult(passed=True, checks={"expected_answer": True})
+    script = MockScript(
+        rules=[
+            ScriptRule(
+                match="id double",
+                turns=[
+                    ScriptedTurn(content="Sure! Here is the essence you asked for."),  # not JSON
+                    ScriptedTurn(content=_model_answer(complexity=9)),  # out of range
+                    ScriptedTurn(content="```json\n" + _model_answer() + "\n```"),
+                ],
+            ),
+            ScriptRule(match="id never", turns=[ScriptedTurn(content="{}")] * 3),
+        ]
+    )
+    with MockLLMServer(script) as server:
+        endpoint = LLMEndpoint(provider="mock", base_url=server.base_url, model="mock-model", api_key="x")
+
+        async def extract(the_task: TaskSpec) -> Essence:
+            client = LLMClient(endpoint, cache=FileResponseCache(tmp_path / "cache", ttl=3600))
+            try:
+                return await extract_with_model(client, the_task, "b1", steps, verifier)
+            finally:
+                await client.aclose()
+
+        essence = asyncio.run(extract(task))
+        assert server.stats.completions == 3
+        assert (essence.domain, essence.complexity, essence.extractor) == ("math_algorithms", 1, "mock-model")
+        assert essence.query.startswith("Compute an arithmetic expression")
+        assert essence.tools == ["python_executor", "complete_task"]  # the record's facts, not the model's
+        assert essence.prompt_hash and essence.essence_id != extract_structural(task, "b1", steps, verifier).essence_id
+        assert asyncio.run(extract(task)) == essence and server.stats.completions == 3  # all from the cache
+
+        never = TaskSpec.model_validate_json(code_task("never", "print(1)", "1"))
+        with pytest.raises(EssenceExtractionError, match="no valid essence in 3 answers"):
+            asyncio.run(extract(never))
+
+
+def test_the_asset_uses_the_configured_model_and_keeps_structural_essences_where_it_fails(
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = MockScript(
+        rules=[
+            ScriptRule(match="id double", turns=[ScriptedTurn(content=_model_answer())]),
+            ScriptRule(match="id square", turns=[ScriptedTurn(content="no idea")] * 3),
+        ]
+    )
+    path = tmp_path / "batch.jsonl"
+    path.write_text(code_task("double", "print(2 * 21)", "42") + "\n" + code_task("square", "print(49)", "49") + "\n")
+    with MockLLMServer(script) as server:
+        monkeypatch.setenv("ADP_ESSENCE_EXTRACTOR", "llm")
+        monkeypatch.setenv("ADP_LLM_BASE_URL", server.base_url)
+        monkeypatch.setenv("ADP_LLM_MODEL", "mock-model")
+        result = materialize_file(path, settings, instance)
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("task_essences")
+    assert (materialization.metadata["essences"].value, materialization.metadata["model_failures"].value) == (2, 1)
+    rows = query(settings, "SELECT task_id, extractor, domain FROM essences ORDER BY 1")
+    assert rows == [("double", "mock-model", "math_algorithms"), ("square", "structural", None)]
