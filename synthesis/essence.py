@@ -14,14 +14,14 @@ import json
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from runtimes.llm import LLMClient
 from runtimes.protocol import Step, TaskSpec, TaskType, VerifierResult
+from synthesis.structured import DEFAULT_ATTEMPTS, StructuredAnswerError, ask, system_prompt
 
 STRUCTURAL = "structural"
 _KEY_STEP_CHARS = 160
-DEFAULT_MODEL_ATTEMPTS = 3
 
 
 class SuccessPattern(BaseModel):
@@ -131,10 +131,10 @@ class ModelEssence(BaseModel):
     success_pattern: SuccessPattern
 
 
-_EXTRACT_PROMPT = (
+_EXTRACT_INSTRUCTIONS = (
     "You distil a solved agent task into its essence, so that new tasks of the same kind can be "
     "made from it. You get the task, the tools its solution used, the steps that succeeded and "
-    "what verified it. Answer with one JSON object and nothing else, matching this JSON schema:\n"
+    "what verified it."
 )
 
 
@@ -149,66 +149,38 @@ async def extract_with_model(
     steps: Sequence[Step],
     verifier: VerifierResult,
     *,
-    attempts: int = DEFAULT_MODEL_ATTEMPTS,
+    attempts: int = DEFAULT_ATTEMPTS,
 ) -> Essence:
     """The essence of ``task``, with domain, a general query, complexity and pattern from a model.
 
     The record's facts (type, tools, step count, verifier kind) stay those of the structural
-    extractor; the model states the rest as JSON (``response_format`` json_schema, for the
-    providers that honour it), validated by :class:`ModelEssence`. An invalid answer is shown
-    back to the model with the error, up to ``attempts`` answers in all. Every call goes
-    through ``client``: its retries and its cache.
+    extractor; the model states the rest as a :class:`ModelEssence` (see
+    :func:`synthesis.structured.ask`: validated, retried, and cached through ``client``).
 
     Raises:
         EssenceExtractionError: no valid answer within ``attempts``.
         LLMError: the model could not be asked.
     """
     base = extract_structural(task, batch, steps, verifier)
-    schema = ModelEssence.model_json_schema()
-    system = _EXTRACT_PROMPT + json.dumps(schema, sort_keys=True)
-    prompt_hash = hashlib.sha256(system.encode()).hexdigest()[:16]
-    pattern = base.success_pattern
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": system},
-        {
-            "role": "user",
-            "content": f"Task ({task.task_type.value}, id {task.task_id}): {task.description}\n"
-            f"Tools used: {', '.join(base.tools)}\nSteps that succeeded:\n"
-            + "".join(f"- {step}\n" for step in pattern.key_steps)
-            + f"Verified by: {base.verifier_kind}",
-        },
-    ]
-    response_format = {"type": "json_schema", "json_schema": {"name": "essence", "schema": schema}}
-    problem = "no answer"
-    for _ in range(attempts):
-        answer = await client.chat(messages, response_format=response_format)
-        content = answer.message.get("content") or ""
-        try:
-            found = ModelEssence.model_validate_json(_json_object(content))
-        except ValidationError as exc:
-            problem = str(exc).splitlines()[0] if str(exc) else "invalid JSON"
-            messages += [
-                {"role": "assistant", "content": content},
-                {"role": "user", "content": f"That is not a valid answer ({exc}). Answer with the JSON object only."},
-            ]
-            continue
-        return base.model_copy(
-            update={
-                "essence_id": essence_id(task.task_id, batch, client.endpoint.model),
-                "domain": found.domain,
-                "query": found.query,
-                "complexity": found.complexity,
-                "success_pattern": found.success_pattern,
-                "extractor": client.endpoint.model,
-                "prompt_hash": prompt_hash,
-            }
-        )
-    raise EssenceExtractionError(f"task {task.task_id!r}: no valid essence in {attempts} answers: {problem}")
-
-
-def _json_object(content: str) -> str:
-    """The JSON object in ``content``; models without JSON mode sometimes fence it in Markdown."""
-    text = content.strip()
-    if text.startswith("```"):
-        text = text.strip("`").removeprefix("json").strip()
-    return text
+    system, prompt_hash = system_prompt(_EXTRACT_INSTRUCTIONS, ModelEssence)
+    user = (
+        f"Task ({task.task_type.value}, id {task.task_id}): {task.description}\n"
+        f"Tools used: {', '.join(base.tools)}\nSteps that succeeded:\n"
+        + "".join(f"- {step}\n" for step in base.success_pattern.key_steps)
+        + f"Verified by: {base.verifier_kind}"
+    )
+    try:
+        found = await ask(client, system, user, ModelEssence, attempts=attempts)
+    except StructuredAnswerError as exc:
+        raise EssenceExtractionError(f"task {task.task_id!r}: no valid essence: {exc}") from exc
+    return base.model_copy(
+        update={
+            "essence_id": essence_id(task.task_id, batch, client.endpoint.model),
+            "domain": found.domain,
+            "query": found.query,
+            "complexity": found.complexity,
+            "success_pattern": found.success_pattern,
+            "extractor": client.endpoint.model,
+            "prompt_hash": prompt_hash,
+        }
+    )

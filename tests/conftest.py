@@ -14,6 +14,7 @@ from adp_pipeline.definitions import build_definitions
 from adp_pipeline.defs.jobs import process_task_file
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.task_files import register_task_file
+from runtimes.protocol import ActionType, Step
 from runtimes.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,3 +102,16 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         time.sleep(0.1)
+
+
+def step(step_id: int, tool: str, success: bool = True, **params: object) -> Step:
+    """A recorded step of ``tool`` with these parameters (observation empty)."""
+    kind = {"browser": ActionType.BROWSER_ACTION, "python_executor": ActionType.CODE_EXECUTION}
+    return Step(
+        step_id=step_id,
+        action_type=kind.get(tool, ActionType.TOOL_CALL),
+        tool=tool,
+        action_params=params,
+        observation="",
+        success=success,
+    )

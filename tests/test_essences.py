@@ -13,23 +13,11 @@ from runtimes.llm import LLMClient
 from runtimes.llm_cache import FileResponseCache
 from runtimes.llm_config import LLMEndpoint
 from runtimes.mock_llm import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
-from runtimes.protocol import ActionType, Step, TaskSpec, VerifierResult
+from runtimes.protocol import TaskSpec, VerifierResult
 from runtimes.settings import Settings
 from synthesis.essence import Essence, EssenceExtractionError, extract_structural, extract_with_model
-from tests.conftest import code_task, materialize_file, task_line
+from tests.conftest import code_task, materialize_file, step, task_line
 from tests.test_task_batch import query
-
-
-def step(step_id: int, tool: str, success: bool = True, **params: object) -> Step:
-    kind = {"browser": ActionType.BROWSER_ACTION, "python_executor": ActionType.CODE_EXECUTION}
-    return Step(
-        step_id=step_id,
-        action_type=kind.get(tool, ActionType.TOOL_CALL),
-        tool=tool,
-        action_params=params,
-        observation="",
-        success=success,
-    )
 
 
 def test_the_structural_essence_reads_the_recorded_tool_calls() -> None:
@@ -143,7 +131,7 @@ def test_the_model_extractor_validates_retries_on_invalid_json_and_is_cached(tmp
         assert asyncio.run(extract(task)) == essence and server.stats.completions == 3  # all from the cache
 
         never = TaskSpec.model_validate_json(code_task("never", "print(1)", "1"))
-        with pytest.raises(EssenceExtractionError, match="no valid essence in 3 answers"):
+        with pytest.raises(EssenceExtractionError, match="no valid essence: no valid answer in 3"):
             asyncio.run(extract(never))
 
 

@@ -1,0 +1,64 @@
+"""Ask a model for one JSON object of a pydantic model's shape: the schema in the prompt and in
+``response_format`` (json_schema, for the providers that honour it), the answer validated, an
+invalid answer shown back to the model with the error, up to a number of answers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from runtimes.llm import LLMClient
+
+DEFAULT_ATTEMPTS = 3
+Answer = TypeVar("Answer", bound=BaseModel)
+
+
+class StructuredAnswerError(ValueError):
+    """No valid answer within the attempts; the message has the last problem."""
+
+
+def system_prompt(instructions: str, shape: type[BaseModel]) -> tuple[str, str]:
+    """The system message (instructions + the JSON schema) and its hash, which names the prompt's version."""
+    text = f"{instructions}\nAnswer with one JSON object and nothing else, matching this JSON schema:\n"
+    text += json.dumps(shape.model_json_schema(), sort_keys=True)
+    return text, hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+async def ask(
+    client: LLMClient, system: str, user: str, shape: type[Answer], *, attempts: int = DEFAULT_ATTEMPTS
+) -> Answer:
+    """The model's answer to ``user`` as a validated ``shape``.
+
+    Raises:
+        StructuredAnswerError: no valid answer within ``attempts``.
+        LLMError: the model could not be asked.
+    """
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": shape.__name__, "schema": shape.model_json_schema()},
+    }
+    problem = "no answer"
+    for _ in range(attempts):
+        answer = await client.chat(messages, response_format=response_format)
+        content = answer.message.get("content") or ""
+        try:
+            return shape.model_validate_json(_json_object(content))
+        except ValidationError as exc:
+            problem = str(exc).splitlines()[0] if str(exc) else "invalid JSON"
+            messages += [
+                {"role": "assistant", "content": content},
+                {"role": "user", "content": f"That is not a valid answer ({exc}). Answer with the JSON object only."},
+            ]
+    raise StructuredAnswerError(f"no valid answer in {attempts}: {problem}")
+
+
+def _json_object(content: str) -> str:
+    """The JSON object in ``content``; models without JSON mode sometimes fence it in Markdown."""
+    text = content.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    return text
