@@ -23,8 +23,7 @@ from synthesis.essence import Essence, EssenceExtractionError, extract_structura
 class EssenceSummary:
     batch: str
     trajectories: int
-    verified: int
-    essences: list[Essence]
+    essences: list[Essence]  # one per verified trajectory
     model_failures: list[str]  # tasks whose model extraction failed: they kept the structural essence
 
     @property
@@ -64,7 +63,7 @@ def extract_batch_essences(lake: Lake, batch: str, settings: Settings) -> Essenc
         essences = [extract_structural(task, batch, task_steps, verifier) for task, task_steps, verifier in inputs]
     created_at = datetime.now(UTC)
     lake.write_partition("essences", batch, [_row(essence, created_at) for essence in essences])
-    return EssenceSummary(batch, len(trajectories), len(essences), essences, failures)
+    return EssenceSummary(batch, len(trajectories), essences, failures)
 
 
 async def _with_model(

@@ -20,7 +20,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -88,8 +88,8 @@ class DedupeIndex:
         return out
 
     def check(self, texts: Sequence[str]) -> list[Duplicate | None]:
-        """For each text in order: the known task, or the earlier text of ``texts``, it repeats;
-        None for a new one. Texts found new are added under their position's key by :meth:`add`."""
+        """For each text in order: the known task, or the earlier text of ``texts`` (``#<position>``),
+        it repeats; None for a new one. Nothing is added: :meth:`add_new` checks and adds."""
         return self._check(texts, self.signatures(texts))
 
     def add(self, keys: Sequence[str], texts: Sequence[str], signatures: Signatures | None = None) -> None:
@@ -233,11 +233,3 @@ def _band_hashes(signatures: Signatures) -> npt.NDArray[np.uint64]:
     for column in range(ROWS):
         mixed = (mixed * np.uint64(0x100000001B3)) ^ banded[:, :, column]  # FNV-style, wrapping
     return mixed
-
-
-def known_from(pairs: Iterable[tuple[str, str]], threshold: float = DEFAULT_THRESHOLD) -> DedupeIndex:
-    """An index of ``(key, text)`` pairs (every known task, say)."""
-    items = list(pairs)
-    index = DedupeIndex(threshold)
-    index.add([key for key, _ in items], [text for _, text in items])
-    return index

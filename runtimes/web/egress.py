@@ -97,7 +97,7 @@ class EgressProxy:
             path += f"?{parts.query}"
         upstream_head = "\r\n".join([f"{method} {path} HTTP/1.1", *headers, "Connection: close", "", ""])
         upstream_writer.write(upstream_head.encode("latin-1"))
-        fields = {name.strip().lower(): value.strip() for name, _, value in (h.partition(":") for h in headers)}
+        fields = _header_fields(headers)
         if "chunked" in fields.get("transfer-encoding", "").lower():
             await _pipe_both(reader, writer, upstream_reader, upstream_writer)  # the server ends it
             return
@@ -140,6 +140,11 @@ async def _pipe_both(
         upstream_writer.close()
 
 
+def _header_fields(lines: list[str]) -> dict[str, str]:
+    """``Name: value`` lines as a dict with lower-case names."""
+    return {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines) if name}
+
+
 def _content_length(fields: dict[str, str]) -> int:
     value = fields.get("content-length", "0") or "0"
     if not value.isdigit():
@@ -154,7 +159,7 @@ async def _forward_response(reader: asyncio.StreamReader, writer: asyncio.Stream
     writer.write(head)
     status_line, *lines = head.decode("latin-1").split("\r\n")
     status = int(status_line.split(" ", 2)[1])
-    fields = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    fields = _header_fields(lines)
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         await writer.drain()
     elif "content-length" in fields and "chunked" not in fields.get("transfer-encoding", "").lower():
