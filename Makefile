@@ -6,6 +6,7 @@ setup:
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 	.venv/bin/pytest
 
 demo: setup
@@ -14,6 +15,7 @@ demo: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 dev: setup
 	.venv/bin/adp dev
@@ -32,4 +34,4 @@ lock:
 	bash scripts/lock_requirements.sh
 
 clean:
-	rm -rf data .pytest_cache .ruff_cache
+	rm -rf data .pytest_cache .ruff_cache .mypy_cache

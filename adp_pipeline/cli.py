@@ -22,9 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from runtimes.errors import AdpError
-from runtimes.policies import POLICY_NAMES
-from runtimes.protocol import TaskType
+from runtimes.core import AdpError, TaskType
+from runtimes.llm import POLICY_NAMES
 from runtimes.settings import Settings
 
 _REJECTS_SHOWN = 10
@@ -341,7 +340,8 @@ def query(sql: str, data_dir: Path | None, fmt: str) -> None:
 
     Safe while runs are writing: the catalog is opened read-only and runs never lock it.
     """
-    from adp_pipeline.storage import CatalogError, open_catalog
+    from adp_pipeline.storage import open_catalog
+    from runtimes.core import CatalogError
 
     settings = _settings(data_dir)
     try:
@@ -452,8 +452,8 @@ def mock_llm(
     import signal
     import threading
 
-    from runtimes.mock_llm import MockLLMServer, MockScript
-    from runtimes.taskfile import parse_task_file
+    from runtimes.core import parse_task_file
+    from runtimes.testing import MockLLMServer, MockScript
 
     rules = MockScript.model_validate_json(script.read_text()).rules if script else []
     for path in task_files:
@@ -476,8 +476,7 @@ def worker(runtime: str, name: str | None, metrics_port: int | None) -> None:
     """Consume tasks:<runtime> from REDIS_URL and run them; drains on SIGTERM."""
     import redis
 
-    from runtimes.broker import display_url
-    from runtimes.worker import run_worker
+    from runtimes.scale import display_url, run_worker
 
     settings = _settings(None)
     if metrics_port is not None:

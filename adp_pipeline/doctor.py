@@ -13,9 +13,9 @@ from pathlib import Path
 import redis
 
 from adp_pipeline.storage import unwritable_reason
-from runtimes.broker import display_url
-from runtimes.errors import ConfigError
-from runtimes.llm_config import HOW_TO_CONFIGURE, LLMConfig
+from runtimes.core import ConfigError
+from runtimes.llm import HOW_TO_CONFIGURE, LLMConfig
+from runtimes.scale import display_url
 from runtimes.settings import Settings
 
 _SETUP_HINT = "run `make setup` as root (it installs bubblewrap, chromium and redis-server) or"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,12 +10,18 @@ from typing import Any
 
 from adp_pipeline.execute import load_tasks
 from adp_pipeline.storage import Lake
-from runtimes.errors import ConfigError
-from runtimes.llm import LLMError
-from runtimes.llm_config import HOW_TO_CONFIGURE
-from runtimes.protocol import ActionType, ErrorType, Step, TaskSpec, VerifierResult
+from adp_pipeline.storage.rows import STEP_COLUMNS, named, select, step_from_row
+from runtimes.core import (
+    ConfigError,
+    EssenceExtractionError,
+    LLMError,
+    Step,
+    TaskSpec,
+    VerifierResult,
+)
+from runtimes.llm import HOW_TO_CONFIGURE
 from runtimes.settings import Settings
-from synthesis.essence import Essence, EssenceExtractionError, extract_structural, extract_with_model
+from synthesis.essence import Essence, extract_structural, extract_with_model
 
 
 @dataclass(frozen=True)
@@ -43,14 +48,14 @@ def extract_batch_essences(lake: Lake, batch: str, settings: Settings) -> Essenc
             "SELECT task_id, verifier, success AND coalesce(verified, false) FROM trajectories WHERE batch = ?",
             [batch],
         ).fetchall()
-        step_rows = connection.execute(
-            "SELECT task_id, step_id, tool, action_type, action_params, observation, success, error_type, "
-            "error_message, duration, epoch(timestamp) FROM steps WHERE batch = ? ORDER BY task_id, step_id",
-            [batch],
-        ).fetchall()
+        step_rows = named(
+            connection.execute(
+                f"SELECT {select(STEP_COLUMNS)} FROM steps WHERE batch = ? ORDER BY task_id, step_id", [batch]
+            )
+        )
     steps: dict[str, list[Step]] = defaultdict(list)
     for row in step_rows:
-        steps[row[0]].append(_step(row))
+        steps[row["task_id"]].append(step_from_row(row))
     inputs = [
         (tasks[task_id], steps[task_id], VerifierResult.model_validate_json(verifier))
         for task_id, verifier, verified in trajectories
@@ -85,22 +90,6 @@ async def _with_model(
         return list(await asyncio.gather(*(one(*item) for item in inputs)))
     finally:
         await client.aclose()
-
-
-def _step(row: tuple[Any, ...]) -> Step:
-    _, step_id, tool, action_type, params, observation, success, error_type, message, duration, timestamp = row
-    return Step(
-        step_id=step_id,
-        action_type=ActionType(action_type),
-        tool=tool,
-        action_params=json.loads(params),
-        observation=observation,
-        success=success,
-        error_type=ErrorType(error_type) if error_type else None,
-        error_message=message,
-        duration=duration,
-        timestamp=timestamp,
-    )
 
 
 def _row(essence: Essence, created_at: datetime) -> dict[str, Any]:

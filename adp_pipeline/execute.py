@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import uuid
@@ -16,10 +15,10 @@ from typing import Any
 
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.names import task_file_stem
-from runtimes import broker
-from runtimes.agent import AgentLimits
-from runtimes.protocol import TaskSpec, TaskType, Trajectory
-from runtimes.runner import open_policy, run_tasks
+from adp_pipeline.storage.rows import TASK_COLUMNS, named, select, step_rows, task_from_row, trajectory_row
+from runtimes import scale
+from runtimes.agent import AgentLimits, run_tasks
+from runtimes.core import TaskSpec, TaskType, Trajectory
 from runtimes.settings import Settings
 
 
@@ -46,23 +45,10 @@ class ExecuteSummary:
 def load_tasks(lake: Lake, batch: str) -> list[TaskSpec]:
     """The accepted tasks of ``batch``, in file order."""
     with lake.connect() as connection:
-        rows = connection.execute(
-            "SELECT task_id, task_type, description, expected_tools, max_steps, timeout, priority, constraints, "
-            "lineage FROM tasks WHERE batch = ? ORDER BY line_number",
-            [batch],
-        ).fetchall()
-    names = ("task_id", "task_type", "description", "expected_tools", "max_steps", "timeout", "priority")
-    return [
-        TaskSpec.model_validate(
-            {
-                **dict(zip(names, row[:7], strict=True)),
-                "constraints": json.loads(row[7]),
-                "lineage": json.loads(row[8]) if row[8] else None,
-            },
-            strict=False,
+        cursor = connection.execute(
+            f"SELECT {select(TASK_COLUMNS)} FROM tasks WHERE batch = ? ORDER BY line_number", [batch]
         )
-        for row in rows
-    ]
+        return [task_from_row(row) for row in named(cursor)]
 
 
 def execute_batch(
@@ -72,7 +58,7 @@ def execute_batch(
     tasks = load_tasks(lake, batch)
     trajectories = run_task_specs(batch, tasks, settings, on_done)
     created_at = datetime.now(UTC)
-    rows = [_trajectory_row(t, created_at) for t in trajectories]
+    rows = [trajectory_row(t, created_at) for t in trajectories]
     _store(lake, batch, trajectories, rows, settings.output_dir / "trajectories")
     by_type: dict[str, TypeOutcome] = {}
     for task_type in TaskType:
@@ -105,7 +91,7 @@ async def _run(
     limits = AgentLimits(token_budget=settings.token_budget)
     browser = settings.browser_config.build()
     try:
-        async with open_policy(settings.policy, tasks, settings) as policy:
+        async with settings.policy_config.open(settings.policy, tasks) as policy:
             return await run_tasks(
                 tasks,
                 policy,
@@ -128,66 +114,14 @@ def _run_on_workers(
     Raises:
         DeadlineError: not every task had a result within ADP_REDIS_DEADLINE.
     """
-    client = settings.broker_config.connect()
-    client.delete(broker.result_stream(batch))  # a rerun of the batch collects its own results
-    broker.enqueue(client, batch, tasks, settings.policy)
-    results = broker.collect(
-        client, batch, [task.task_id for task in tasks], deadline_s=settings.broker_config.deadline, on_result=on_done
+    config = scale.BrokerConfig.from_settings(settings)
+    client = config.connect()
+    client.delete(scale.result_stream(batch))  # a rerun of the batch collects its own results
+    scale.enqueue(client, batch, tasks, settings.policy)
+    results = scale.collect(
+        client, batch, [task.task_id for task in tasks], deadline_s=config.deadline, on_result=on_done
     )
     return [results[task.task_id] for task in tasks]
-
-
-def _trajectory_row(trajectory: Trajectory, created_at: datetime) -> dict[str, Any]:
-    calls = trajectory.metadata.get("llm_calls", [])
-    return {
-        "task_id": trajectory.task_id,
-        "task_type": trajectory.task_type.value,
-        "success": trajectory.success,
-        "error_type": trajectory.error_type.value if trajectory.error_type else None,
-        "error_message": trajectory.error_message,
-        "policy": trajectory.policy,
-        "model": trajectory.model,
-        "provider": trajectory.provider,
-        "runtime_id": trajectory.runtime_id,
-        "n_steps": len(trajectory.steps),
-        "total_duration": trajectory.total_duration,
-        "final_result": trajectory.final_result,
-        "prompt_tokens": trajectory.usage.prompt_tokens,
-        "completion_tokens": trajectory.usage.completion_tokens,
-        "total_tokens": trajectory.usage.total_tokens,
-        "llm_calls": sum(1 for call in calls if not call.get("cached")),
-        "llm_retries": sum(max(0, len(call["attempts"]) - 1) for call in calls if not call.get("cached"))
-        + sum(1 for call in calls if call.get("failed")),
-        "llm_cached_calls": sum(1 for call in calls if call.get("cached")),
-        "verified": trajectory.verifier.passed if trajectory.verifier else None,
-        "verifier": trajectory.verifier.model_dump_json() if trajectory.verifier else None,
-        "attempts": trajectory.attempts,
-        "messages": json.dumps(trajectory.messages, ensure_ascii=False),
-        "tools": json.dumps(trajectory.tools, ensure_ascii=False),
-        "schema_version": trajectory.schema_version,
-        "created_at": created_at,
-        "generation": trajectory.lineage.generation if trajectory.lineage else 0,
-        "lineage": trajectory.lineage.model_dump_json() if trajectory.lineage else None,
-    }
-
-
-def _step_rows(trajectory: Trajectory) -> list[dict[str, Any]]:
-    return [
-        {
-            "task_id": trajectory.task_id,
-            "step_id": step.step_id,
-            "tool": step.tool,
-            "action_type": step.action_type.value,
-            "action_params": json.dumps(step.action_params, ensure_ascii=False),
-            "observation": step.observation,
-            "success": step.success,
-            "error_type": step.error_type.value if step.error_type else None,
-            "error_message": step.error_message,
-            "duration": step.duration,
-            "timestamp": datetime.fromtimestamp(step.timestamp, UTC),
-        }
-        for step in trajectory.steps
-    ]
 
 
 def _store(lake: Lake, batch: str, trajectories: list[Trajectory], rows: list[dict[str, Any]], output: Path) -> None:
@@ -202,7 +136,7 @@ def _store(lake: Lake, batch: str, trajectories: list[Trajectory], rows: list[di
     try:
         for trajectory in trajectories:
             (staging / f"{task_file_stem(trajectory.task_id)}.json").write_text(trajectory.model_dump_json(indent=2))
-        lake.write_partition("steps", batch, [row for t in trajectories for row in _step_rows(t)])
+        lake.write_partition("steps", batch, [row for t in trajectories for row in step_rows(t)])
         lake.write_partition("trajectories", batch, rows)
         for path in staging.iterdir():
             os.replace(path, output / path.name)

@@ -9,9 +9,16 @@ from typing import Any
 
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.locks import file_lock
+from adp_pipeline.storage.rows import task_row
 from adp_pipeline.task_files import RegisteredTaskFile
-from runtimes.protocol import SCHEMA_VERSION, TaskType
-from runtimes.taskfile import LineWarning, ParsedTaskFile, RejectedLine, parse_task_file, reject_known_task_ids
+from runtimes.core import (
+    LineWarning,
+    ParsedTaskFile,
+    RejectedLine,
+    TaskType,
+    parse_task_file,
+    reject_known_task_ids,
+)
 
 INGEST_LOCK = ".ingest.lock"
 
@@ -79,21 +86,6 @@ def _ids_in_other_batches(lake: Lake, batch: str, parsed: ParsedTaskFile) -> dic
 
 def _task_rows(parsed: ParsedTaskFile, ingested_at: datetime) -> list[dict[str, Any]]:
     return [
-        {
-            "task_id": item.task.task_id,
-            "task_type": item.task.task_type.value,
-            "description": item.task.description,
-            "expected_tools": list(item.task.expected_tools),
-            "max_steps": item.task.max_steps,
-            "timeout": item.task.timeout,
-            "priority": item.task.priority,
-            "constraints": item.task.constraints.model_dump_json(exclude_none=True),
-            "source_file": parsed.source_file,
-            "line_number": item.line_number,
-            "schema_version": SCHEMA_VERSION,
-            "ingested_at": ingested_at,
-            "generation": item.task.generation,
-            "lineage": item.task.lineage.model_dump_json() if item.task.lineage else None,
-        }
+        task_row(item.task, source_file=parsed.source_file, line_number=item.line_number, ingested_at=ingested_at)
         for item in parsed.accepted
     ]

@@ -10,14 +10,11 @@ from pathlib import Path
 from dagster_dbt import DbtProject
 
 from adp_pipeline.storage.locks import file_lock
+from runtimes.core import DbtProjectError
 
 _DEFAULT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_quality"
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml")
 _SOURCE_FOLDERS = ("models", "tests", "macros")
-
-
-class DbtProjectError(RuntimeError):
-    """The dbt project is missing or cannot be parsed; the message says why."""
 
 
 def dbt_executable() -> str:

@@ -32,13 +32,13 @@ from typing import Any
 from adp_pipeline.execute import load_tasks, run_task_specs
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.locks import file_lock
-from runtimes.files import write_text_atomically
-from runtimes.llm import LLMClient, LLMError
-from runtimes.protocol import TaskSpec, TokenUsage, Trajectory
+from adp_pipeline.storage.rows import named, task_line
+from runtimes.core import CandidateError, LLMError, TaskSpec, TokenUsage, Trajectory, write_text_atomically
+from runtimes.llm import LLMClient
 from runtimes.settings import Settings
 from synthesis.dedupe import DedupeIndex, Duplicate
 from synthesis.essence import Essence, SuccessPattern
-from synthesis.mutate import CandidateError, mutate
+from synthesis.mutate import mutate
 from synthesis.reseed import new_seed, probe_task, reseeded
 from synthesis.sampler import Feedback, Job, plan
 from synthesis.selfcheck import judge, null_variant
@@ -154,9 +154,7 @@ def _timed(summary: SynthesisSummary, step: str, log: Callable[[str], None] | No
 
 def _load_essences(lake: Lake, batch: str) -> list[Essence]:
     with lake.connect() as connection:
-        cursor = connection.execute("SELECT * FROM essences WHERE batch = ? ORDER BY essence_id", [batch])
-        names = [column[0] for column in cursor.description]
-        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        rows = named(connection.execute("SELECT * FROM essences WHERE batch = ? ORDER BY essence_id", [batch]))
     return [
         Essence.model_validate(
             {**row, "success_pattern": SuccessPattern.model_validate_json(row["success_pattern"])}, strict=False
@@ -355,13 +353,9 @@ def _write_task_files(summary: SynthesisSummary, tasks_dir: Path) -> list[Path]:
     written: list[Path] = []
     for generation, tasks in sorted(by_generation.items()):
         target = Path(tasks_dir).absolute() / f"synth-{summary.batch}-g{generation}.jsonl"
-        write_text_atomically(target, "".join(_task_line(task) + "\n" for task in tasks))
+        write_text_atomically(target, "".join(task_line(task) + "\n" for task in tasks))
         written.append(target)
     return written
-
-
-def _task_line(task: TaskSpec) -> str:
-    return task.model_dump_json(exclude_none=True, exclude_defaults=False)
 
 
 def _store(lake: Lake, summary: SynthesisSummary, created_at: datetime) -> None:
@@ -384,7 +378,7 @@ def _store(lake: Lake, summary: SynthesisSummary, created_at: datetime) -> None:
                     **common,
                     "task_id": task.task_id,
                     "generation": task.generation,
-                    "task": _task_line(task),
+                    "task": task_line(task),
                     "task_file": str(files[task.generation]),
                 }
             )
@@ -395,7 +389,7 @@ def _store(lake: Lake, summary: SynthesisSummary, created_at: datetime) -> None:
                     "candidate_id": task.task_id if task else None,
                     "stage": candidate.stage,
                     "reason": candidate.reason,
-                    "task": _task_line(task) if task else None,
+                    "task": task_line(task) if task else None,
                 }
             )
     lake.write_partition("synthesized_tasks", summary.batch, accepted)

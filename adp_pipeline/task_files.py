@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from runtimes.errors import TaskFileError
+from runtimes.core import TaskFileError
 
 TASK_FILE_SUFFIX = ".jsonl"
 _STEM_MAX_CHARS = 64

@@ -27,12 +27,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runtimes.agent import AgentLimits
-from runtimes.llm import LLMClient
-from runtimes.llm_config import LLMEndpoint
-from runtimes.policies import LLMPolicy
-from runtimes.protocol import TaskSpec
-from runtimes.runner import run_tasks
+from runtimes.agent import AgentLimits, run_tasks
+from runtimes.core import TaskSpec
+from runtimes.llm import LLMClient, LLMEndpoint, LLMPolicy
 from runtimes.sandbox import BwrapSandbox, Sandbox, WarmSandbox
 
 CODE = "print(sum(range(10)))"

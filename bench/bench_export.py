@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from adp_pipeline.storage import Lake
-from runtimes.protocol import TaskType
-from runtimes.tools import tools_for
+from runtimes.agent import tools_for
+from runtimes.core import TaskType
 
 _CHILD = """
 import json, resource, sys, time

@@ -22,12 +22,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.bench_code import code_tasks
-from runtimes import broker
-from runtimes.policies import OraclePolicy
-from runtimes.runner import run_tasks
+from runtimes import scale
+from runtimes.agent import run_tasks
+from runtimes.llm import OraclePolicy
 from runtimes.sandbox import WarmSandbox
-from tests.conftest import free_port, http_ok
-from tests.test_redis_mode import RedisServer, wait_for
+from runtimes.testing import RedisServer, free_port, http_ok, wait_for
 
 ADP = str(Path(sys.executable).with_name("adp"))
 
@@ -57,12 +56,12 @@ def redis_rate(server: RedisServer, n: int, workers: int, slots: int, round_: in
             )
         )
         wait_for(lambda port=port: http_ok(f"http://127.0.0.1:{port}/health"), 60, "a worker")
-    client = broker.connect(server.url)
+    client = scale.connect(server.url)
     tasks = code_tasks(n)
     batch = f"bench-{round_}"
     started = time.perf_counter()
-    broker.enqueue(client, batch, tasks, "oracle")
-    broker.collect(client, batch, [task.task_id for task in tasks], deadline_s=600)
+    scale.enqueue(client, batch, tasks, "oracle")
+    scale.collect(client, batch, [task.task_id for task in tasks], deadline_s=600)
     elapsed = time.perf_counter() - started
     for process in processes:
         process.terminate()

@@ -31,9 +31,9 @@ from rich.table import Table
 from adp_pipeline.materialize import run_task_files
 from adp_pipeline.storage import Lake
 from adp_pipeline.synthesize import synthesize_batch
-from runtimes.llm_config import LLMConfig
-from runtimes.mock_llm import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
+from runtimes.llm import LLMConfig
 from runtimes.settings import Settings
+from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from synthesis.dedupe import DedupeIndex, text_hash
 from synthesis.mutate import MODEL_OPERATORS, OPERATOR_INSTRUCTIONS
 

@@ -20,17 +20,18 @@ from playwright.async_api import Route, async_playwright
 from rich.console import Console
 from rich.table import Table
 
-from runtimes.allowlist import Allowlist
-from runtimes.llm import LLMClient
-from runtimes.llm_config import LLMEndpoint
-from runtimes.policies import LLMPolicy, OraclePolicy
-from runtimes.protocol import TaskSpec
-from runtimes.runner import run_tasks
+from runtimes.agent import run_tasks
+from runtimes.core import Allowlist, TaskSpec, parse_browser_action
+from runtimes.llm import LLMClient, LLMEndpoint, LLMPolicy, OraclePolicy
 from runtimes.sandbox import WarmSandbox
-from runtimes.web.actions import parse_browser_action
-from runtimes.web.pool import CHROMIUM_ARGS, BrowserPool
-from runtimes.web.session import BrowserSession
-from runtimes.web.sites import content_type, local_file, miniwob_url
+from runtimes.web import (
+    CHROMIUM_ARGS,
+    BrowserPool,
+    BrowserSession,
+    content_type,
+    local_file,
+    miniwob_url,
+)
 
 START = "http://adp.local/inventory.html"
 ACTIONS = [

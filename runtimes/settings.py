@@ -4,26 +4,31 @@ Names follow the seed documents where they define one (REDIS_URL, TASK_FILE,
 MAX_CONCURRENT_TASKS, TASK_TIMEOUT, ENABLE_CACHE, CACHE_TTL, METRICS_PORT, the providers'
 API keys); adp's own settings are prefixed ``ADP_`` except TASKS_DIR. The environment wins
 over ``.env``. Each component gets its typed config from here (:attr:`Settings.sandbox_config`,
-``browser_config``, ``llm_config``, ``broker_config``), whose ``build``/``connect``/``client``
-is the one factory local runs and `adp worker` share. The README lists every setting.
+``browser_config``, ``llm_config``, ``policy_config``), whose ``build``/``client``/``open``
+is the one factory local runs and `adp worker` share; the broker reads its own
+(:meth:`runtimes.scale.BrokerConfig.from_settings`). The README lists every setting.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runtimes.taskfile import DEFAULT_MAX_LINE_BYTES
+from runtimes.core import DEFAULT_MAX_LINE_BYTES
 
 if TYPE_CHECKING:  # the components (Redis, Playwright, the sandbox) load when first configured
-    from runtimes.broker import BrokerConfig
-    from runtimes.llm_cache import FileResponseCache
-    from runtimes.llm_config import LLMConfig
+    from runtimes.llm import FileResponseCache, LLMConfig, PolicyConfig
     from runtimes.sandbox import SandboxConfig
-    from runtimes.web.pool import BrowserConfig
+    from runtimes.web import BrowserConfig
+
+
+def _env_file() -> str | None:
+    """ADP_ENV_FILE names the dotenv file read (default ``.env`` in the working directory); empty: none."""
+    return os.environ.get("ADP_ENV_FILE", ".env") or None
 
 
 def _env(name: str) -> AliasChoices:
@@ -34,7 +39,7 @@ class Settings(BaseSettings):
     """Every setting adp reads, with its default."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", populate_by_name=True, frozen=True, env_ignore_empty=True
+        env_file=_env_file(), extra="ignore", populate_by_name=True, frozen=True, env_ignore_empty=True
     )
 
     data_dir: Path = Field(Path("data"), validation_alias=_env("ADP_DATA_DIR"))
@@ -144,7 +149,7 @@ class Settings(BaseSettings):
     @property
     def llm_cache(self) -> FileResponseCache | None:
         """The LLM response cache (``<data_dir>/llm_cache``), or None when ENABLE_CACHE is off."""
-        from runtimes.llm_cache import FileResponseCache
+        from runtimes.llm import FileResponseCache
 
         return FileResponseCache(self.data_dir / "llm_cache", self.cache_ttl) if self.enable_cache else None
 
@@ -156,7 +161,7 @@ class Settings(BaseSettings):
 
     @property
     def browser_config(self) -> BrowserConfig:
-        from runtimes.web.pool import BrowserConfig
+        from runtimes.web import BrowserConfig
 
         return BrowserConfig(
             max_contexts=self.max_concurrent,
@@ -167,7 +172,7 @@ class Settings(BaseSettings):
 
     @property
     def llm_config(self) -> LLMConfig:
-        from runtimes.llm_config import LLMConfig
+        from runtimes.llm import LLMConfig
 
         return LLMConfig(
             base_url=self.llm_base_url,
@@ -187,12 +192,14 @@ class Settings(BaseSettings):
         )
 
     @property
-    def broker_config(self) -> BrokerConfig:
-        from runtimes.broker import BrokerConfig
+    def policy_config(self) -> PolicyConfig:
+        """What opens the ADP_POLICY policy (or any other by name): endpoints, cache, mock server."""
+        from runtimes.llm import PolicyConfig
 
-        return BrokerConfig(
-            url=self.redis_url,
-            reclaim_grace=self.reclaim_grace,
-            max_deliveries=self.max_deliveries,
-            deadline=self.redis_deadline,
+        return PolicyConfig(
+            llm=self.llm_config,
+            cache=self.llm_cache,
+            native_tools=self.llm_tool_calling,
+            mock_url=self.mock_llm_url,
+            mock_latency=self.mock_latency,
         )

@@ -1,7 +1,7 @@
 """Write MiniWoB++ tasks with verified oracle references as an adp task file.
 
 Each seeded episode is opened in the system Chromium, solved from its instruction
-(runtimes/web/miniwob_solvers.py), replayed by the oracle, and kept only with raw reward 1.
+(synthesis/miniwob_solvers.py), replayed by the oracle, and kept only with raw reward 1.
 
 Usage: .venv/bin/python scripts/export_miniwob.py > examples/miniwob.jsonl
 """
@@ -9,13 +9,12 @@ Usage: .venv/bin/python scripts/export_miniwob.py > examples/miniwob.jsonl
 import asyncio
 import sys
 
-from runtimes.policies import OraclePolicy
-from runtimes.protocol import TaskSpec
-from runtimes.runner import run_tasks
+from runtimes.agent import run_tasks
+from runtimes.core import TaskSpec
+from runtimes.llm import OraclePolicy
 from runtimes.sandbox import WarmSandbox
-from runtimes.web.miniwob_solvers import SOLVERS, solve
-from runtimes.web.pool import BrowserPool
-from runtimes.web.session import BrowserSession
+from runtimes.web import BrowserPool, BrowserSession
+from synthesis.miniwob_solvers import SOLVERS, solve
 from synthesis.reseed import episode_task
 
 SEEDS = (7, 11)

@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from runtimes.core import EssenceExtractionError, Step, StructuredAnswerError, TaskSpec, TaskType, VerifierResult
 from runtimes.llm import LLMClient
-from runtimes.protocol import Step, TaskSpec, TaskType, VerifierResult
-from synthesis.structured import DEFAULT_ATTEMPTS, StructuredAnswerError, ask, system_prompt
+from synthesis.structured import DEFAULT_ATTEMPTS, ask, system_prompt
 
 STRUCTURAL = "structural"
 _KEY_STEP_CHARS = 160
@@ -136,10 +136,6 @@ EXTRACT_INSTRUCTIONS = (
     "made from it. You get the task, the tools its solution used, the steps that succeeded and "
     "what verified it."
 )
-
-
-class EssenceExtractionError(ValueError):
-    """The model gave no valid essence within its attempts; the message has the last problem."""
 
 
 async def extract_with_model(

@@ -27,12 +27,19 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError
 
+from runtimes.core import (
+    BrowserArgs,
+    CandidateError,
+    MutationName,
+    StructuredAnswerError,
+    TaskSpec,
+    TaskType,
+    TokenUsage,
+    parse_browser_action,
+)
 from runtimes.llm import LLMClient
-from runtimes.protocol import MutationName, TaskSpec, TaskType, TokenUsage
-from runtimes.web.actions import BrowserArgs, parse_browser_action
-from runtimes.web.sites import local_file
 from synthesis.essence import Essence
-from synthesis.structured import DEFAULT_ATTEMPTS, StructuredAnswerError, ask, system_prompt
+from synthesis.structured import DEFAULT_ATTEMPTS, ask, system_prompt
 
 MODEL_OPERATORS: tuple[MutationName, ...] = ("parameter", "complexity", "breadth", "composition")
 OPERATOR_INSTRUCTIONS: dict[str, str] = {
@@ -57,13 +64,14 @@ WEB_MUTATION_INSTRUCTIONS = (
     "a check that those actions pass and doing nothing fails: page_contains (text the page shows "
     "only after the actions), url_contains, and/or the expected_answer the agent must give."
 )
+
 ADP_SITE = "adp.local"
 
 
 def on_adp_site(task: TaskSpec) -> bool:
     """A web task that starts on adp's own example site (where web mutation may make tasks)."""
     start = task.constraints.start_url
-    return start is not None and urlsplit(start).hostname == ADP_SITE and local_file(start) is not None
+    return start is not None and urlsplit(start).hostname == ADP_SITE
 
 
 class CandidateAnswer(BaseModel):
@@ -113,7 +121,7 @@ class WebCandidateAnswer(BaseModel):
                 "the task has no check (none of page_contains, url_contains, expected_answer)",
                 self.description,
             )
-        if urlsplit(self.start_url).hostname != ADP_SITE or local_file(self.start_url) is None:
+        if urlsplit(self.start_url).hostname != ADP_SITE:
             raise CandidateError(
                 "validation", f"start_url {self.start_url!r} is not a page of http://{ADP_SITE}/", self.description
             )
@@ -144,16 +152,6 @@ def _fields(
             "verify": {key: value for key, value in verify.items() if value is not None},
         },
     }
-
-
-class CandidateError(ValueError):
-    """The model's answer is not a valid task; ``stage`` says where it failed (for synthesis_rejects)."""
-
-    def __init__(self, stage: str, reason: str, description: str | None = None) -> None:
-        super().__init__(f"{stage}: {reason}")
-        self.stage = stage
-        self.reason = reason
-        self.description = description  # the task's text, when the model gave one
 
 
 async def mutate(

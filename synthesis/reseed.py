@@ -2,7 +2,7 @@
 
 A reseeded task is a new seed of its parent's kind. Its instruction is read from the page by a
 probe run (:func:`probe_task`: the episode opened, nothing done), its gold script is derived
-from that instruction by the kind's solver (:mod:`runtimes.web.miniwob_solvers`), and it is
+from that instruction by the kind's solver (:mod:`synthesis.miniwob_solvers`), and it is
 kept only if the gold script then earns the full reward in Chromium (the self-check).
 """
 
@@ -12,10 +12,9 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from runtimes.protocol import TaskSpec
-from runtimes.web.miniwob_solvers import SOLVERS, solve
+from runtimes.core import CandidateError, TaskSpec
 from synthesis.essence import Essence
-from synthesis.mutate import CandidateError
+from synthesis.miniwob_solvers import SOLVERS, solve
 
 PROBE_SUFFIX = "--probe"
 

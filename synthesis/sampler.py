@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from runtimes.protocol import MutationName, TaskSpec, TaskType
+from runtimes.core import MutationName, TaskSpec, TaskType
 from synthesis.essence import Essence
 from synthesis.mutate import MODEL_OPERATORS, on_adp_site
 from synthesis.reseed import reseedable

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 
-from runtimes.protocol import TaskSpec, TaskType, Trajectory
+from runtimes.core import TaskSpec, TaskType, Trajectory
 
 NULL_SUFFIX = "--null"
 _TASK_ID_MAX_CHARS = 200

@@ -10,15 +10,11 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from runtimes.core import StructuredAnswerError, TokenUsage
 from runtimes.llm import LLMClient
-from runtimes.protocol import TokenUsage
 
 DEFAULT_ATTEMPTS = 3
 Answer = TypeVar("Answer", bound=BaseModel)
-
-
-class StructuredAnswerError(ValueError):
-    """No valid answer within the attempts; the message has the last problem."""
 
 
 def system_prompt(instructions: str, shape: type[BaseModel]) -> tuple[str, str]:

@@ -9,14 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from runtimes.agent import AgentLimits, run_task
-from runtimes.llm import LLMClient
-from runtimes.llm_config import LLMEndpoint
-from runtimes.mock_llm import MockLLMServer, MockScript, ScriptedCall, ScriptedTurn, ScriptRule
-from runtimes.policies import LLMPolicy, OraclePolicy, Policy, UnconfiguredPolicy
-from runtimes.protocol import ActionType, ErrorType, TaskSpec, Trajectory
+from runtimes.core import ActionType, ErrorType, TaskSpec, Trajectory
+from runtimes.llm import LLMClient, LLMEndpoint, LLMPolicy, OraclePolicy, Policy, UnconfiguredPolicy
 from runtimes.sandbox import BwrapSandbox
-from tests.conftest import code_task, task_line
-from tests.test_sandbox import sandbox_processes
+from runtimes.testing import MockLLMServer, MockScript, ScriptedCall, ScriptedTurn, ScriptRule
+from tests.helpers import code_task, sandbox_processes, task_line
 
 
 def task(line: str) -> TaskSpec:
@@ -142,13 +139,49 @@ def test_invalid_tool_arguments_are_a_recorded_failed_step_and_the_run_goes_on()
     assert "code" in first.observation and "Field required" in first.observation
 
 
+def test_a_call_of_a_tool_that_does_not_exist_is_recorded_as_unknown_with_its_name(
+    mock_server: MockLLMServer,
+) -> None:
+    spec = task(code_task("made_up_tool", "print(1)", "1"))
+    mock_server.script = MockScript(
+        rules=[
+            ScriptRule(
+                match=spec.description,
+                turns=[
+                    ScriptedTurn(tool_calls=[ScriptedCall(name="web_lookup", arguments={"q": "x"})]),
+                    ScriptedTurn(tool_calls=[ScriptedCall(name="complete_task", arguments={"answer": "1"})]),
+                ],
+            )
+        ]
+    )
+    trajectory = run(spec, mock_policy(mock_server))
+    first = trajectory.steps[0]
+    assert (first.tool, first.success, first.error_type) == ("unknown", False, ErrorType.LLM_ERROR)
+    assert first.action_params == {"name": "web_lookup", "raw_arguments": '{"q": "x"}'}
+    assert "unknown tool 'web_lookup'" in first.observation
+    assert trajectory.steps[1].tool == "complete_task"
+
+
 def test_without_a_configured_llm_tasks_end_as_llm_error_saying_how_to_set_one() -> None:
     trajectory = run(task(task_line("needs_llm")), UnconfiguredPolicy())
     assert trajectory.error_type is ErrorType.LLM_ERROR
     assert "ADP_LLM_BASE_URL" in (trajectory.error_message or "")
+
+
+def test_a_task_the_oracle_cannot_replay_is_a_system_error_not_an_llm_error() -> None:
+    # No model was asked: the task's data lacks what the oracle replays (OracleError).
     no_reference = run(task(task_line("no_reference")))
-    assert no_reference.error_type is ErrorType.LLM_ERROR
+    assert no_reference.error_type is ErrorType.SYSTEM_ERROR
     assert "reference_tool_calls" in (no_reference.error_message or "")
+    unfinished = task(code_task("unfinished", "print(1)", "1"))
+    calls = unfinished.constraints.reference_tool_calls or []
+    cut = unfinished.model_copy(
+        update={"constraints": unfinished.constraints.model_copy(update={"reference_tool_calls": calls[:1]})}
+    )
+    replayed = run(cut)
+    assert replayed.error_type is ErrorType.SYSTEM_ERROR
+    assert "without complete_task" in (replayed.error_message or "")
+    assert replayed.llm_calls == []
 
 
 def test_the_mock_drives_the_loop_over_http_with_native_tool_calls(mock_server: MockLLMServer) -> None:
@@ -159,9 +192,11 @@ def test_the_mock_drives_the_loop_over_http_with_native_tool_calls(mock_server: 
     assert (trajectory.policy, trajectory.model, trajectory.provider) == ("mock", "mock", "mock")
     assert mock_server.stats.completions == 2
     assert trajectory.usage.total_tokens > 0
-    (first_call, _) = trajectory.metadata["llm_calls"]
-    assert first_call["request"]["tools"][0]["function"]["name"] == "python_executor"
-    assert first_call["response"]["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "python_executor"
+    (first_call, _) = trajectory.llm_calls
+    assert (first_call.requests, first_call.retries, first_call.cached) == (1, 0, False)
+    assert first_call.request and first_call.request["tools"][0]["function"]["name"] == "python_executor"
+    assert first_call.response
+    assert first_call.response["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "python_executor"
 
 
 def test_models_without_tool_calling_use_the_json_protocol(mock_server: MockLLMServer) -> None:
@@ -172,7 +207,7 @@ def test_models_without_tool_calling_use_the_json_protocol(mock_server: MockLLMS
     assert "JSON object" in trajectory.messages[0]["content"]
     assert json.loads(trajectory.messages[2]["content"])["tool"] == "python_executor"
     assert trajectory.messages[3]["role"] == "user" and trajectory.messages[3]["content"].startswith("Observation:")
-    assert "tools" not in trajectory.metadata["llm_calls"][0]["request"]
+    assert "tools" not in (trajectory.llm_calls[0].request or {})
 
 
 def test_the_token_budget_stops_a_run(mock_server: MockLLMServer) -> None:

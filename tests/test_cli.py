@@ -6,7 +6,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -14,16 +13,18 @@ import pytest
 from click.testing import CliRunner
 
 from adp_pipeline.cli import main
-from tests.conftest import EXAMPLES, REPO, code_task, task_line, wait_for
-from tests.test_sandbox import sandbox_processes
-from tests.test_taskfile import write_mixed
-
-ADP = str(Path(sys.executable).with_name("adp"))
-
-
-def adp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The installed `adp` entry point, as a user runs it."""
-    return subprocess.run([ADP, *args], capture_output=True, text=True, timeout=300, check=False, cwd=REPO, env=env)
+from tests.helpers import (
+    ADP,
+    EXAMPLES,
+    REPO,
+    adp,
+    clean_env,
+    code_task,
+    sandbox_processes,
+    task_line,
+    wait_for,
+    write_mixed,
+)
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -124,8 +125,7 @@ def test_markup_and_terminal_controls_from_tasks_and_code_print_as_data(tmp_path
     path = tmp_path / "noisy.jsonl"
     path.write_text("".join(line + "\n" for line in lines))
     data = str(tmp_path / "data")
-    env = {**os.environ, "ADP_POLICY": "oracle"}
-    done = adp("run", str(path), "--data-dir", data, env=env)
+    done = adp("run", str(path), "--data-dir", data, env={"ADP_POLICY": "oracle"})
     assert done.returncode == 0, done.stderr
     assert "[/]" in done.stdout  # the reject reason, shown as written
     assert "\\x1b[31mred\\x00" in done.stdout  # the error example, escaped
@@ -151,8 +151,7 @@ def _code_file(path: Path, ids: list[str], *, sleep: float = 0.0) -> Path:
 def test_concurrent_runs_on_a_fresh_data_dir_keep_the_instance_intact_and_each_id_in_one_batch(
     tmp_path: Path,
 ) -> None:
-    env = {**os.environ, "ADP_POLICY": "oracle"}
-    env.pop("DAGSTER_HOME", None)
+    env = clean_env(ADP_POLICY="oracle")
     shared = [f"shared_{i}" for i in range(5)]
     for attempt in range(5):
         folder = tmp_path / f"attempt{attempt}"
@@ -185,7 +184,7 @@ def _in_private_mount(folder: Path, options: str, *command: str) -> subprocess.C
     return subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(folder), *command],
         capture_output=True, text=True, timeout=300, check=False, cwd=REPO,
-        env={**os.environ, "ADP_POLICY": "oracle", "DAGSTER_HOME": ""},
+        env=clean_env(ADP_POLICY="oracle"),
     )  # fmt: skip
 
 
@@ -208,8 +207,7 @@ def test_a_read_only_or_full_data_dir_gives_one_clear_line(tmp_path: Path, optio
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the slot uids of the sandbox need root; CI runs as root")
 def test_a_run_killed_mid_batch_is_marked_failed_at_the_next_start_and_leaves_no_sandbox(tmp_path: Path) -> None:
-    env = {**os.environ, "ADP_POLICY": "oracle"}
-    env.pop("DAGSTER_HOME", None)
+    env = clean_env(ADP_POLICY="oracle")
     data = tmp_path / "data"
     tmp_before = set(Path("/tmp").iterdir())
     slow = _code_file(tmp_path / "slow.jsonl", [f"slow_{i}" for i in range(4)], sleep=60)

@@ -5,8 +5,7 @@ import subprocess
 from pathlib import Path
 
 from adp_pipeline.storage import catalog_path, open_catalog
-from tests.conftest import task_line
-from tests.test_cli import ADP, REPO, adp
+from tests.helpers import ADP, REPO, adp, clean_env, task_line
 
 N_TASKS = 10_000
 
@@ -23,6 +22,7 @@ def test_readers_query_while_a_materialisation_writes_and_never_see_half_a_batch
         writer = subprocess.Popen(
             [ADP, "run", str(big), "--data-dir", str(data)],
             cwd=REPO,
+            env=clean_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -17,7 +17,7 @@ from adp_pipeline.defs.schedules import BATCHES_TAG
 from adp_pipeline.materialize import failure_reason
 from adp_pipeline.storage import Lake, ensure_catalog
 from runtimes.settings import Settings
-from tests.conftest import code_task, materialize_file, task_line
+from tests.helpers import code_task, materialize_file, task_line
 
 
 def run_nightly(settings: Settings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:

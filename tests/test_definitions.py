@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ import dagster as dg
 
 from adp_pipeline.builder import build_definitions
 from runtimes.settings import Settings
-from tests.conftest import REPO
+from tests.helpers import REPO, clean_env
 
 
 def test_definitions_wire_every_asset_check_job_and_sensor(settings: Settings) -> None:
@@ -49,7 +48,7 @@ def test_definitions_wire_every_asset_check_job_and_sensor(settings: Settings) -
 
 
 def test_dagster_definitions_validate_accepts_the_workspace(tmp_path: Path) -> None:
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "ADP_DATA_DIR": str(tmp_path / "data")}
+    env = clean_env(DAGSTER_HOME=str(tmp_path), ADP_DATA_DIR=str(tmp_path / "data"))
     (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     done = subprocess.run(
         [Path(sys.executable).with_name("dagster"), "definitions", "validate", "-w", "workspace.yaml"],

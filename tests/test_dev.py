@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from adp_pipeline.storage import Lake
-from tests.conftest import free_port, http_ok, task_line
-from tests.test_cli import ADP, REPO
+from tests.helpers import ADP, REPO, clean_env, free_port, http_ok, task_line
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[bytes]) -> None:
@@ -43,13 +42,7 @@ def listening_addresses(port: int) -> set[str]:
 def dev_server(tmp_path: Path) -> Iterator[tuple[int, Path, Path, subprocess.Popen[bytes]]]:
     port, inbox, data = free_port(), tmp_path / "inbox", tmp_path / "data"
     inbox.mkdir()
-    env = {
-        **os.environ,
-        "TASKS_DIR": str(inbox),
-        "ADP_TASKS_SETTLE_SECONDS": "0",
-        "ADP_SENSOR_INTERVAL_SECONDS": "1",
-    }
-    env.pop("DAGSTER_HOME", None)
+    env = clean_env(TASKS_DIR=str(inbox), ADP_TASKS_SETTLE_SECONDS="0", ADP_SENSOR_INTERVAL_SECONDS="1")
     log = (tmp_path / "dev.log").open("wb")
     process = subprocess.Popen(
         [ADP, "dev", "--port", str(port), "--data-dir", str(data)],

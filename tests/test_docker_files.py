@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from runtimes.metrics import WorkerMetrics
-from runtimes.protocol import TaskType
+from runtimes.core import TaskType
+from runtimes.scale import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

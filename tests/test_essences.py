@@ -9,15 +9,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from runtimes.llm import LLMClient
-from runtimes.llm_cache import FileResponseCache
-from runtimes.llm_config import LLMEndpoint
-from runtimes.mock_llm import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
-from runtimes.protocol import TaskSpec, VerifierResult
+from runtimes.core import EssenceExtractionError, TaskSpec, VerifierResult
+from runtimes.llm import FileResponseCache, LLMClient, LLMEndpoint
 from runtimes.settings import Settings
-from synthesis.essence import Essence, EssenceExtractionError, extract_structural, extract_with_model
-from tests.conftest import code_task, materialize_file, step, task_line
-from tests.test_task_batch import query
+from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
+from synthesis.essence import Essence, extract_structural, extract_with_model
+from tests.helpers import code_task, materialize_file, query, step, task_line
 
 
 def test_the_structural_essence_reads_the_recorded_tool_calls() -> None:

@@ -15,7 +15,7 @@ import pytest
 from adp_pipeline.export import FORMATS, export_training_set, split_of
 from adp_pipeline.storage import Lake, ensure_catalog
 from runtimes.settings import Settings
-from tests.conftest import code_task, materialize_file, task_line
+from tests.helpers import code_task, materialize_file, task_line
 
 # A tool-calling chat template in the style of the Hugging Face ones (Qwen2.5, Hermes): tools in
 # the system turn, calls as <tool_call> JSON, results as <tool_response>. It fails loudly (the

@@ -1,22 +1,24 @@
-"""All 164 HumanEval problems, run by the oracle in the real sandbox and verified by their tests."""
+"""All 164 HumanEval problems of examples/humaneval.jsonl (written by scripts/export_humaneval.py),
+run by the oracle in the real sandbox and verified by their tests; their null solutions fail."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 
-from runtimes.datasets import humaneval_tasks
-from runtimes.policies import OraclePolicy
-from runtimes.protocol import ErrorType, Trajectory
-from runtimes.runner import run_tasks
+from runtimes.agent import run_tasks
+from runtimes.core import ErrorType, TaskSpec, Trajectory, parse_task_file
+from runtimes.llm import OraclePolicy
 from runtimes.sandbox import WarmSandbox
+from synthesis.selfcheck import null_variant
+from tests.helpers import REPO
 
 
-def run_all(*, broken: bool) -> list[Trajectory]:
+def run_all(tasks: list[TaskSpec]) -> list[Trajectory]:
     async def go() -> list[Trajectory]:
         sandbox = WarmSandbox(4)
         try:
-            return await run_tasks(humaneval_tasks(broken=broken), OraclePolicy(), sandbox, max_concurrent=4)
+            return await run_tasks(tasks, OraclePolicy(), sandbox, max_concurrent=4)
         finally:
             await sandbox.aclose()
 
@@ -24,13 +26,17 @@ def run_all(*, broken: bool) -> list[Trajectory]:
 
 
 def test_the_canonical_solutions_pass_all_164_and_return_none_passes_none() -> None:
-    gold = run_all(broken=False)
+    parsed = parse_task_file(REPO / "examples" / "humaneval.jsonl")
+    assert parsed.rejected == []
+    tasks = [item.task for item in parsed.accepted]
+    gold = run_all(tasks)
     assert len(gold) == 164
     assert [t.task_id for t in gold if not t.success] == []
     assert all(t.verifier is not None and t.verifier.checks == {"python_tests": True} for t in gold)
     assert {len(t.steps) for t in gold} == {2}
 
-    broken = run_all(broken=True)
+    # The null solution: every function kept, every body `return None`.
+    broken = run_all([null_variant(task) for task in tasks])
     assert len(broken) == 164
     assert sum(t.success for t in broken) == 0
     assert Counter(t.error_type for t in broken) == {ErrorType.RUNTIME_ERROR: 164}

@@ -8,23 +8,7 @@ import pytest
 
 from adp_pipeline.storage import Lake, ensure_catalog, open_catalog
 from adp_pipeline.storage.tables import TABLES
-
-
-def row(task_id: str) -> dict[str, object]:
-    return {
-        "task_id": task_id,
-        "task_type": "code",
-        "description": "d",
-        "expected_tools": ["python_executor"],
-        "max_steps": 1,
-        "timeout": 1,
-        "priority": 1,
-        "constraints": "{}",
-        "source_file": "f.jsonl",
-        "line_number": 1,
-        "schema_version": 1,
-        "ingested_at": None,
-    }
+from tests.helpers import lake_task_row
 
 
 def test_views_have_every_column_before_any_batch(tmp_path: Path) -> None:
@@ -37,8 +21,8 @@ def test_views_have_every_column_before_any_batch(tmp_path: Path) -> None:
 
 def test_rewriting_a_partition_replaces_it_and_leaves_no_temporary_files(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
-    first = lake.write_partition("tasks", "b-00000001", [row("a"), row("b")])
-    second = lake.write_partition("tasks", "b-00000001", [row("c")])
+    first = lake.write_partition("tasks", "b-00000001", [lake_task_row("a"), lake_task_row("b")])
+    second = lake.write_partition("tasks", "b-00000001", [lake_task_row("c")])
     assert first == second
     assert pq.read_table(second).column("task_id").to_pylist() == ["c"]
     leftovers = [p.name for p in (tmp_path / "lake").rglob("*") if p.is_file() and not p.name.endswith(".parquet")]
@@ -47,9 +31,9 @@ def test_rewriting_a_partition_replaces_it_and_leaves_no_temporary_files(tmp_pat
 
 def test_rows_that_do_not_fit_the_schema_are_refused_and_the_old_partition_stays(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
-    lake.write_partition("tasks", "b-00000001", [row("a")])
+    lake.write_partition("tasks", "b-00000001", [lake_task_row("a")])
     with pytest.raises((TypeError, ValueError)):
-        lake.write_partition("tasks", "b-00000001", [{**row("b"), "max_steps": "many"}])
+        lake.write_partition("tasks", "b-00000001", [{**lake_task_row("b"), "max_steps": "many"}])
     with lake.connect() as connection:
         assert connection.execute("SELECT task_id FROM tasks").fetchall() == [("a",)]
     with pytest.raises(ValueError, match="unknown lake table"):
@@ -59,7 +43,7 @@ def test_rows_that_do_not_fit_the_schema_are_refused_and_the_old_partition_stays
 
 
 def test_the_catalog_follows_the_data_dir_when_it_moves(tmp_path: Path) -> None:
-    Lake(tmp_path / "old").write_partition("tasks", "b-00000001", [row("a")])
+    Lake(tmp_path / "old").write_partition("tasks", "b-00000001", [lake_task_row("a")])
     ensure_catalog(tmp_path / "old")
     shutil.move(tmp_path / "old", tmp_path / "new")
     with open_catalog(tmp_path / "new") as connection:

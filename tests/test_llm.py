@@ -6,16 +6,18 @@ import asyncio
 import os
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from runtimes.llm import LLMClient, LLMError, LLMResponse
-from runtimes.llm_cache import FileResponseCache, request_key
-from runtimes.llm_config import LLMEndpoint
-from runtimes.mock_llm import MockLLMServer, MockScript
+from adp_pipeline.storage.rows import trajectory_row
+from runtimes.core import LLMAttempt, LLMCall, LLMError, TaskType, Trajectory
+from runtimes.llm import FileResponseCache, LLMClient, LLMEndpoint, LLMResponse, request_key
+from runtimes.scale import WorkerMetrics
 from runtimes.settings import Settings
-from tests.test_cli import ADP
+from runtimes.testing import MockLLMServer, MockScript
+from tests.helpers import ADP, clean_env
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -97,7 +99,7 @@ def test_provider_priority_follows_the_seeds(monkeypatch: pytest.MonkeyPatch) ->
 def test_provider_keys_are_read_from_dot_env_and_the_environment_wins(tmp_path: Path) -> None:
     # The same settings model reads every variable, provider keys included, from both places.
     (tmp_path / ".env").write_text("GEMINI_API_KEY=from-dotenv\nADP_LLM_MODEL=model-from-dotenv\n")
-    env = {key: value for key, value in os.environ.items() if key not in PROVIDER_VARIABLES}
+    env = clean_env(ADP_ENV_FILE=".env")  # this test is about the .env file
 
     def doctor(**extra: str) -> str:
         done = subprocess.run(
@@ -111,3 +113,49 @@ def test_provider_keys_are_read_from_dot_env_and_the_environment_wins(tmp_path: 
     assert "custom: from-env at http://llm.test/v1" in doctor(
         ADP_LLM_BASE_URL="http://llm.test/v1", ADP_LLM_MODEL="from-env"
     )
+
+
+def test_the_suite_reads_no_dot_env_and_sees_no_model_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A user's .env beside the tests and keys in their shell: neither reaches adp under test.
+    (tmp_path / ".env").write_text("GEMINI_API_KEY=from-dotenv\nADP_LLM_MODEL=model-from-dotenv\n")
+    monkeypatch.chdir(tmp_path)
+    assert Settings().llm_config.endpoint() is None  # in process: conftest set ADP_ENV_FILE empty
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-shell")
+    done = subprocess.run(
+        [ADP, "doctor", "--data-dir", str(tmp_path / "data")],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    output = " ".join(done.stdout.split())
+    assert "none configured" in output, output
+    assert "gemini" not in output and "openai" not in output
+
+
+def test_the_trajectory_row_and_the_worker_metrics_count_llm_calls_alike() -> None:
+    ok, busy, down = (
+        LLMAttempt(attempt=1, status=200),
+        LLMAttempt(attempt=1, status=429),
+        LLMAttempt(attempt=1, status=500),
+    )
+    calls = [
+        LLMCall(cached=True),  # answered by the cache: no request
+        LLMCall(attempts=[ok]),  # first try
+        LLMCall(attempts=[busy, down, ok]),  # two retries
+        LLMCall(attempts=[down, down], failed=True),  # gave up: both requests failed
+    ]
+    assert [(c.requests, c.retries) for c in calls] == [(0, 0), (1, 0), (3, 2), (2, 2)]
+    trajectory = Trajectory(
+        task_id="t", task_type=TaskType.CODE, runtime_id="r", success=False, policy="llm", provider="p", llm_calls=calls
+    )
+    row = trajectory_row(trajectory, datetime.now(UTC))
+    metrics = WorkerMetrics()
+    metrics.record("code", trajectory)
+
+    def sample(name: str) -> float:
+        return metrics.registry.get_sample_value(name, {"provider": "p"} if "llm" in name else {}) or 0.0
+
+    assert (row["llm_calls"], row["llm_retries"], row["llm_cached_calls"]) == (3, 4, 1)
+    assert sample("llm_retries_total") == row["llm_retries"]
+    assert sample("llm_requests_total") == 6
+    assert (sample("cache_hits_total"), sample("cache_misses_total")) == (row["llm_cached_calls"], row["llm_calls"])

@@ -8,15 +8,13 @@ import json
 from datetime import UTC, datetime
 
 from runtimes.agent import run_task
-from runtimes.llm import LLMClient
-from runtimes.llm_config import LLMEndpoint
-from runtimes.mock_llm import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
-from runtimes.policies import OraclePolicy
-from runtimes.protocol import TaskSpec, VerifierResult
+from runtimes.core import CandidateError, TaskSpec, VerifierResult
+from runtimes.llm import LLMClient, LLMEndpoint, OraclePolicy
 from runtimes.sandbox import BwrapSandbox
+from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from synthesis.essence import Essence, extract_structural
-from synthesis.mutate import CandidateError, mutate
-from tests.conftest import code_task, step, task_line
+from synthesis.mutate import mutate
+from tests.helpers import code_task, step, task_line
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

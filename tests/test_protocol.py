@@ -5,8 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from runtimes.allowlist import Allowlist
-from runtimes.protocol import SCHEMA_VERSION, ErrorType, Step, TaskSpec, TaskType, Trajectory
+from runtimes.core import SCHEMA_VERSION, Allowlist, ErrorType, Step, TaskSpec, TaskType, Trajectory
 
 # Verbatim from the seed documents (README task format and user guide).
 SEED_LINES = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
@@ -15,41 +14,21 @@ import pytest
 import redis
 
 from adp_pipeline.storage import Lake
-from runtimes.broker import GROUP, display_url
+from runtimes.scale import GROUP, display_url
 from runtimes.settings import Settings
-from tests.conftest import REPO, code_task, free_port, http_ok, materialize_file, task_line, wait_for
-from tests.test_cli import ADP
-from tests.test_task_batch import check_results
-
-
-class RedisServer:
-    """redis-server on a free port with an append-only file, restartable on the same data."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for(self.answers, 30, "redis-server")
-
-    def answers(self) -> bool:
-        try:
-            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()  # SIGTERM: Redis flushes the AOF and exits
-            self.process.wait(timeout=30)
-            self.process = None
+from runtimes.testing import RedisServer
+from tests.helpers import (
+    ADP,
+    REPO,
+    check_results,
+    clean_env,
+    code_task,
+    free_port,
+    http_ok,
+    materialize_file,
+    task_line,
+    wait_for,
+)
 
 
 class Workers:
@@ -59,14 +38,13 @@ class Workers:
 
     def start(self, name: str, runtime: str = "code") -> int:
         port = free_port()
-        env = {
-            **os.environ,
-            "REDIS_URL": self.redis_url,
-            "ADP_RECLAIM_GRACE": "1",
-            "MAX_CONCURRENT_TASKS": "2",
-            "ADP_DATA_DIR": str(self.tmp / f"worker-{name}"),
-            "ADP_SANDBOX_UID_BASE": str(61100 + 10 * len(self.processes)),
-        }
+        env = clean_env(
+            REDIS_URL=self.redis_url,
+            ADP_RECLAIM_GRACE="1",
+            MAX_CONCURRENT_TASKS="2",
+            ADP_DATA_DIR=str(self.tmp / f"worker-{name}"),
+            ADP_SANDBOX_UID_BASE=str(61100 + 10 * len(self.processes)),
+        )
         log = (self.tmp / f"{name}.log").open("wb")
         process = subprocess.Popen(
             [ADP, "worker", "--runtime", runtime, "--name", name, "--metrics-port", str(port)],
@@ -230,7 +208,7 @@ def test_redis_restarted_mid_batch_loses_no_task(
 def _worker_exit(tmp_path: Path, runtime: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [ADP, "worker", "--runtime", runtime, "--metrics-port", str(free_port())],
-        cwd=REPO, env={**os.environ, "ADP_DATA_DIR": str(tmp_path), **env}, capture_output=True, text=True, timeout=60,
+        cwd=REPO, env=clean_env(ADP_DATA_DIR=str(tmp_path), **env), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 import runtimes.sandbox
-from runtimes.sandbox import SANDBOXES, ExecResult, ExecStatus, SandboxLimits, WarmSandbox
-from runtimes.sandbox.bwrap import DEFAULT_UID_BASE
-from tests.conftest import REPO
+from runtimes.sandbox import DEFAULT_UID_BASE, SANDBOXES, ExecResult, ExecStatus, SandboxLimits, WarmSandbox
+from tests.helpers import REPO, sandbox_processes
 
 SLOTS = 2
 SLOT_UIDS = set(range(DEFAULT_UID_BASE, DEFAULT_UID_BASE + SLOTS)) if os.geteuid() == 0 else {os.geteuid()}
@@ -39,19 +38,6 @@ def run(request: pytest.FixtureRequest) -> Run:
         return asyncio.run(go())
 
     return execute
-
-
-def sandbox_processes() -> list[tuple[int, str]]:
-    """Processes owned by a sandbox slot uid (none may outlive an execution)."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:
-            continue  # exited while we looked
-        if int(fields["Uid"].split()[0]) in SLOT_UIDS and int(status.parent.name) != os.getpid():
-            found.append((int(status.parent.name), fields["Name"].strip()))
-    return found
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.task_files import InboxCursor, register_task_file, registered_task_file, scan_inbox
-from runtimes.errors import TaskFileError
+from runtimes.core import TaskFileError
 from runtimes.settings import Settings
-from tests.conftest import Daemon, task_line
+from tests.helpers import Daemon, task_line
 
 
 def write(path: Path, *task_ids: str, mtime: float | None = None) -> Path:

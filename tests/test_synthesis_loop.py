@@ -13,11 +13,11 @@ import pytest
 
 from adp_pipeline.materialize import run_task_files
 from adp_pipeline.storage import Lake
-from runtimes.mock_llm import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from runtimes.settings import Settings
+from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from synthesis.essence import EXTRACT_INSTRUCTIONS
 from synthesis.mutate import MUTATION_INSTRUCTIONS, OPERATOR_INSTRUCTIONS
-from tests.conftest import Daemon, code_task
+from tests.helpers import Daemon, code_task
 
 
 def _task(description: str, code: str, answer: str, tests: str | None) -> dict[str, Any]:

@@ -11,14 +11,14 @@ import pytest
 
 from adp_pipeline.materialize import run_task_files
 from adp_pipeline.storage import Lake
-from runtimes.mock_llm import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
-from runtimes.protocol import TaskSpec, TaskType
+from runtimes.core import TaskSpec, TaskType
 from runtimes.settings import Settings
+from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from synthesis.essence import Essence, SuccessPattern
 from synthesis.mutate import OPERATOR_INSTRUCTIONS
 from synthesis.sampler import Feedback, plan
 from synthesis.selfcheck import null_code, null_variant
-from tests.conftest import EXAMPLES, REPO, code_task
+from tests.helpers import EXAMPLES, REPO, code_task
 
 
 def test_the_null_solution_keeps_the_gold_codes_signatures_and_does_nothing() -> None:

@@ -10,18 +10,7 @@ from adp_pipeline.builder import build_definitions
 from adp_pipeline.materialize import failure_reason
 from adp_pipeline.storage import Lake, open_catalog
 from runtimes.settings import Settings
-from tests.conftest import materialize_file, task_line
-from tests.test_lake import row as lake_row
-from tests.test_taskfile import MIXED, write_mixed
-
-
-def query(settings: Settings, sql: str, *params: object) -> list[tuple[object, ...]]:
-    with open_catalog(settings.data_dir) as connection:
-        return connection.execute(sql, list(params)).fetchall()
-
-
-def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
-    return {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+from tests.helpers import MIXED, check_results, lake_task_row, materialize_file, query, task_line, write_mixed
 
 
 def test_mixed_file_lands_every_line_in_tasks_or_task_rejects(
@@ -109,7 +98,7 @@ def test_task_ids_unique_check_fails_when_two_batches_hold_one_id(
     tmp_path: Path, settings: Settings, instance: dg.DagsterInstance
 ) -> None:
     # Two batches ingested at the same moment can both accept an id; the check must notice.
-    row = lake_row("twice")
+    row = lake_task_row("twice")
     lake = Lake(settings.data_dir)
     lake.write_partition("tasks", "raced-00000000", [row])
     lake.write_partition("tasks", "raced-11111111", [row])
@@ -132,7 +121,7 @@ def test_a_partition_without_a_registered_file_fails_with_a_clear_error(
     result = job.execute_in_process(partition_key="ghost-deadbeef", instance=instance, raise_on_error=False)
     assert not result.success
     reason = failure_reason(result)
-    assert reason.startswith("task_batch: runtimes.errors.TaskFileError: partition 'ghost-deadbeef' has no registered")
+    assert reason.startswith("task_batch: runtimes.core.TaskFileError: partition 'ghost-deadbeef' has no registered")
     assert "\n" not in reason
 
 

@@ -6,51 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from runtimes.errors import TaskFileError
-from runtimes.taskfile import RAW_PREVIEW_CHARS, parse_task_file, reject_known_task_ids
-from tests.conftest import EXAMPLES, task_line
-
-ONE_MB = 1024 * 1024
-
-# line number -> (field, words the reason must contain); None = accepted
-MIXED: list[tuple[bytes, tuple[str | None, str] | None]] = [
-    (task_line("good_code").encode(), None),
-    (b"", None),  # blank: not counted
-    (b'{"task_id": "bad_json", "task_type": ', (None, "invalid JSON")),
-    (
-        b'{"task_id": "no_desc", "task_type": "code", "expected_tools": ["python_executor"], "max_steps": 3}',
-        ("description", "missing required field 'description'"),
-    ),
-    (task_line("video_task", "video").encode(), ("task_type", "'code', 'web' or 'reasoning'")),
-    (task_line("wrong_type", max_steps="ten").encode(), ("max_steps", "valid integer")),
-    (task_line("empty_desc", description="   ").encode(), ("description", "must not be empty")),
-    (task_line("good_web", "web", timeout=60, priority=3).encode(), None),
-    (task_line("good_code", description="again").encode(), ("task_id", "already on line 1")),
-    (task_line("latin1").encode().replace(b"do latin1", b"caf\xe9"), (None, "not valid UTF-8")),
-    (task_line("huge", description="x" * ONE_MB).encode(), (None, "over the limit")),
-    (b"   \t", None),  # whitespace only: blank
-    (task_line("研究框架对比", "reasoning").encode(), None),
-    (task_line("typo_field", max_step=3).encode(), ("max_step", "unknown field 'max_step'")),
-    (b"[1, 2]", (None, "expected a JSON object, got a JSON array")),
-    (task_line("../etc/passwd").encode(), ("task_id", "must not contain '/'")),
-    (b'{"task_id": "a", "task_id": "b"}', ("task_id", "appears more than once")),
-    (task_line("good_crlf").encode() + b"\r", None),
-    (task_line("prio", priority=11).encode(), ("priority", "less than or equal to 10")),
-    (task_line("bool_steps", max_steps=True).encode(), ("max_steps", "valid integer")),
-    (task_line("shell", expected_tools=["shell"]).encode(), ("expected_tools.0", "'browser', 'python_executor'")),
-    (task_line("free_constraint", constraints={"verfy": {}, "language": "python"}).encode(), None),  # warned
-    (
-        task_line("bad_constraint", constraints={"sandbox": {"memory_mb": "lots"}}).encode(),
-        ("constraints.sandbox.memory_mb", "valid integer"),
-    ),
-    (task_line("good_last", "code", constraints={"verify": {"expected_answer": "42"}}).encode(), None),
-]
-
-
-def write_mixed(path: Path) -> Path:
-    # The last line has no newline at the end, as editors sometimes leave it.
-    path.write_bytes(b"\n".join(line for line, _ in MIXED))
-    return path
+from runtimes.core import RAW_PREVIEW_CHARS, TaskFileError, parse_task_file, reject_known_task_ids
+from tests.helpers import EXAMPLES, MIXED, ONE_MB, task_line, write_mixed
 
 
 def test_mixed_file_accepts_every_good_line_and_rejects_every_bad_one_with_its_reason(tmp_path: Path) -> None:

@@ -14,17 +14,13 @@ from typing import Any
 
 import pytest
 
-from runtimes.allowlist import Allowlist
-from runtimes.llm import LLMClient
-from runtimes.llm_config import LLMEndpoint
-from runtimes.mock_llm import MockLLMServer, MockScript
-from runtimes.policies import LLMPolicy, OraclePolicy, Policy, Turn
-from runtimes.protocol import ErrorType, TaskSpec, Trajectory
-from runtimes.runner import run_tasks
+from runtimes.agent import run_tasks
+from runtimes.core import Allowlist, ErrorType, TaskSpec, Trajectory
+from runtimes.llm import LLMClient, LLMEndpoint, LLMPolicy, OraclePolicy, Policy, Turn
 from runtimes.sandbox import WarmSandbox
-from runtimes.web.egress import EgressProxy
-from runtimes.web.pool import BrowserPool
-from tests.conftest import REPO
+from runtimes.testing import MockLLMServer, MockScript
+from runtimes.web import BrowserPool, EgressProxy
+from tests.helpers import REPO
 
 MINIWOB = [
     TaskSpec.model_validate_json(line) for line in (REPO / "examples" / "miniwob.jsonl").read_text().splitlines()

@@ -23,7 +23,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from runtimes.tools import TOOL_ARGS
+from runtimes.agent import TOOL_ARGS
+from runtimes.core import BrokenMessagesError
 
 ExportFormat = Literal["openai", "trl", "sharegpt", "atif"]
 FORMATS: tuple[ExportFormat, ...] = ("openai", "trl", "sharegpt", "atif")
@@ -49,10 +50,6 @@ class Source:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     split: str
-
-
-class BrokenMessagesError(ValueError):
-    """The messages are not a sequence a trainer can learn from; the message says why."""
 
 
 def check_messages(messages: list[dict[str, Any]]) -> None:

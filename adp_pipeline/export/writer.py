@@ -27,23 +27,19 @@ from adp_pipeline.export.formats import (
     FORMATS,
     PARQUET_SCHEMAS,
     RECORD,
-    BrokenMessagesError,
     ExportFormat,
     Source,
     check_messages,
     for_parquet,
 )
 from adp_pipeline.storage import Lake
-from runtimes.errors import AdpError
+from adp_pipeline.storage.rows import conversation_from_row
+from runtimes.core import BrokenMessagesError, ExportError
 
 _ROWS_PER_BATCH = 500
 _SUFFIXES = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
 # DuckDB's own memory (it spills beyond this): the export's peak stays bounded on any lake.
 _DUCKDB_MEMORY = "256MB"
-
-
-class ExportError(AdpError):
-    """The export cannot be written as asked; the message says why."""
 
 
 @dataclass
@@ -179,5 +175,5 @@ def _sources(lake: Lake, where: str | None, include_failed: bool, val_fraction: 
 
 def _source(row: dict[str, Any], val_fraction: float) -> Source:
     """A row of ``_COLUMNS`` (named like ``Source``'s fields) as a Source."""
-    decoded = {"messages": json.loads(row["messages"]), "tools": json.loads(row["tools"])}
-    return Source(**{**row, **decoded, "split": split_of(row["task_id"], val_fraction)})
+    messages, tools = conversation_from_row(row)
+    return Source(**{**row, "messages": messages, "tools": tools, "split": split_of(row["task_id"], val_fraction)})

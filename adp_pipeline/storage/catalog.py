@@ -15,15 +15,12 @@ from pathlib import Path
 import duckdb
 
 from adp_pipeline.storage.lake import Lake
+from runtimes.core import CatalogError
 
 CATALOG_FILE = "adp.duckdb"
 QUALITY_FILE = "quality.duckdb"  # dbt_quality's own database (profiles.yml)
 _META_TABLE = "adp_catalog"
 _LOCK_WAIT_SECONDS = 10.0
-
-
-class CatalogError(RuntimeError):
-    """The catalog cannot be opened; the message says why and what to do."""
 
 
 def catalog_path(data_dir: Path) -> Path:

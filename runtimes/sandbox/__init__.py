@@ -5,11 +5,11 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from runtimes.sandbox.base import ExecResult, ExecStatus, Sandbox, SandboxLimits
-from runtimes.sandbox.bwrap import BwrapSandbox
-from runtimes.sandbox.warm import WarmSandbox
+from runtimes.sandbox._base import ExecResult, ExecStatus, Sandbox, SandboxLimits
+from runtimes.sandbox._bwrap import DEFAULT_UID_BASE, BwrapSandbox
+from runtimes.sandbox._warm import WarmSandbox
 
-SANDBOXES: dict[str, type[Sandbox]] = {"bwrap": BwrapSandbox, "warm": WarmSandbox}
+SANDBOXES: dict[str, type[BwrapSandbox] | type[WarmSandbox]] = {"bwrap": BwrapSandbox, "warm": WarmSandbox}
 
 
 class SandboxConfig(BaseModel):
@@ -24,6 +24,7 @@ class SandboxConfig(BaseModel):
 
 
 __all__ = [
+    "DEFAULT_UID_BASE",
     "SANDBOXES",
     "BwrapSandbox",
     "ExecResult",

@@ -5,8 +5,9 @@ from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.defs.tasks.checks import CHECK_SPECS, evaluate_checks
 from adp_pipeline.ingest import IngestSummary, ingest_task_file
-from adp_pipeline.storage import CatalogError, ensure_catalog
+from adp_pipeline.storage import ensure_catalog
 from adp_pipeline.task_files import registered_task_file
+from runtimes.core import CatalogError
 
 _REJECTS_SHOWN = 20
 

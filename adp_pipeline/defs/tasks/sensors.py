@@ -6,7 +6,7 @@ from adp_pipeline.defs.jobs import process_task_file
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.task_files import InboxCursor, register_task_file, scan_inbox
-from runtimes.errors import TaskFileError
+from runtimes.core import TaskFileError
 
 
 def build_task_file_sensor(minimum_interval_seconds: int) -> dg.SensorDefinition:

@@ -7,7 +7,7 @@ from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.defs.tasks.assets import task_batch
 from adp_pipeline.defs.trajectories.checks import CHECK_SPECS, evaluate_checks
 from adp_pipeline.execute import ExecuteSummary, execute_batch
-from runtimes.protocol import Trajectory
+from runtimes.core import Trajectory
 
 _PROGRESS_EVERY = 25
 _BATCHES_CHARTED = 15

@@ -1,0 +1,344 @@
+"""The agent loop, one for every task type: ask the policy, run the tools it calls, record
+every step, stop at complete_task, the step budget, the timeout or the token budget, verify."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from runtimes.agent._tools import (
+    TOOL_ARGS,
+    TOOLS_BY_TYPE,
+    CompleteTaskArgs,
+    PythonExecutorArgs,
+    known_tool,
+    tools_for,
+)
+from runtimes.agent._verify import verify_task
+from runtimes.core import (
+    RUNTIME_ID,
+    ActionType,
+    AdpError,
+    BrowserArgs,
+    BrowserError,
+    ErrorType,
+    LLMCall,
+    LLMError,
+    Step,
+    TaskSpec,
+    TokenUsage,
+    Trajectory,
+    VerifierResult,
+    parse_browser_action,
+)
+from runtimes.llm import Policy, Turn
+from runtimes.sandbox import ExecResult, Sandbox, SandboxLimits
+from runtimes.web import BrowserPool, BrowserSession, EgressProxy, task_allowlist
+
+OBSERVATION_CHARS = 8000
+_SYSTEM_PROMPT = (
+    "You are an agent that completes tasks with tools. Work step by step: call a tool, read its "
+    "result, continue. Use python_executor to run Python code and browser to act on web pages "
+    "(snapshot shows the page). When you are done, call complete_task with the final answer."
+)
+_JSON_PROTOCOL = (
+    "\nYou cannot call tools natively. Answer every turn with one JSON object and nothing else: "
+    '{{"tool": "<name>", "arguments": {{...}}}}. The tools, as JSON schemas:\n{schemas}'
+)
+
+
+@dataclass(frozen=True)
+class AgentLimits:
+    token_budget: int = 200_000
+    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+
+
+@dataclass
+class _Run:
+    task: TaskSpec
+    steps: list[Step] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    llm_calls: list[LLMCall] = field(default_factory=list)
+    answer: str | None = None
+    last_good_code: str | None = None
+    session: BrowserSession | None = None
+
+
+async def run_task(
+    task: TaskSpec,
+    policy: Policy,
+    sandbox: Sandbox,
+    limits: AgentLimits | None = None,
+    browser: BrowserPool | None = None,
+) -> Trajectory:
+    """Run ``task`` to one trajectory. Never raises for anything the task, model, code or page does."""
+    limits = limits or AgentLimits()
+    started = time.monotonic()
+    if task.task_type not in TOOLS_BY_TYPE:
+        return failed_trajectory(
+            task, policy, ErrorType.SYSTEM_ERROR, f"no runtime for {task.task_type} tasks in this version of adp"
+        )
+    tools = tools_for(task.task_type)
+    sandbox_limits = _sandbox_limits(task, limits.sandbox)
+    run = _Run(task)
+    system = _SYSTEM_PROMPT
+    if not policy.native_tools:
+        system += _JSON_PROTOCOL.format(schemas=json.dumps([tool["function"] for tool in tools], ensure_ascii=False))
+    run.messages = [{"role": "system", "content": system}, {"role": "user", "content": task.description}]
+    error: tuple[ErrorType, str] | None = None
+    verifier: VerifierResult | None = None
+    try:
+        async with asyncio.timeout(task.timeout), _browser_session(task, browser) as session:
+            run.session = session
+            if session is not None and session.utterance:
+                run.messages[1]["content"] += f"\n\nThe page says: {session.utterance}"
+            error = await _loop(run, policy, sandbox, sandbox_limits, tools, limits)
+            if error is None:
+                verifier = await verify_task(task, run.answer, run.last_good_code, sandbox, sandbox_limits, session)
+                if verifier is not None and not verifier.passed:
+                    error = (ErrorType.RUNTIME_ERROR, f"verification failed: {verifier.details}")
+    except TimeoutError:
+        error = (ErrorType.TIMEOUT, f"task timeout of {task.timeout} s reached")
+        if run.session is not None and not run.session.browser_connected():
+            # Calls to a browser killed under them can hang until their own timeouts: the
+            # cause is the browser, and a browser failure is retried on a relaunched one.
+            error = (ErrorType.BROWSER_ERROR, f"the browser died under the task ({error[1]})")
+    except LLMError as exc:
+        error = (exc.error_type, str(exc))
+        if exc.attempts:
+            run.llm_calls.append(LLMCall(attempts=exc.attempts, failed=True))
+    except AdpError as exc:  # the browser, the sandbox or the oracle failed the task
+        error = (exc.error_type, str(exc))
+    metadata: dict[str, Any] = {"expected_tools": list(task.expected_tools)}
+    if run.session is not None:
+        metadata["blocked_urls"] = run.session.blocked
+        if run.session.utterance is not None:
+            metadata["utterance"] = run.session.utterance
+    return Trajectory(
+        task_id=task.task_id,
+        task_type=task.task_type,
+        runtime_id=RUNTIME_ID,
+        success=error is None,
+        steps=run.steps,
+        final_result=run.answer or "",
+        error_type=error[0] if error else None,
+        error_message=error[1] if error else None,
+        total_duration=time.monotonic() - started,
+        metadata=metadata,
+        messages=run.messages,
+        tools=tools,
+        policy=policy.name,
+        model=policy.model,
+        provider=policy.provider,
+        usage=run.usage,
+        llm_calls=run.llm_calls,
+        verifier=verifier,
+        attempts=1,
+        lineage=task.lineage,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _browser_session(task: TaskSpec, browser: BrowserPool | None) -> AsyncIterator[BrowserSession | None]:
+    if "browser" not in TOOLS_BY_TYPE[task.task_type]:
+        yield None
+        return
+    if browser is None:
+        raise BrowserError(f"{task.task_type} tasks need a browser, and this runner has none")
+    allowlist = task_allowlist(task)
+    async with EgressProxy(allowlist) as proxy, browser.context(proxy=proxy.url) as context:
+        # Playwright calls on a browser that died under them may never return; opening the
+        # page is bounded, so such a task fails as a browser error (and is retried), not as
+        # its own timeout.
+        try:
+            session = await asyncio.wait_for(BrowserSession.open(context, task, allowlist), browser.action_timeout * 4)
+        except TimeoutError as exc:
+            raise BrowserError(f"opening the task's page took over {browser.action_timeout * 4:g} s") from exc
+        yield session
+
+
+def failed_trajectory(task: TaskSpec, policy: Policy, error_type: ErrorType, message: str) -> Trajectory:
+    """The trajectory of a task that could not run at all under ``policy``."""
+    return Trajectory.failed(
+        task, error_type, message, policy=policy.name, model=policy.model, provider=policy.provider
+    )
+
+
+async def _loop(
+    run: _Run,
+    policy: Policy,
+    sandbox: Sandbox,
+    sandbox_limits: SandboxLimits,
+    tools: list[dict[str, Any]],
+    limits: AgentLimits,
+) -> tuple[ErrorType, str] | None:
+    task = run.task
+    for _ in range(task.max_steps):
+        turn = await policy.next_turn(task, run.messages, tools)
+        _account(run, turn)
+        run.messages.append(turn.message)
+        if run.usage.total_tokens > limits.token_budget:
+            return ErrorType.LLM_ERROR, f"token budget of {limits.token_budget} exceeded ({run.usage.total_tokens})"
+        calls = _tool_calls(turn.message, policy.native_tools)
+        if not calls:
+            run.messages.append(_nudge(policy.native_tools))
+            continue
+        for call_id, name, raw_arguments in calls:
+            if len(run.steps) >= task.max_steps:
+                _reply(run, policy.native_tools, call_id, "not run: the step budget is exhausted")
+                continue
+            observation = await _execute(run, name, raw_arguments, sandbox, sandbox_limits)
+            _reply(run, policy.native_tools, call_id, observation)
+            if run.answer is not None:
+                return None
+    return ErrorType.LLM_ERROR, f"complete_task was not called within max_steps={task.max_steps}"
+
+
+async def _execute(run: _Run, name: str, raw_arguments: str, sandbox: Sandbox, limits: SandboxLimits) -> str:
+    """Run one tool call, record it as a step, and return the observation for the model."""
+    started, timestamp = time.monotonic(), time.time()
+    step_id = len(run.steps) + 1
+    tool = known_tool(name)
+    try:
+        arguments = json.loads(raw_arguments) if raw_arguments else {}
+        if tool is None:
+            raise ValueError(f"unknown tool {name!r}; the tools are {', '.join(TOOL_ARGS)}")
+        parsed = TOOL_ARGS[tool].model_validate(arguments)
+        if isinstance(parsed, BrowserArgs):
+            parse_browser_action(parsed.model_dump())  # each action's own required arguments
+    except (ValueError, ValidationError) as exc:
+        message = f"invalid call of {name}: {exc}"
+        run.steps.append(
+            Step(
+                step_id=step_id,
+                action_type=ActionType.TOOL_CALL,
+                tool=tool or "unknown",
+                action_params={"raw_arguments": raw_arguments}
+                if tool
+                else {"name": name, "raw_arguments": raw_arguments},
+                observation=message,
+                success=False,
+                error_type=ErrorType.LLM_ERROR,
+                error_message=message,
+                timestamp=timestamp,
+                duration=time.monotonic() - started,
+            )
+        )
+        return message
+
+    action_type = {
+        CompleteTaskArgs: ActionType.TOOL_CALL,
+        BrowserArgs: ActionType.BROWSER_ACTION,
+        PythonExecutorArgs: ActionType.CODE_EXECUTION,
+    }[type(parsed)]
+
+    def record(observation: str, success: bool, error_type: ErrorType | None, error_message: str | None) -> str:
+        run.steps.append(
+            Step(
+                step_id=step_id,
+                action_type=action_type,
+                tool=tool or "unknown",
+                action_params=parsed.model_dump(exclude_none=True),
+                observation=observation,
+                success=success,
+                error_type=error_type,
+                error_message=error_message,
+                timestamp=timestamp,
+                duration=time.monotonic() - started,
+            )
+        )
+        return observation
+
+    try:
+        if isinstance(parsed, CompleteTaskArgs):
+            run.answer = parsed.answer
+            return record("task completed", True, None, None)
+        if isinstance(parsed, BrowserArgs):
+            assert run.session is not None, "browser tools are only offered with a browser session"
+            outcome = await run.session.act(parse_browser_action(parsed.model_dump()))
+            return record(outcome.observation, outcome.success, outcome.error_type, outcome.error_message)
+        assert isinstance(parsed, PythonExecutorArgs)
+        result = await sandbox.exec_python(parsed.code, limits)
+    except asyncio.CancelledError:  # the task's timeout: the action it interrupted is still a step
+        message = f"cut short by the task timeout of {run.task.timeout} s"
+        record(f"[timeout] {message}", False, ErrorType.TIMEOUT, message)
+        raise
+    if result.ok:
+        run.last_good_code = parsed.code
+    error_message = None if result.ok else result.stderr.strip()[-500:] or str(result.status)
+    return record(_observation(result), result.ok, result.status.error_type, error_message)
+
+
+def _observation(result: ExecResult) -> str:
+    """stdout, then stderr, cut to OBSERVATION_CHARS; each cut says how much there really was."""
+    text = result.stdout
+    if result.stderr:
+        text += ("\n" if text else "") + result.stderr
+    if not result.ok:
+        text = f"[{result.status}] {text}"
+    if len(text) > OBSERVATION_CHARS:
+        text = text[:OBSERVATION_CHARS] + f"\n[... truncated: {len(text)} characters in all]"
+    for stream, size in (("stdout", result.stdout_truncated_from), ("stderr", result.stderr_truncated_from)):
+        if size is not None:
+            text += f"\n[{stream} was {size} bytes; the sandbox kept the first {len(getattr(result, stream).encode())}]"
+    return text or "(no output)"
+
+
+def _tool_calls(message: dict[str, Any], native: bool) -> list[tuple[str | None, str, str]]:
+    if native:
+        return [
+            (call.get("id"), call["function"]["name"], call["function"].get("arguments") or "")
+            for call in message.get("tool_calls") or []
+        ]
+    try:
+        data = json.loads(message.get("content") or "")
+    except json.JSONDecodeError:
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("tool"), str):
+        return []
+    return [(None, data["tool"], json.dumps(data.get("arguments") or {}))]
+
+
+def _reply(run: _Run, native: bool, call_id: str | None, observation: str) -> None:
+    if native:
+        run.messages.append({"role": "tool", "tool_call_id": call_id, "content": observation})
+    else:
+        run.messages.append({"role": "user", "content": f"Observation:\n{observation}"})
+
+
+def _nudge(native: bool) -> dict[str, Any]:
+    if native:
+        return {"role": "user", "content": "Call one of the tools; call complete_task when you are done."}
+    return {"role": "user", "content": 'Answer with one JSON object: {"tool": "<name>", "arguments": {...}}.'}
+
+
+def _account(run: _Run, turn: Turn) -> None:
+    run.usage = TokenUsage(
+        prompt_tokens=run.usage.prompt_tokens + turn.usage.prompt_tokens,
+        completion_tokens=run.usage.completion_tokens + turn.usage.completion_tokens,
+        total_tokens=run.usage.total_tokens + turn.usage.total_tokens,
+    )
+    if turn.llm is not None:
+        run.llm_calls.append(
+            LLMCall(
+                attempts=turn.llm.attempts,
+                cached=turn.llm.cached,
+                request=turn.llm.request,
+                response=turn.llm.response,
+            )
+        )
+
+
+def _sandbox_limits(task: TaskSpec, defaults: SandboxLimits) -> SandboxLimits:
+    override = task.constraints.sandbox
+    if override is None:
+        return defaults
+    return defaults.model_copy(update={key: value for key, value in override.model_dump().items() if value is not None})

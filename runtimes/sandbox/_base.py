@@ -1,0 +1,71 @@
+"""The sandbox interface: execute Python source, get a classified result."""
+
+from __future__ import annotations
+
+import abc
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from runtimes.core import ErrorType
+
+
+class SandboxLimits(BaseModel):
+    """Per-execution limits; a task's ``constraints.sandbox`` overrides timeout and memory."""
+
+    timeout: float = Field(10.0, gt=0, description="Wall-clock seconds; CPU seconds are capped at the same.")
+    memory_mb: int = Field(
+        512,
+        ge=16,
+        description="Address-space limit of the sandboxed process; /tmp and /dev/shm are tmpfs of half this each, "
+        "so files held in RAM are bounded by it too.",
+    )
+    max_processes: int = Field(32, ge=1, description="Processes and threads the sandbox user may have.")
+    max_file_mb: int = Field(16, ge=1, description="Largest file the code may write (in its private /tmp).")
+    max_open_files: int = Field(64, ge=8)
+    max_output_bytes: int = Field(64 * 1024, ge=1024, description="Kept of stdout and of stderr, each.")
+
+    @property
+    def scratch_bytes(self) -> int:
+        """Size of each of the execution's tmpfs mounts (/tmp, /dev/shm): together, ``memory_mb``."""
+        return self.memory_mb * 1024 * 1024 // 2
+
+
+class ExecStatus(StrEnum):
+    OK = "ok"
+    COMPILE_ERROR = "compile_error"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    SYSTEM_ERROR = "system_error"
+
+    @property
+    def error_type(self) -> ErrorType | None:
+        return None if self is ExecStatus.OK else ErrorType(self.value)
+
+
+class ExecResult(BaseModel):
+    status: ExecStatus
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    duration: float = 0.0
+    stdout_truncated_from: int | None = Field(None, description="Original size in bytes when stdout was cut.")
+    stderr_truncated_from: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is ExecStatus.OK
+
+
+class Sandbox(abc.ABC):
+    """Executes untrusted Python source; implementations register in ``runtimes.sandbox``."""
+
+    @abc.abstractmethod
+    async def exec_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult:
+        """Run ``code`` as a fresh ``__main__`` and classify how it ended.
+
+        Never raises for anything the code does; a sandbox that cannot start gives SYSTEM_ERROR.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release what the sandbox holds (warm processes); the default holds nothing."""

@@ -1,0 +1,198 @@
+"""What the tests share: paths, task lines, running the pipeline in-process, the `adp` entry
+point in a clean environment, and reading results back. Fixtures live in conftest.py; no test
+module imports another."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from adp_pipeline.builder import build_definitions
+from adp_pipeline.defs.jobs import process_task_file
+from adp_pipeline.defs.partitions import task_files
+from adp_pipeline.storage import open_catalog
+from adp_pipeline.task_files import register_task_file
+from runtimes.core import ActionType, Step
+from runtimes.sandbox import DEFAULT_UID_BASE
+from runtimes.settings import Settings
+from runtimes.testing import free_port, http_ok, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "tasks.jsonl"
+ONE_MB = 1024 * 1024
+SANDBOX_UIDS = set(range(DEFAULT_UID_BASE, DEFAULT_UID_BASE + 64)) if os.geteuid() == 0 else {os.geteuid()}
+__all__ = ["free_port", "http_ok", "wait_for"]
+
+
+def code_task(task_id: str, code: str, answer: str, *, tests: str | None = None, **fields: object) -> str:
+    """A code task line whose oracle runs ``code`` and answers ``answer``, verified by ``answer`` and ``tests``."""
+    verify: dict[str, str] = {"expected_answer": answer}
+    if tests is not None:
+        verify["python_tests"] = tests
+    constraints = {
+        "reference_tool_calls": [
+            {"name": "python_executor", "arguments": {"code": code}},
+            {"name": "complete_task", "arguments": {"answer": answer}},
+        ],
+        "verify": verify,
+    }
+    return task_line(task_id, "code", constraints=constraints, **fields)
+
+
+def task_line(task_id: str, task_type: str = "code", **fields: object) -> str:
+    """A valid task line, with ``fields`` overriding or adding keys."""
+    tools = {"code": ["python_executor"], "web": ["browser"], "reasoning": ["browser", "python_executor"]}
+    task = {
+        "task_id": task_id,
+        "task_type": task_type,
+        "description": f"do {task_id}",
+        "expected_tools": tools.get(task_type, ["browser"]),
+        "max_steps": 5,
+        **fields,
+    }
+    return json.dumps(task, ensure_ascii=False)
+
+
+def materialize_file(path: Path, settings: Settings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """Register ``path`` and run the per-file job for its partition in-process, as `adp run` does."""
+    key = register_task_file(path, settings.data_dir).key
+    instance.add_dynamic_partitions(task_files.name, [key])
+    job = build_definitions(settings).resolve_job_def(process_task_file.name)
+    return job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+
+
+class Daemon:
+    """Evaluates the sensor the way the Dagster daemon does: cursor carried over, partitions added."""
+
+    def __init__(self, settings: Settings, instance: dg.DagsterInstance) -> None:
+        self.defs = build_definitions(settings)
+        self.sensor = self.defs.resolve_sensor_def("task_file_sensor")
+        self.instance = instance
+        self.cursor: str | None = None
+
+    def tick(self) -> list[dg.RunRequest]:
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, definitions=self.defs, resources=self.defs.resources
+        )
+        result = self.sensor(context)
+        assert isinstance(result, dg.SensorResult)
+        self.cursor = result.cursor
+        for request in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        return list(result.run_requests or [])
+
+
+def step(step_id: int, tool: str, success: bool = True, **params: object) -> Step:
+    """A recorded step of ``tool`` with these parameters (observation empty)."""
+    kind = {"browser": ActionType.BROWSER_ACTION, "python_executor": ActionType.CODE_EXECUTION}
+    return Step(
+        step_id=step_id,
+        action_type=kind.get(tool, ActionType.TOOL_CALL),
+        tool=tool,
+        action_params=params,
+        observation="",
+        success=success,
+    )
+
+
+def sandbox_processes() -> list[tuple[int, str]]:
+    """Processes owned by a sandbox slot uid (none may outlive an execution)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue  # exited while we looked
+        if int(fields["Uid"].split()[0]) in SANDBOX_UIDS and int(status.parent.name) != os.getpid():
+            found.append((int(status.parent.name), fields["Name"].strip()))
+    return found
+
+
+# line number -> (field, words the reason must contain); None = accepted
+MIXED: list[tuple[bytes, tuple[str | None, str] | None]] = [
+    (task_line("good_code").encode(), None),
+    (b"", None),  # blank: not counted
+    (b'{"task_id": "bad_json", "task_type": ', (None, "invalid JSON")),
+    (
+        b'{"task_id": "no_desc", "task_type": "code", "expected_tools": ["python_executor"], "max_steps": 3}',
+        ("description", "missing required field 'description'"),
+    ),
+    (task_line("video_task", "video").encode(), ("task_type", "'code', 'web' or 'reasoning'")),
+    (task_line("wrong_type", max_steps="ten").encode(), ("max_steps", "valid integer")),
+    (task_line("empty_desc", description="   ").encode(), ("description", "must not be empty")),
+    (task_line("good_web", "web", timeout=60, priority=3).encode(), None),
+    (task_line("good_code", description="again").encode(), ("task_id", "already on line 1")),
+    (task_line("latin1").encode().replace(b"do latin1", b"caf\xe9"), (None, "not valid UTF-8")),
+    (task_line("huge", description="x" * ONE_MB).encode(), (None, "over the limit")),
+    (b"   \t", None),  # whitespace only: blank
+    (task_line("研究框架对比", "reasoning").encode(), None),
+    (task_line("typo_field", max_step=3).encode(), ("max_step", "unknown field 'max_step'")),
+    (b"[1, 2]", (None, "expected a JSON object, got a JSON array")),
+    (task_line("../etc/passwd").encode(), ("task_id", "must not contain '/'")),
+    (b'{"task_id": "a", "task_id": "b"}', ("task_id", "appears more than once")),
+    (task_line("good_crlf").encode() + b"\r", None),
+    (task_line("prio", priority=11).encode(), ("priority", "less than or equal to 10")),
+    (task_line("bool_steps", max_steps=True).encode(), ("max_steps", "valid integer")),
+    (task_line("shell", expected_tools=["shell"]).encode(), ("expected_tools.0", "'browser', 'python_executor'")),
+    (task_line("free_constraint", constraints={"verfy": {}, "language": "python"}).encode(), None),  # warned
+    (
+        task_line("bad_constraint", constraints={"sandbox": {"memory_mb": "lots"}}).encode(),
+        ("constraints.sandbox.memory_mb", "valid integer"),
+    ),
+    (task_line("good_last", "code", constraints={"verify": {"expected_answer": "42"}}).encode(), None),
+]
+
+
+def write_mixed(path: Path) -> Path:
+    # The last line has no newline at the end, as editors sometimes leave it.
+    path.write_bytes(b"\n".join(line for line, _ in MIXED))
+    return path
+
+
+def lake_task_row(task_id: str) -> dict[str, object]:
+    return {
+        "task_id": task_id,
+        "task_type": "code",
+        "description": "d",
+        "expected_tools": ["python_executor"],
+        "max_steps": 1,
+        "timeout": 1,
+        "priority": 1,
+        "constraints": "{}",
+        "source_file": "f.jsonl",
+        "line_number": 1,
+        "schema_version": 1,
+        "ingested_at": None,
+    }
+
+
+def query(settings: Settings, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with open_catalog(settings.data_dir) as connection:
+        return connection.execute(sql, list(params)).fetchall()
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The environment a subprocess of a test runs with: the system's PATH and locale, no model
+    credentials or endpoints, no ``.env`` file (ADP_ENV_FILE empty), Hugging Face offline, plus
+    ``overrides``. A user's shell or ``.env`` can never make the suite call a real model."""
+    keep = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if name in os.environ}
+    return {**keep, "ADP_ENV_FILE": "", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **overrides}
+
+
+ADP = str(Path(sys.executable).with_name("adp"))
+
+
+def adp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed `adp` entry point, as a user runs it, in :func:`clean_env` plus ``env``."""
+    return subprocess.run(
+        [ADP, *args], capture_output=True, text=True, timeout=300, check=False, cwd=REPO, env=clean_env(**(env or {}))
+    )
