@@ -13,7 +13,9 @@ import dagster as dg
 import pytest
 import redis
 
+from adp_pipeline.execute import run_task_specs
 from adp_pipeline.storage import Lake
+from runtimes.core import TaskSpec
 from runtimes.scale import GROUP, display_url
 from runtimes.settings import Settings
 from runtimes.testing import RedisServer
@@ -274,3 +276,17 @@ def test_foreign_and_malformed_messages_are_dead_lettered_and_the_worker_goes_on
     result = materialize_file(path, redis_settings(settings, redis_server, monkeypatch), instance)
     assert result.success and len(outcomes(settings.data_dir)) == 5
     assert workers.processes["w1"][0].poll() is None
+
+
+def test_a_worker_scripts_its_mock_server_from_every_delivery_not_only_the_first_batch(
+    tmp_path: Path, settings: Settings, workers: Workers, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker opens the mock policy once; tasks delivered later must still be answered.
+    workers.start("w1")
+    remote = redis_settings(settings, redis_server, monkeypatch).model_copy(update={"policy": "mock"})
+    for batch in ("first", "second"):
+        lines = [code_task(f"{batch}_{i}", f"print({i} + 1)", str(i + 1)) for i in range(3)]
+        tasks = [TaskSpec.model_validate_json(line, strict=False) for line in lines]
+        trajectories = run_task_specs(batch, tasks, remote)
+        assert [(t.task_id, t.policy, t.success) for t in trajectories] == [(t.task_id, "mock", True) for t in tasks]
+        assert all(call.requests == 1 for t in trajectories for call in t.llm_calls)
