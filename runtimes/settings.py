@@ -196,10 +196,5 @@ class Settings(BaseSettings):
         """What opens the ADP_POLICY policy (or any other by name): endpoints, cache, mock server."""
         from runtimes.llm import PolicyConfig
 
-        return PolicyConfig(
-            llm=self.llm_config,
-            cache=self.llm_cache,
-            native_tools=self.llm_tool_calling,
-            mock_url=self.mock_llm_url,
-            mock_latency=self.mock_latency,
-        )
+        llm, cache, native_tools = self.llm_config, self.llm_cache, self.llm_tool_calling
+        return PolicyConfig(llm, cache, native_tools, mock_url=self.mock_llm_url, mock_latency=self.mock_latency)
