@@ -15,6 +15,7 @@ import redis
 from adp_pipeline.storage import unwritable_reason
 from runtimes.core import ConfigError
 from runtimes.llm import HOW_TO_CONFIGURE, LLMConfig
+from runtimes.sandbox import SandboxConfig, physical_memory_mb
 from runtimes.scale import display_url
 from runtimes.settings import Settings
 
@@ -39,6 +40,7 @@ def run_checks(settings: Settings) -> list[CheckResult]:
     checks: list[Callable[[], CheckResult]] = [
         lambda: _data_dir(settings.data_dir),
         _bubblewrap,
+        lambda: _sandbox_memory(settings.sandbox_config),
         lambda: _chromium(settings.chromium_path),
         lambda: _redis(settings.redis_url),
         _dbt,
@@ -69,6 +71,31 @@ def _bubblewrap() -> CheckResult:
             "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) or run as root",
         )
     return CheckResult("bubblewrap (code sandbox)", Status.OK, bwrap)
+
+
+def _sandbox_memory(config: SandboxConfig) -> CheckResult:
+    """Which mechanism holds code to its memory here, and the numbers it holds it to."""
+    memory = config.memory()
+    try:
+        cgroups = memory.cgroups() is not None
+        enforcement = memory.enforcement
+    finally:
+        memory.close()
+    ram = physical_memory_mb()
+    detail = (
+        f"{enforcement}; each execution at most {memory.ceiling_mb} MB (its /tmp and /dev/shm included), "
+        f"the pool {memory.budget.total_mb} MB at once, of {ram} MB RAM"
+    )
+    if memory.budget.total_mb > ram:
+        fix = "set ADP_SANDBOX_MEMORY_BUDGET_MB below the RAM (default: half of it)"
+        return CheckResult("sandbox memory", Status.WARN, detail, fix)
+    if not cgroups:
+        fix = (
+            "without a cgroup v2 memory controller the limit is per process (a task's processes together may "
+            "exceed it); run as root on a host with cgroup v2 (unified) or delegate a subtree to enforce memory.max"
+        )
+        return CheckResult("sandbox memory", Status.WARN, detail, fix)
+    return CheckResult("sandbox memory", Status.OK, detail)
 
 
 def _chromium(path: Path) -> CheckResult:

@@ -36,9 +36,12 @@ class IngestSummary:
 
 
 def ingest_task_file(
-    lake: Lake, registered: RegisteredTaskFile, *, max_line_bytes: int, default_timeout: int
+    lake: Lake, registered: RegisteredTaskFile, *, max_line_bytes: int, default_timeout: int, max_memory_mb: int
 ) -> IngestSummary:
     """Parse ``registered``, drop ids accepted by other batches, and replace its lake partitions.
+
+    A line asking more sandbox memory than ``max_memory_mb`` (ADP_SANDBOX_MAX_MEMORY_MB) is a
+    reject, with the ceiling in its reason: the host could not afford it.
 
     Reading the ids of other batches and writing this one's happen under one lock of the data
     dir, so two batches ingested at the same moment (two `adp run`, or a run and the sensor's)
@@ -49,6 +52,7 @@ def ingest_task_file(
         source_name=registered.source_path,
         max_line_bytes=max_line_bytes,
         default_timeout=default_timeout,
+        max_memory_mb=max_memory_mb,
     )
     with file_lock(lake.root.parent / INGEST_LOCK):
         parsed = reject_known_task_ids(parsed, _ids_in_other_batches(lake, registered.key, parsed))

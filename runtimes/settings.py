@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     sandbox: Literal["warm", "bwrap"] = Field("warm", validation_alias=_env("ADP_SANDBOX"))
     """warm: a pool of resident sandboxes that fork per execution; bwrap: one launch per execution."""
     sandbox_uid_base: int = Field(61000, ge=1000, validation_alias=_env("ADP_SANDBOX_UID_BASE"))
+    sandbox_max_memory_mb: int = Field(1024, ge=64, le=65536, validation_alias=_env("ADP_SANDBOX_MAX_MEMORY_MB"))
+    """The most memory one execution may have (its tmpfs included): larger task lines are rejected at
+    ingest, and what reaches a sandbox another way is clamped to it."""
+    sandbox_memory_budget_mb: int | None = Field(None, ge=64, validation_alias=_env("ADP_SANDBOX_MEMORY_BUDGET_MB"))
+    """The memory a process's sandbox pool may hold at once (default: half the RAM, or of the
+    container's limit); an execution waits for room rather than overcommit."""
     llm_tool_calling: bool = Field(True, validation_alias=_env("ADP_LLM_TOOL_CALLING"))
     """Off for models without native tool calling: tools go in the prompt, answers are JSON."""
     llm_max_concurrency: int = Field(16, ge=1, validation_alias=_env("ADP_LLM_MAX_CONCURRENCY"))
@@ -157,7 +163,12 @@ class Settings(BaseSettings):
     def sandbox_config(self) -> SandboxConfig:
         from runtimes.sandbox import SandboxConfig
 
-        return SandboxConfig(kind=self.sandbox, uid_base=self.sandbox_uid_base)
+        return SandboxConfig(
+            kind=self.sandbox,
+            uid_base=self.sandbox_uid_base,
+            max_memory_mb=self.sandbox_max_memory_mb,
+            memory_budget_mb=self.sandbox_memory_budget_mb,
+        )
 
     @property
     def browser_config(self) -> BrowserConfig:

@@ -67,6 +67,7 @@ from runtimes.core._taskfile import (
     LineWarning,
     ParsedTaskFile,
     RejectedLine,
+    memory_over_ceiling,
     parse_task_file,
     reject_known_task_ids,
 )
@@ -130,6 +131,7 @@ __all__ = [
     "VerifierResult",
     "Verify",
     "canonical_host",
+    "memory_over_ceiling",
     "parse_browser_action",
     "parse_endpoint",
     "parse_task_file",

@@ -72,10 +72,15 @@ class MiniwobEpisode(_TaskField):
 
 
 class SandboxOverrides(_TaskField):
-    """A task's overrides of the sandbox's per-execution limits (``constraints.sandbox``)."""
+    """A task's overrides of the sandbox's per-execution limits (``constraints.sandbox``).
+
+    ``memory_mb`` is all the memory of an execution, its /tmp and /dev/shm included; below 64
+    the interpreter cannot start. The upper bound here is the format's: the deployment's
+    ceiling (ADP_SANDBOX_MAX_MEMORY_MB) is applied at ingest (``parse_task_file``).
+    """
 
     timeout: Annotated[float, Field(gt=0, le=3600)] | None = None
-    memory_mb: Annotated[int, Field(ge=16, le=65536)] | None = None
+    memory_mb: Annotated[int, Field(ge=64, le=65536)] | None = None
 
 
 class Constraints(_TaskField):

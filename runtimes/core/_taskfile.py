@@ -19,6 +19,7 @@ from runtimes.core._errors import TaskFileError
 from runtimes.core._protocol import TaskSpec
 
 DEFAULT_MAX_LINE_BYTES = 256 * 1024
+MEMORY_FIELD = "constraints.sandbox.memory_mb"
 RAW_PREVIEW_CHARS = 2000
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -73,6 +74,7 @@ def parse_task_file(
     source_name: str | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     default_timeout: int | None = None,
+    max_memory_mb: int | None = None,
 ) -> ParsedTaskFile:
     """Parse the task file at ``path``.
 
@@ -82,6 +84,8 @@ def parse_task_file(
         max_line_bytes: lines longer than this are rejected unread, so one bad line cannot
             exhaust memory.
         default_timeout: the timeout given to tasks whose line has none (TASK_TIMEOUT).
+        max_memory_mb: lines whose ``constraints.sandbox.memory_mb`` asks more are rejected
+            (ADP_SANDBOX_MAX_MEMORY_MB; None: the format's own bound only).
 
     Raises:
         TaskFileError: the file cannot be opened or read.
@@ -89,7 +93,8 @@ def parse_task_file(
     name = source_name or str(path)
     try:
         with path.open("rb") as handle:
-            return _parse_lines(_read_lines(handle, max_line_bytes), name, max_line_bytes, default_timeout)
+            lines = _read_lines(handle, max_line_bytes)
+            return _parse_lines(lines, name, max_line_bytes, default_timeout, max_memory_mb=max_memory_mb)
     except OSError as exc:
         raise TaskFileError(f"{name}: cannot read task file: {exc.strerror or exc}") from exc
 
@@ -143,7 +148,12 @@ def _read_lines(handle: BinaryIO, max_line_bytes: int) -> Iterator[_Line]:
 
 
 def _parse_lines(
-    lines: Iterator[_Line], source: str, max_line_bytes: int, default_timeout: int | None
+    lines: Iterator[_Line],
+    source: str,
+    max_line_bytes: int,
+    default_timeout: int | None,
+    *,
+    max_memory_mb: int | None = None,
 ) -> ParsedTaskFile:
     parsed = ParsedTaskFile(source)
     first_line_of: dict[str, int] = {}
@@ -196,6 +206,9 @@ def _parse_lines(
             field_name, reason = _describe_validation_error(exc)
             reject(reason, field=field_name, task_id=task_id)
             continue
+        if (over := memory_over_ceiling(task, max_memory_mb)) is not None:
+            reject(over, field=MEMORY_FIELD, task_id=task.task_id)
+            continue
         if task.task_id in first_line_of:
             reject(
                 f"duplicate task_id {task.task_id!r}: already on line {first_line_of[task.task_id]} of this file",
@@ -215,6 +228,18 @@ def _parse_lines(
                 )
             )
     return parsed
+
+
+def memory_over_ceiling(task: TaskSpec, max_memory_mb: int | None) -> str | None:
+    """Why ``task`` asks more sandbox memory than the ceiling ``max_memory_mb`` allows, or None."""
+    sandbox = task.constraints.sandbox
+    asked = sandbox.memory_mb if sandbox is not None else None
+    if max_memory_mb is None or asked is None or asked <= max_memory_mb:
+        return None
+    return (
+        f"field {MEMORY_FIELD!r}: asks {asked} MB of sandbox memory, over this deployment's ceiling of "
+        f"{max_memory_mb} MB (ADP_SANDBOX_MAX_MEMORY_MB)"
+    )
 
 
 class _RepeatedKeyError(ValueError):

@@ -16,9 +16,9 @@ class SandboxLimits(BaseModel):
     timeout: float = Field(10.0, gt=0, description="Wall-clock seconds; CPU seconds are capped at the same.")
     memory_mb: int = Field(
         512,
-        ge=16,
-        description="Address-space limit of the sandboxed process; /tmp and /dev/shm are tmpfs of half this each, "
-        "so files held in RAM are bounded by it too.",
+        ge=64,
+        description="All the memory of the execution: /tmp and /dev/shm are tmpfs of an eighth of it each, the "
+        "address space of each process the rest (a cgroup's memory.max, where one is delegated, holds all of it).",
     )
     max_processes: int = Field(32, ge=1, description="Processes and threads the sandbox user may have.")
     max_file_mb: int = Field(16, ge=1, description="Largest file the code may write (in its private /tmp).")
@@ -27,8 +27,18 @@ class SandboxLimits(BaseModel):
 
     @property
     def scratch_bytes(self) -> int:
-        """Size of each of the execution's tmpfs mounts (/tmp, /dev/shm): together, ``memory_mb``."""
-        return self.memory_mb * 1024 * 1024 // 2
+        """Size of each of the execution's tmpfs mounts (/tmp, /dev/shm): an eighth of ``memory_mb``.
+
+        Files in tmpfs are RAM, so they come out of the task's memory rather than on top of it.
+        """
+        return self.memory_mb * 1024 * 1024 // 8
+
+    @property
+    def address_space_bytes(self) -> int:
+        """RLIMIT_AS of the code's processes: what ``memory_mb`` leaves after both tmpfs mounts
+        (at the default 512 MB, 384 MB: enough to import the standard library and allocate
+        a few hundred MB)."""
+        return self.memory_mb * 1024 * 1024 - 2 * self.scratch_bytes
 
 
 class ExecStatus(StrEnum):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from runtimes.core import SandboxError
 from runtimes.sandbox._base import ExecResult, ExecStatus, Sandbox, SandboxLimits
+from runtimes.sandbox._memory import MemoryControlError, SandboxMemory
 
 DEFAULT_UID_BASE = 61000
 _KILLED_BY_SIGKILL = 128 + signal.SIGKILL
@@ -67,6 +68,8 @@ class BwrapSandbox(Sandbox):
         uid_base: first uid of the slots (``uid_base .. uid_base + slots - 1``); unused by anyone.
         python: the interpreter inside the sandbox (the system one, under ``/usr``).
         default_limits: limits of executions that pass none.
+        memory: the ceiling, the budget and the cgroups of its executions (default: 1024 MB
+            each at most, half the RAM in all).
     """
 
     def __init__(
@@ -76,28 +79,36 @@ class BwrapSandbox(Sandbox):
         uid_base: int = DEFAULT_UID_BASE,
         python: str = "/usr/bin/python3",
         default_limits: SandboxLimits | None = None,
+        memory: SandboxMemory | None = None,
     ) -> None:
         self._python = sandbox_python(python)
         self._default_limits = default_limits or SandboxLimits()
+        self._memory = memory or SandboxMemory()
         self._as_root = os.geteuid() == 0
         self._uids: asyncio.Queue[int] = asyncio.Queue()
         for uid in slot_uids(slots, uid_base):
             self._uids.put_nowait(uid)
 
     async def exec_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult:
-        limits = limits or self._default_limits
+        limits = self._memory.limit(limits or self._default_limits)
         uid = await self._uids.get()
         try:
-            return await self._run(code, limits, uid)
+            async with self._memory.execution(limits) as enter_cgroup:
+                return await self._run(code, limits, uid, enter_cgroup)
+        except MemoryControlError as exc:
+            return ExecResult(status=ExecStatus.SYSTEM_ERROR, stderr=f"[adp] {exc}")
         finally:
             self._uids.put_nowait(uid)
+
+    async def aclose(self) -> None:
+        self._memory.close()
 
     def command(self, limits: SandboxLimits, uid: int, status_fd: int, runner_fd: int) -> list[str]:
         """The full command line of one execution (exposed for the benchmark and for debugging)."""
         cpu_seconds = max(1, math.ceil(limits.timeout))
         command = [
             "prlimit",
-            f"--as={limits.memory_mb * 1024 * 1024}",
+            f"--as={limits.address_space_bytes}",
             f"--cpu={cpu_seconds}",  # soft = hard: PID 1 ignores SIGXCPU, the hard limit kills
             f"--nproc={limits.max_processes}",
             f"--fsize={limits.max_file_mb * 1024 * 1024}",
@@ -108,13 +119,14 @@ class BwrapSandbox(Sandbox):
         command += [self._python, "-I", "-S", ZYGOTE_IN_SANDBOX, "once", str(status_fd), str(limits.scratch_bytes)]
         return command
 
-    async def _run(self, code: str, limits: SandboxLimits, uid: int) -> ExecResult:
+    async def _run(self, code: str, limits: SandboxLimits, uid: int, enter_cgroup: Sequence[str] = ()) -> ExecResult:
         status_read, status_write = os.pipe()
         started = time.monotonic()
         try:
             try:
                 with zygote_fd() as runner_fd:
                     process = await asyncio.create_subprocess_exec(
+                        *enter_cgroup,  # empty unless cgroups are in force (see _memory.py)
                         *self.command(limits, uid, status_write, runner_fd),
                         stdin=asyncio.subprocess.PIPE,
                         stdout=asyncio.subprocess.PIPE,

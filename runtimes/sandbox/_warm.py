@@ -32,6 +32,7 @@ from runtimes.sandbox._bwrap import (
     slot_uids,
     zygote_fd,
 )
+from runtimes.sandbox._memory import MemoryControlError, SandboxMemory
 
 _ANSWER_GRACE = 10.0  # seconds past an execution's own timeout before the zygote is presumed hung
 _START_TIMEOUT = 30.0
@@ -52,7 +53,8 @@ class WarmSandbox(Sandbox):
         uid_base: first uid of the slots.
         python: the interpreter inside the sandbox.
         default_limits: limits of executions that pass none.
-        max_memory_mb: the largest ``memory_mb`` an execution may ask for.
+        memory: the ceiling, the budget and the cgroups of its executions (default: 1024 MB
+            each at most, half the RAM in all).
         recycle_after: executions before a slot is relaunched.
     """
 
@@ -63,12 +65,12 @@ class WarmSandbox(Sandbox):
         uid_base: int = DEFAULT_UID_BASE,
         python: str = "/usr/bin/python3",
         default_limits: SandboxLimits | None = None,
-        max_memory_mb: int = 8192,
+        memory: SandboxMemory | None = None,
         recycle_after: int = 200,
     ) -> None:
         self._python = sandbox_python(python)
         self._default_limits = default_limits or SandboxLimits()
-        self._max_memory_mb = max_memory_mb
+        self._memory = memory or SandboxMemory()
         self._recycle_after = recycle_after
         self._as_root = os.geteuid() == 0
         self._all = [_Slot(uid=uid) for uid in slot_uids(slots, uid_base)]
@@ -77,18 +79,23 @@ class WarmSandbox(Sandbox):
             self._free.put_nowait(slot)
 
     async def exec_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult:
-        limits = limits or self._default_limits
-        if limits.memory_mb > self._max_memory_mb:
-            limits = limits.model_copy(update={"memory_mb": self._max_memory_mb})
+        limits = self._memory.limit(limits or self._default_limits)
         slot = await self._free.get()
         try:
-            return await self._exec(slot, code, limits)
+            async with self._memory.execution(limits, self._cgroup(slot)):
+                return await self._exec(slot, code, limits)
+        except MemoryControlError as exc:
+            return ExecResult(status=ExecStatus.SYSTEM_ERROR, stderr=f"[adp] {exc}")
         finally:
             self._free.put_nowait(slot)
 
     async def aclose(self) -> None:
         for slot in self._all:
             await self._discard(slot)
+        self._memory.close()
+
+    def _cgroup(self, slot: _Slot) -> str:
+        return f"slot-{self._all.index(slot)}"
 
     async def _exec(self, slot: _Slot, code: str, limits: SandboxLimits) -> ExecResult:
         try:
@@ -97,7 +104,7 @@ class WarmSandbox(Sandbox):
                 "code": code,
                 "timeout": limits.timeout,
                 "cpu_seconds": max(1, math.ceil(limits.timeout)),
-                "memory_bytes": limits.memory_mb * 1024 * 1024,
+                "memory_bytes": limits.address_space_bytes,
                 "file_bytes": limits.max_file_mb * 1024 * 1024,
                 "open_files": limits.max_open_files,
                 "output_bytes": limits.max_output_bytes,
@@ -128,7 +135,9 @@ class WarmSandbox(Sandbox):
 
     async def _launch(self, slot: _Slot) -> asyncio.subprocess.Process:
         # The zygote's own limits: the processes of the slot's uid (children set the rest).
-        command = ["prlimit", f"--nproc={self._default_limits.max_processes}", "--"]
+        # Where cgroups are in force the zygote lives in its slot's: memory.max is set per execution.
+        command = [*self._memory.enter(self._cgroup(slot))]
+        command += ["prlimit", f"--nproc={self._default_limits.max_processes}", "--"]
         with zygote_fd() as runner_fd:
             command += isolate(slot.uid if self._as_root else None, runner_fd)
             command += [self._python, "-I", "-S", ZYGOTE_IN_SANDBOX]

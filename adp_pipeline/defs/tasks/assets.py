@@ -22,7 +22,11 @@ _REJECTS_SHOWN = 20
 def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
     registered = registered_task_file(adp.data_path, context.partition_key)
     summary = ingest_task_file(
-        adp.lake(), registered, max_line_bytes=adp.max_task_line_bytes, default_timeout=adp.task_timeout
+        adp.lake(),
+        registered,
+        max_line_bytes=adp.max_task_line_bytes,
+        default_timeout=adp.task_timeout,
+        max_memory_mb=adp.settings().sandbox_max_memory_mb,
     )
     try:
         ensure_catalog(adp.data_path)
