@@ -14,6 +14,7 @@ from adp_pipeline.doctor import run_checks
 from runtimes.core import parse_task_file
 from runtimes.sandbox import (
     SANDBOXES,
+    Cgroups,
     MemoryBudget,
     SandboxConfig,
     SandboxLimits,
@@ -262,6 +263,67 @@ def test_the_cgroup_parent_is_the_nearest_that_gives_children_memory(tmp_path: P
         delegated_parent(mountinfo, "4:memory:/x\n0::/\n")
     with pytest.raises(OSError, match="no cgroup v2 hierarchy"):
         delegated_parent("", "0::/\n")
+
+
+@pytest.mark.parametrize("kind", sorted(SANDBOXES))
+def test_each_execution_is_launched_into_its_cgroup_after_memory_max_is_set(kind: str, tmp_path: Path) -> None:
+    # The wiring, on a folder laid out as a delegated subtree (this machine's cgroup v2 has no
+    # memory controller): memory.max is written before the code runs, and the sandbox process
+    # itself writes its pid into cgroup.procs before it execs bubblewrap.
+    (tmp_path / "adp").mkdir()
+    memory = SandboxMemory(1024, 4096, cgroups=Cgroups(tmp_path / "adp"))
+
+    async def go() -> list[tuple[int, str]]:
+        sandbox = SANDBOXES[kind](1, memory=memory)
+        seen = []
+        try:
+            for memory_mb in (256, 512):
+                result = await sandbox.exec_python("print('ran')", SandboxLimits(memory_mb=memory_mb))
+                assert result.ok, result.stderr
+                (cgroup,) = [path for path in (tmp_path / "adp").iterdir() if path.is_dir()]
+                limit = int((cgroup / "memory.max").read_text())
+                seen.append((limit, (cgroup / "cgroup.procs").read_text().strip()))
+        finally:
+            await sandbox.aclose()
+        return seen
+
+    (first_max, first_pid), (second_max, second_pid) = asyncio.run(go())
+    assert (first_max, second_max) == (256 * MIB, 512 * MIB)
+    assert first_pid.isdigit() and second_pid.isdigit()
+    # A resident zygote is launched into its slot once; a launch per execution enters each time.
+    assert (first_pid == second_pid) == (kind == "warm")
+
+
+def _cgroup_v2_memory_here() -> bool:
+    memory = SandboxMemory(1024, 4096)
+    try:
+        return memory.cgroups() is not None
+    finally:
+        memory.close()
+
+
+@pytest.mark.skipif(not _cgroup_v2_memory_here(), reason="this machine does not delegate cgroup v2 memory")
+@pytest.mark.parametrize("kind", sorted(SANDBOXES))
+def test_where_cgroup_v2_is_delegated_a_task_s_processes_together_stay_within_memory_mb(kind: str) -> None:
+    # Two processes of 300 MB each fit their address space one by one, not 512 MB together.
+    code = (
+        "import os\n"
+        "child = os.fork()\n"
+        "block = b'x' * (300 << 20)\n"
+        "if child == 0:\n"
+        "    os._exit(0)\n"
+        "print(os.waitpid(child, 0)[1])\n"
+    )
+
+    async def go() -> str:
+        sandbox = SANDBOXES[kind](1, memory=SandboxMemory(1024, 4096))
+        try:
+            result = await sandbox.exec_python(code, SandboxLimits(memory_mb=512))
+        finally:
+            await sandbox.aclose()
+        return result.stdout if result.ok else "killed"
+
+    assert asyncio.run(go()) in {"killed", "9\n"}
 
 
 def test_the_sandbox_memory_settings_reach_the_sandbox_config() -> None:

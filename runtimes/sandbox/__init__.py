@@ -9,6 +9,7 @@ from runtimes.sandbox._base import ExecResult, ExecStatus, Sandbox, SandboxLimit
 from runtimes.sandbox._bwrap import DEFAULT_UID_BASE, BwrapSandbox
 from runtimes.sandbox._memory import (
     DEFAULT_MAX_MEMORY_MB,
+    Cgroups,
     MemoryBudget,
     MemoryControlError,
     SandboxMemory,
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_UID_BASE",
     "SANDBOXES",
     "BwrapSandbox",
+    "Cgroups",
     "ExecResult",
     "ExecStatus",
     "MemoryBudget",

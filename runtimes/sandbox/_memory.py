@@ -186,10 +186,14 @@ class Cgroups:
         with contextlib.suppress(OSError):
             path.rmdir()
 
-    def remove(self) -> None:
-        """Remove the subtree; a cgroup that still has processes (being killed) stays."""
+    def remove_children(self) -> None:
+        """Remove the slots' cgroups; one that still has processes (being killed) stays."""
         for name in list(self._made):
             self.remove_child(name)
+
+    def remove(self) -> None:
+        """Remove the subtree, as far as no process is left in it."""
+        self.remove_children()
         with contextlib.suppress(OSError):
             self.root.rmdir()
 
@@ -335,17 +339,24 @@ class SandboxMemory:
         max_memory_mb: the most one execution may have (``ADP_SANDBOX_MAX_MEMORY_MB``).
         budget_mb: the pool's budget (``ADP_SANDBOX_MEMORY_BUDGET_MB``); None: half the RAM.
         use_cgroups: use cgroup v2 where the machine delegates it (False: the budget alone).
+        cgroups: the subtree to use instead of the one :meth:`Cgroups.create` would make.
     """
 
     def __init__(
-        self, max_memory_mb: int = DEFAULT_MAX_MEMORY_MB, budget_mb: int | None = None, *, use_cgroups: bool = True
+        self,
+        max_memory_mb: int = DEFAULT_MAX_MEMORY_MB,
+        budget_mb: int | None = None,
+        *,
+        use_cgroups: bool = True,
+        cgroups: Cgroups | None = None,
     ) -> None:
         if max_memory_mb < 1:
             raise ValueError(f"the sandbox memory ceiling must be positive, not {max_memory_mb}")
         self.max_memory_mb = max_memory_mb
         self.budget = MemoryBudget(budget_mb if budget_mb is not None else default_budget_mb())
         self._use_cgroups = use_cgroups
-        self._cgroups: Cgroups | None = None
+        self._given = cgroups
+        self._cgroups: Cgroups | None = cgroups
         self._no_cgroups: str | None = None if use_cgroups else "cgroups not used (use_cgroups=False)"
         self._spare: list[str] = []
 
@@ -415,7 +426,9 @@ class SandboxMemory:
 
     def close(self) -> None:
         """Remove the cgroups (call once the sandboxes' processes are gone)."""
-        if self._cgroups is not None:
+        if self._cgroups is self._given and self._given is not None:
+            self._given.remove_children()  # the subtree is the caller's
+        elif self._cgroups is not None:
             self._cgroups.remove()
-            self._cgroups, self._spare = None, []
-            self._no_cgroups = None if self._use_cgroups else self._no_cgroups
+            self._cgroups = None  # made again on next use
+        self._spare = []
