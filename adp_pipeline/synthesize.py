@@ -4,7 +4,8 @@ For one batch: the sampler picks essences (fed back by how earlier children fare
 operators make candidates, and every candidate goes through the filters in order, ending
 accepted or as a ``synthesis_rejects`` row with its stage and reason:
 
-1. ``model`` / ``validation``: the operator gave a valid task (strict ``TaskSpec``);
+1. ``model`` / ``validation``: the operator gave a valid task (strict ``TaskSpec``) whose task-file
+   line ingest accepts (checked by ingest's own parser: line bytes, UTF-8, every field);
 2. ``self_check``: its gold solution passes its own check and a null solution fails it, both
    run on the same execution path as any task (this process, or the Redis workers);
 3. ``dedupe``: it is neither a copy nor a near duplicate of any known task (all batches, all
@@ -12,8 +13,20 @@ accepted or as a ``synthesis_rejects`` row with its stage and reason:
 4. ``guard``: the daily task budget has room.
 
 The generation limit and the daily token budget stop work before a candidate is made: the
-summary says so. Accepted tasks are written atomically as ``synth-<batch>-g<N>.jsonl`` in
-TASKS_DIR, where the sensor picks them up like any task file.
+summary says so. The daily budgets count every row of the UTC day in both tables, this batch's
+earlier materialisations included, so materialising a partition again never resets them.
+
+Accepted is for good. Accepted tasks are written atomically as ``synth-<batch>-g<N>.jsonl`` in
+TASKS_DIR, where the sensor picks them up like any task file; a later materialisation of the
+same batch never replaces that file (it writes ``synth-<batch>-g<N>-r<M>.jsonl``) and adds its
+rows to the batch's partitions, keeping the earlier ones. The dedupe index is a cache of the
+tasks in the lake: on each use it forgets any task no longer there, so a task is either in the
+lake (and its file) or can be proposed again, never neither. Checking the budget, deduplicating,
+writing the files and the rows, and saving the index happen under one lock.
+
+Only tasks that adp's synthesis wrote count as a generation: a person's line may carry a
+``lineage`` (it is kept, as a claim), but such a parent is generation 0 here, so its children
+are generation 1 and the generation limit applies to what adp made.
 """
 
 from __future__ import annotations
@@ -29,11 +42,22 @@ from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import PydanticSerializationError
+
 from adp_pipeline.execute import load_tasks, run_task_specs
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.locks import file_lock
 from adp_pipeline.storage.rows import named, task_line
-from runtimes.core import CandidateError, LLMError, TaskSpec, TokenUsage, Trajectory, write_text_atomically
+from runtimes.core import (
+    RAW_PREVIEW_CHARS,
+    CandidateError,
+    LLMError,
+    TaskSpec,
+    TokenUsage,
+    Trajectory,
+    parse_task_bytes,
+    write_text_atomically,
+)
 from runtimes.llm import LLMClient
 from runtimes.settings import Settings
 from synthesis.dedupe import DedupeIndex, Duplicate
@@ -55,6 +79,7 @@ class Candidate:
     stage: str | None = None  # the filter that rejected it; None while it is in the running
     reason: str = ""
     description: str | None = None  # the text of a task that failed validation
+    line: str | None = None  # its task-file line, once ingest's parser accepted it
 
     def reject(self, stage: str, reason: str) -> None:
         self.stage, self.reason = stage, reason
@@ -91,14 +116,14 @@ def index_path(data_dir: Path) -> Path:
 def synthesize_batch(
     lake: Lake, batch: str, settings: Settings, log: Callable[[str], None] | None = None
 ) -> SynthesisSummary:
-    """Make, filter and write the new tasks of ``batch``'s essences; replace its synthesis rows.
+    """Make, filter and write the new tasks of ``batch``'s essences; add them to its synthesis rows.
 
     ``log`` hears one line per step (what it did, how long it took), for long batches.
     """
     created_at = datetime.now(UTC)
     essences = _load_essences(lake, batch)
     summary = SynthesisSummary(batch, len(essences))
-    tasks_left, tokens_left = _budget_left(lake, batch, settings, created_at)
+    tasks_left, tokens_left = _budget_left(lake, settings, created_at)
     if settings.synth_max_generation == 0:
         summary.stopped.append("synthesis is off (ADP_SYNTH_MAX_GENERATION=0)")
     elif tasks_left <= 0:
@@ -108,7 +133,13 @@ def synthesize_batch(
         with_model = endpoint is not None and tokens_left > 0
         if endpoint is not None and tokens_left <= 0:
             summary.stopped.append(_used_up("ADP_SYNTH_DAILY_TOKENS", settings.synth_daily_tokens, "token"))
-        parents = {task.task_id: task for task in load_tasks(lake, batch)}
+        parents = _as_synthesized(lake, load_tasks(lake, batch))
+        essences = [
+            essence.model_copy(update={"generation": parents[essence.task_id].generation})
+            if essence.task_id in parents
+            else essence
+            for essence in essences
+        ]
         work = plan(
             essences,
             parents,
@@ -126,12 +157,11 @@ def synthesize_batch(
         summary.candidates = [Candidate(job) for job in work.jobs]
         with _timed(summary, "make", log):
             _make(summary, settings, tokens_left, created_at)
+            _check_lines(summary, settings)
         with _timed(summary, "self_check", log):
             _self_check(summary, settings)
-        with _timed(summary, "dedupe", log):
-            _dedupe_and_guard(summary, lake, settings, tasks_left)
-        summary.task_files = _write_task_files(summary, settings.tasks_dir)
-    _store(lake, summary, created_at)
+    with _timed(summary, "dedupe", log) if summary.candidates else contextlib.nullcontext():
+        _dedupe_guard_and_write(summary, lake, settings, created_at)
     return summary
 
 
@@ -163,19 +193,39 @@ def _load_essences(lake: Lake, batch: str) -> list[Essence]:
     ]
 
 
-def _budget_left(lake: Lake, batch: str, settings: Settings, now: datetime) -> tuple[int, int]:
-    """Tasks and tokens left today (UTC), counting every batch but this one (which is replaced)."""
+def _budget_left(lake: Lake, settings: Settings, now: datetime) -> tuple[int, int]:
+    """Tasks and tokens left today (UTC): every row of the day counts, whatever its batch, this
+    batch's earlier materialisations included (their rows are kept), so a re-run cannot reset them."""
     midnight = datetime.combine(now.date(), clock_time(), tzinfo=UTC)
     with lake.connect() as connection:
         accepted, accepted_tokens = connection.execute(
-            "SELECT count(*), coalesce(sum(tokens), 0) FROM synthesized_tasks WHERE created_at >= ? AND batch <> ?",
-            [midnight, batch],
+            "SELECT count(*), coalesce(sum(tokens), 0) FROM synthesized_tasks WHERE created_at >= ?", [midnight]
         ).fetchone() or (0, 0)
         (rejected_tokens,) = connection.execute(
-            "SELECT coalesce(sum(tokens), 0) FROM synthesis_rejects WHERE created_at >= ? AND batch <> ?",
-            [midnight, batch],
+            "SELECT coalesce(sum(tokens), 0) FROM synthesis_rejects WHERE created_at >= ?", [midnight]
         ).fetchone() or (0,)
     return settings.synth_daily_tasks - accepted, settings.synth_daily_tokens - accepted_tokens - rejected_tokens
+
+
+def _as_synthesized(lake: Lake, tasks: list[TaskSpec]) -> dict[str, TaskSpec]:
+    """``tasks`` by id, each with its lineage only if adp's synthesis wrote it (its id and text
+    are in ``synthesized_tasks``): a lineage a person wrote is a claim, and the generation of
+    their task is 0 here, so children and the generation limit count only what adp made."""
+    claimed = [task.task_id for task in tasks if task.lineage is not None]
+    written: set[tuple[str, str]] = set()
+    if claimed:
+        with lake.connect() as connection:
+            rows = connection.execute(
+                "SELECT DISTINCT task_id, description FROM synthesized_tasks WHERE task_id IN (SELECT unnest(?))",
+                [claimed],
+            ).fetchall()
+        written = {(str(task_id), str(description)) for task_id, description in rows}
+    return {
+        task.task_id: task
+        if task.lineage is None or (task.task_id, task.description) in written
+        else task.model_copy(update={"lineage": None})
+        for task in tasks
+    }
 
 
 def _feedback(lake: Lake) -> dict[str, Feedback]:
@@ -285,31 +335,73 @@ def _self_check(summary: SynthesisSummary, settings: Settings) -> None:
             candidate.reject("self_check", problem)
 
 
-def _dedupe_and_guard(summary: SynthesisSummary, lake: Lake, settings: Settings, tasks_left: int) -> None:
+def _check_lines(summary: SynthesisSummary, settings: Settings) -> None:
+    """Reject (``validation``) every made candidate whose task-file line ingest would refuse.
+
+    The line is read back by ingest's own parser with ingest's limits (ADP_MAX_TASK_LINE_BYTES,
+    ADP_SANDBOX_MAX_MEMORY_MB), so synthesis never accepts a task that the next step rejects.
+    """
+    for candidate in summary.candidates:
+        if candidate.stage is not None or candidate.task is None:
+            continue
+        try:
+            line = task_line(candidate.task)
+            data = f"{line}\n".encode()
+        except (PydanticSerializationError, UnicodeEncodeError) as exc:
+            problem: str | None = f"the task cannot be written as UTF-8 text: {str(exc).splitlines()[0]}"
+        else:
+            parsed = parse_task_bytes(
+                data,
+                source_name="candidate",
+                max_line_bytes=settings.max_task_line_bytes,
+                max_memory_mb=settings.sandbox_max_memory_mb,
+            )
+            problem = parsed.rejected[0].reason if parsed.rejected else None
+        if problem is None:
+            candidate.line = line
+        else:
+            candidate.reject("validation", problem)
+            candidate.description = candidate.task.description
+
+
+def _dedupe_guard_and_write(summary: SynthesisSummary, lake: Lake, settings: Settings, created_at: datetime) -> None:
     """Check the passing candidates against every known task and each other, then the task
-    budget; the accepted join the persisted index. One process at a time holds the index."""
+    budget; write the accepted tasks' files and every candidate's row; the accepted join the index.
+
+    All under one lock, in an order that never puts the index ahead of the lake: the budget and
+    the known tasks are read, the files and rows written, and only then the index saved. A
+    crash before the save loses nothing: the next :meth:`DedupeIndex.sync` adds what the lake has.
+    """
     passing = [c for c in summary.candidates if c.stage is None and c.task is not None]
-    if not passing:
-        return
     path = index_path(settings.data_dir)
     with file_lock(path.with_suffix(".lock")):
-        index = DedupeIndex.load(path, settings.synth_dedup_threshold)
-        index.threshold = settings.synth_dedup_threshold
-        _add_known_tasks(index, lake)
-        texts = [c.task.description for c in passing if c.task]
-        accepted: list[Candidate] = []
-        used_up = _used_up("ADP_SYNTH_DAILY_TASKS", settings.synth_daily_tasks, "task")
-        for candidate, verdict in zip(passing, index.check(texts), strict=True):
-            if verdict is not None:
-                candidate.reject("dedupe", _duplicate_reason(verdict, passing))
-            elif len(accepted) >= tasks_left:
-                candidate.reject("guard", used_up)
-            else:
-                accepted.append(candidate)
-        if any(c.stage == "guard" for c in passing):
-            summary.stopped.append(used_up)
-        index.add([c.task.task_id for c in accepted if c.task], [c.task.description for c in accepted if c.task])
-        index.save(path)
+        index: DedupeIndex | None = None
+        if passing:
+            index = DedupeIndex.load(path, settings.synth_dedup_threshold)
+            index.threshold = settings.synth_dedup_threshold
+            index.sync(known_tasks(lake))
+            tasks_left, _ = _budget_left(lake, settings, created_at)
+            used_up = _used_up("ADP_SYNTH_DAILY_TASKS", settings.synth_daily_tasks, "task")
+            accepted = 0
+            for candidate, verdict in zip(
+                passing, index.check([c.task.description for c in passing if c.task]), strict=True
+            ):
+                if verdict is not None:
+                    candidate.reject("dedupe", _duplicate_reason(verdict, passing))
+                elif accepted >= tasks_left:
+                    candidate.reject("guard", used_up)
+                else:
+                    accepted += 1
+            if any(c.stage == "guard" for c in passing):
+                summary.stopped.append(used_up)
+        earlier = _partition_rows(lake, "synthesized_tasks", summary.batch)
+        taken = {str(row["task_file"]) for row in earlier}
+        files = _write_task_files(summary, settings.tasks_dir, taken)
+        summary.task_files = list(files.values())
+        _store(lake, summary, created_at, files, earlier)
+        if index is not None:
+            index.add([task.task_id for task in summary.accepted], [task.description for task in summary.accepted])
+            index.save(path)
 
 
 def known_tasks(lake: Lake, *, except_batch: str | None = None) -> dict[str, str]:
@@ -325,13 +417,6 @@ def known_tasks(lake: Lake, *, except_batch: str | None = None) -> dict[str, str
     return dict(rows)
 
 
-def _add_known_tasks(index: DedupeIndex, lake: Lake) -> None:
-    """Every known task the index has not seen yet."""
-    seen = set(index.keys)
-    new = {task_id: text for task_id, text in known_tasks(lake).items() if task_id not in seen}
-    index.add(list(new), list(new.values()))
-
-
 def _duplicate_reason(verdict: Duplicate, passing: list[Candidate]) -> str:
     of = verdict.of
     if of.startswith("#"):  # an earlier candidate of this batch
@@ -344,22 +429,44 @@ def _duplicate_reason(verdict: Duplicate, passing: list[Candidate]) -> str:
     return f"near duplicate of {of} (estimated Jaccard similarity {verdict.similarity:.2f})"
 
 
-def _write_task_files(summary: SynthesisSummary, tasks_dir: Path) -> list[Path]:
-    """One ``synth-<batch>-g<N>.jsonl`` per generation, written aside and renamed into place (the
-    sensor never reads half a file)."""
-    by_generation: dict[int, list[TaskSpec]] = {}
-    for task in summary.accepted:
-        by_generation.setdefault(task.generation, []).append(task)
-    written: list[Path] = []
-    for generation, tasks in sorted(by_generation.items()):
-        target = Path(tasks_dir).absolute() / f"synth-{summary.batch}-g{generation}.jsonl"
-        write_text_atomically(target, "".join(task_line(task) + "\n" for task in tasks))
-        written.append(target)
+def _write_task_files(summary: SynthesisSummary, tasks_dir: Path, taken: set[str]) -> dict[int, Path]:
+    """One file per generation, written aside and renamed into place (the sensor never reads
+    half a file): ``synth-<batch>-g<N>.jsonl``, or, when that name exists or an earlier
+    materialisation of the batch used it (``taken``), ``synth-<batch>-g<N>-r<M>.jsonl`` with the
+    first free ``M`` from 2: a task file adp wrote is never replaced."""
+    by_generation: dict[int, list[Candidate]] = {}
+    for candidate in summary.candidates:
+        if candidate.stage is None and candidate.task is not None:
+            by_generation.setdefault(candidate.task.generation, []).append(candidate)
+    folder = Path(tasks_dir).absolute()
+    written: dict[int, Path] = {}
+    for generation, candidates in sorted(by_generation.items()):
+        stem = f"synth-{summary.batch}-g{generation}"
+        target = folder / f"{stem}.jsonl"
+        rerun = 1
+        while target.exists() or str(target) in taken:
+            rerun += 1
+            target = folder / f"{stem}-r{rerun}.jsonl"
+        write_text_atomically(target, "".join(f"{candidate.line}\n" for candidate in candidates))
+        written[generation] = target
     return written
 
 
-def _store(lake: Lake, summary: SynthesisSummary, created_at: datetime) -> None:
-    files = {generation: path for path in summary.task_files for generation in [_generation_of(path)]}
+def _partition_rows(lake: Lake, table: str, batch: str) -> list[dict[str, Any]]:
+    """The rows of ``table``'s partition ``batch`` as they are stored (without the ``batch`` column)."""
+    with lake.connect() as connection:
+        return named(connection.execute(f"SELECT * EXCLUDE (batch) FROM {table} WHERE batch = ?", [batch]))
+
+
+def _store(
+    lake: Lake,
+    summary: SynthesisSummary,
+    created_at: datetime,
+    files: dict[int, Path],
+    earlier_accepted: list[dict[str, Any]],
+) -> None:
+    """The batch's partitions become their earlier rows plus this materialisation's: the lake
+    replaces a partition whole, so keeping what an earlier run accepted (and spent) is done here."""
     accepted, rejects = [], []
     for candidate in summary.candidates:
         job, task = candidate.job, candidate.task
@@ -368,17 +475,17 @@ def _store(lake: Lake, summary: SynthesisSummary, created_at: datetime) -> None:
             "mutation": job.operator,
             "parent_task_ids": [parent.task_id for parent in job.parents],
             "essence_ids": [essence.essence_id for essence in job.essences],
-            "description": task.description if task else candidate.description,
             "tokens": candidate.tokens,
             "created_at": created_at,
         }
-        if candidate.stage is None and task is not None:
+        if candidate.stage is None and task is not None and candidate.line is not None:
             accepted.append(
                 {
                     **common,
                     "task_id": task.task_id,
                     "generation": task.generation,
-                    "task": task_line(task),
+                    "description": task.description,
+                    "task": candidate.line,
                     "task_file": str(files[task.generation]),
                 }
             )
@@ -389,15 +496,23 @@ def _store(lake: Lake, summary: SynthesisSummary, created_at: datetime) -> None:
                     "candidate_id": task.task_id if task else None,
                     "stage": candidate.stage,
                     "reason": candidate.reason,
-                    "task": task_line(task) if task else None,
+                    # A candidate with a valid line has a bounded text; any other, the model's text.
+                    "description": task.description if task and candidate.line else _preview(candidate.description),
+                    "task": candidate.line,
                 }
             )
-    lake.write_partition("synthesized_tasks", summary.batch, accepted)
-    lake.write_partition("synthesis_rejects", summary.batch, rejects)
+    earlier_rejects = _partition_rows(lake, "synthesis_rejects", summary.batch)
+    lake.write_partition("synthesized_tasks", summary.batch, [*earlier_accepted, *accepted])
+    lake.write_partition("synthesis_rejects", summary.batch, [*earlier_rejects, *rejects])
 
 
-def _generation_of(path: Path) -> int:
-    return int(path.stem.rsplit("-g", 1)[1])
+def _preview(text: str | None) -> str | None:
+    """At most RAW_PREVIEW_CHARS of a text that was not accepted as a task (as ingest keeps of a
+    rejected line), with anything that is not UTF-8 escaped: a model's text may be neither short
+    nor valid."""
+    if text is None:
+        return None
+    return text[:RAW_PREVIEW_CHARS].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _oracle(settings: Settings) -> Settings:

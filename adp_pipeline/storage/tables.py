@@ -142,10 +142,17 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
+# A row ``t`` of ``tasks`` that adp's synthesis wrote: its id and text are an accepted row of
+# ``synthesized_tasks``. A ``lineage`` on a line a person wrote is kept as a claim, but only
+# these tasks count as a synthesized generation (the view below, the synthesis checks).
+WRITTEN_BY_SYNTHESIS = (
+    "EXISTS (SELECT 1 FROM synthesized_tasks s WHERE s.task_id = t.task_id AND s.description = t.description)"
+)
+
 # Views computed from the tables (created after them, in the catalog and every lake connection).
 DERIVED_VIEWS: dict[str, str] = {
     # Success of synthesized tasks by generation, mutation and type: the loop's feedback.
-    "synthesis_stats": """
+    "synthesis_stats": f"""
         SELECT t.generation,
                json_extract_string(t.lineage, '$.mutation') AS mutation,
                t.task_type,
@@ -155,7 +162,7 @@ DERIVED_VIEWS: dict[str, str] = {
                succeeded / nullif(ran, 0) AS success_rate
         FROM tasks t
         LEFT JOIN trajectories r ON r.batch = t.batch AND r.task_id = t.task_id
-        WHERE t.generation > 0
+        WHERE {WRITTEN_BY_SYNTHESIS}
         GROUP BY ALL
         ORDER BY ALL
     """,

@@ -68,6 +68,7 @@ from runtimes.core._taskfile import (
     ParsedTaskFile,
     RejectedLine,
     memory_over_ceiling,
+    parse_task_bytes,
     parse_task_file,
     reject_known_task_ids,
 )
@@ -134,6 +135,7 @@ __all__ = [
     "memory_over_ceiling",
     "parse_browser_action",
     "parse_endpoint",
+    "parse_task_bytes",
     "parse_task_file",
     "reject_known_task_ids",
     "write_text_atomically",

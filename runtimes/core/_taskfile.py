@@ -7,6 +7,7 @@ at fault (when one is), a reason a person can act on, and a bounded preview of i
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -97,6 +98,24 @@ def parse_task_file(
             return _parse_lines(lines, name, max_line_bytes, default_timeout, max_memory_mb=max_memory_mb)
     except OSError as exc:
         raise TaskFileError(f"{name}: cannot read task file: {exc.strerror or exc}") from exc
+
+
+def parse_task_bytes(
+    data: bytes,
+    *,
+    source_name: str,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    default_timeout: int | None = None,
+    max_memory_mb: int | None = None,
+) -> ParsedTaskFile:
+    """Parse task-file content held in memory exactly as :func:`parse_task_file` parses a file
+    (the same arguments).
+
+    A writer of task files (synthesis) checks its lines with this before it writes them, so it
+    never accepts a line that ingest would then refuse: one parser, one set of limits.
+    """
+    lines = _read_lines(io.BytesIO(data), max_line_bytes)
+    return _parse_lines(lines, source_name, max_line_bytes, default_timeout, max_memory_mb=max_memory_mb)
 
 
 def reject_known_task_ids(parsed: ParsedTaskFile, known: Mapping[str, str]) -> ParsedTaskFile:

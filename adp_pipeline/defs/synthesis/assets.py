@@ -40,7 +40,8 @@ def task_essences(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Mat
     deps=[task_essences],
     kinds={"python", "parquet"},
     description="New tasks mutated from the batch's essences, each verified by execution and deduplicated; "
-    "written to TASKS_DIR as synth-<batch>-g<N>.jsonl, where the sensor runs them.",
+    "written to TASKS_DIR as synth-<batch>-g<N>.jsonl (synth-<batch>-g<N>-r<M>.jsonl when materialised again: "
+    "accepted tasks are kept), where the sensor runs them.",
     check_specs=CHECK_SPECS,
 )
 def synthesized_tasks(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:

@@ -4,6 +4,7 @@ import dagster as dg
 
 from adp_pipeline.defs.markdown import markdown_table
 from adp_pipeline.defs.resources import AdpResource
+from adp_pipeline.storage.tables import WRITTEN_BY_SYNTHESIS
 from adp_pipeline.synthesize import known_tasks
 from synthesis.dedupe import DedupeIndex
 
@@ -13,8 +14,8 @@ CHECK_SPECS = [
     dg.AssetCheckSpec(
         "synthesized_success_per_generation",
         asset="synthesized_tasks",
-        description="The synthesized tasks this batch ran (generation >= 1) were verified at a rate of at "
-        "least ADP_SYNTH_MIN_SUCCESS, per generation.",
+        description="The synthesized tasks this batch ran (generation >= 1, written by adp's synthesis) were "
+        "verified at a rate of at least ADP_SYNTH_MIN_SUCCESS, per generation.",
     ),
     dg.AssetCheckSpec(
         "accepted_near_duplicate_rate",
@@ -34,7 +35,7 @@ def synthesized_success_per_generation(adp: AdpResource, batch: str) -> dg.Asset
         rates = connection.execute(
             "SELECT t.generation, count(*), count(*) FILTER (WHERE r.success AND coalesce(r.verified, false)) "
             "FROM tasks t JOIN trajectories r USING (batch, task_id) "
-            "WHERE t.batch = ? AND t.generation > 0 GROUP BY 1 ORDER BY 1",
+            f"WHERE t.batch = ? AND {WRITTEN_BY_SYNTHESIS} GROUP BY 1 ORDER BY 1",
             [batch],
         ).fetchall()
     below = [generation for generation, n, ok in rates if ok / n < adp.synth_min_success]
