@@ -1,28 +1,16 @@
-"""Small charts for the Dagster UI: a bar chart as a PNG, embedded in markdown metadata as a data
-URI (the UI renders markdown images), with the numbers as a table beside it. No plotting
-library: the PNG is drawn and encoded here (zlib and CRCs from the standard library)."""
+"""Small charts for the Dagster UI: a bar chart as a PNG, which ``defs/markdown.py`` embeds in
+Markdown metadata as a data URI (the UI renders Markdown images), with the numbers as a table
+beside it. No plotting library: the PNG is drawn and encoded here (zlib and CRCs from the
+standard library)."""
 
 from __future__ import annotations
 
-import base64
 import struct
 import zlib
 from collections.abc import Sequence
 
 _WIDTH, _BAR, _GAP, _MARGIN = 360, 12, 4, 4
 _BACKGROUND, _BAR_COLOUR, _TRACK = (255, 255, 255), (79, 124, 196), (232, 236, 244)
-
-
-def bar_chart_markdown(title: str, labels: Sequence[str], values: Sequence[float], *, percent: bool = False) -> str:
-    """Markdown: the title, a horizontal bar per label (top to bottom, in order) and the table of
-    labels and values (what each bar is, for readers that do not render images)."""
-    if not values:
-        return f"**{title}**: no data"
-    image = base64.b64encode(bar_chart_png(values, full_scale=1.0 if percent else None)).decode()
-    rows = [f"| {label} | {_format(value, percent)} |" for label, value in zip(labels, values, strict=True)]
-    return "\n".join(
-        [f"**{title}**", "", f"![{title}](data:image/png;base64,{image})", "", "| | |", "|---|---|", *rows]
-    )
 
 
 def bar_chart_png(values: Sequence[float], *, full_scale: float | None = None) -> bytes:
@@ -49,5 +37,6 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def _format(value: float, percent: bool) -> str:
+def format_value(value: float, percent: bool) -> str:
+    """A bar's number as its table shows it."""
     return f"{value:.0%}" if percent else f"{value:g}"

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from runtimes.core import AdpError, TaskType
+from runtimes.core import AdpError, TaskType, redact
 from runtimes.llm import POLICY_NAMES
 from runtimes.settings import Settings
 
@@ -36,7 +36,7 @@ def _out() -> Console:
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"adp: error: {printable(message)}", err=True)
+    click.echo(f"adp: error: {printable(redact(message))}", err=True)
     raise SystemExit(code)
 
 
@@ -50,8 +50,9 @@ def printable(text: str) -> str:
 
 
 def _cell(value: object) -> Text:
-    """A table cell that shows ``value`` as it is: never read as rich markup, controls escaped."""
-    return Text(printable(str(value)))
+    """A table cell that shows ``value`` as it is, but for its secrets (redacted): never read as
+    rich markup, controls escaped. (``adp query --format csv|json`` give stored values exactly.)"""
+    return Text(printable(redact(str(value))))
 
 
 def _require_writable(data_dir: Path) -> None:
@@ -151,7 +152,8 @@ def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None, mode
         _print_run_summary(succeeded, settings)
     failed = [run for run in runs if not run.success]
     for run in failed:
-        click.echo(printable(f"adp: error: {run.registered.source_path}: {run.failure} (run {run.run_id})"), err=True)
+        message = f"adp: error: {run.registered.source_path}: {run.failure} (run {run.run_id})"
+        click.echo(printable(redact(message)), err=True)
     if failed:
         raise SystemExit(1)
 
@@ -476,7 +478,7 @@ def worker(runtime: str, name: str | None, metrics_port: int | None) -> None:
     """Consume tasks:<runtime> from REDIS_URL and run them; drains on SIGTERM."""
     import redis
 
-    from runtimes.scale import display_url, run_worker
+    from runtimes.scale import run_worker
 
     settings = _settings(None)
     if metrics_port is not None:
@@ -486,4 +488,4 @@ def worker(runtime: str, name: str | None, metrics_port: int | None) -> None:
     except AdpError as exc:
         _fail(f"worker {runtime}: {exc}")
     except redis.ConnectionError as exc:
-        _fail(f"worker {runtime}: cannot reach Redis at {display_url(settings.redis_url)}: {exc}")
+        _fail(f"worker {runtime}: cannot reach Redis at {settings.redis_url}: {exc}")  # _fail redacts

@@ -13,10 +13,9 @@ from pathlib import Path
 import redis
 
 from adp_pipeline.storage import unwritable_reason
-from runtimes.core import ConfigError
+from runtimes.core import ConfigError, redact
 from runtimes.llm import HOW_TO_CONFIGURE, LLMConfig
 from runtimes.sandbox import SandboxConfig, physical_memory_mb
-from runtimes.scale import display_url
 from runtimes.settings import Settings
 
 _SETUP_HINT = "run `make setup` as root (it installs bubblewrap, chromium and redis-server) or"
@@ -110,9 +109,9 @@ def _redis(url: str) -> CheckResult:
     server = shutil.which("redis-server")
     try:
         redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
-        reachable = f"{display_url(url)} answers"
+        reachable = f"{redact(url)} answers"
     except (redis.RedisError, ValueError) as exc:
-        reachable = f"{display_url(url)} unreachable ({type(exc).__name__}); only `--mode redis` needs it"
+        reachable = f"{redact(url)} unreachable ({type(exc).__name__}); only `--mode redis` needs it"
     if server is None:
         fix = f"{_SETUP_HINT} `apt-get install -y redis-server`; the tests start their own"
         return CheckResult("redis (scale-out)", Status.FAIL, f"redis-server not found; {reachable}", fix)
@@ -130,11 +129,12 @@ def _llm(config: LLMConfig) -> CheckResult:
     try:
         endpoint = config.endpoint()
     except ConfigError as exc:
-        return CheckResult("LLM (policy llm)", Status.FAIL, str(exc), HOW_TO_CONFIGURE)
+        return CheckResult("LLM (policy llm)", Status.FAIL, redact(str(exc)), HOW_TO_CONFIGURE)
     if endpoint is None:
         detail = "none configured: only the oracle and mock policies can run"
         return CheckResult("LLM (policy llm)", Status.WARN, detail, HOW_TO_CONFIGURE)
-    return CheckResult("LLM (policy llm)", Status.OK, f"{endpoint.provider}: {endpoint.model} at {endpoint.base_url}")
+    detail = f"{endpoint.provider}: {endpoint.model} at {redact(endpoint.base_url)}"
+    return CheckResult("LLM (policy llm)", Status.OK, detail)
 
 
 def _run(command: list[str], line_with: str = "") -> tuple[bool, str]:

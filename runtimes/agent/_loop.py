@@ -37,6 +37,7 @@ from runtimes.core import (
     Trajectory,
     VerifierResult,
     parse_browser_action,
+    redact,
 )
 from runtimes.llm import Policy, Turn
 from runtimes.sandbox import ExecResult, Sandbox, SandboxLimits
@@ -103,6 +104,8 @@ async def run_task(
             error = await _loop(run, policy, sandbox, sandbox_limits, tools, limits)
             if error is None:
                 verifier = await verify_task(task, run.answer, run.last_good_code, sandbox, sandbox_limits, session)
+                if verifier is not None:  # details are for people: a page URL's token is not shown
+                    verifier = verifier.model_copy(update={"details": redact(verifier.details)})
                 if verifier is not None and not verifier.passed:
                     error = (ErrorType.RUNTIME_ERROR, f"verification failed: {verifier.details}")
     except TimeoutError:
@@ -130,7 +133,7 @@ async def run_task(
         steps=run.steps,
         final_result=run.answer or "",
         error_type=error[0] if error else None,
-        error_message=error[1] if error else None,
+        error_message=redact(error[1]) if error else None,  # text for people; the steps keep what happened
         total_duration=time.monotonic() - started,
         metadata=metadata,
         messages=run.messages,
@@ -168,7 +171,7 @@ async def _browser_session(task: TaskSpec, browser: BrowserPool | None) -> Async
 def failed_trajectory(task: TaskSpec, policy: Policy, error_type: ErrorType, message: str) -> Trajectory:
     """The trajectory of a task that could not run at all under ``policy``."""
     return Trajectory.failed(
-        task, error_type, message, policy=policy.name, model=policy.model, provider=policy.provider
+        task, error_type, redact(message), policy=policy.name, model=policy.model, provider=policy.provider
     )
 
 

@@ -1,5 +1,6 @@
 """The wire format (tasks, steps, trajectories, the browser tool's typed actions), adp's
-exception tree, the task-file parser and URL rules: what every other part of adp shares.
+exception tree, the task-file parser, URL rules and the redaction of secrets from text shown to
+people: what every other part of adp shares.
 Imports nothing else of adp."""
 
 from runtimes.core._actions import (
@@ -60,6 +61,7 @@ from runtimes.core._protocol import (
     VerifierResult,
     Verify,
 )
+from runtimes.core._redact import redact
 from runtimes.core._taskfile import (
     DEFAULT_MAX_LINE_BYTES,
     RAW_PREVIEW_CHARS,
@@ -137,6 +139,7 @@ __all__ = [
     "parse_endpoint",
     "parse_task_bytes",
     "parse_task_file",
+    "redact",
     "reject_known_task_ids",
     "write_text_atomically",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from runtimes.core import LLMAttempt, LLMError, TokenUsage
+from runtimes.core import LLMAttempt, LLMError, TokenUsage, redact
 from runtimes.llm._cache import ResponseCache, request_key
 from runtimes.llm._config import LLMEndpoint
 
@@ -109,7 +109,7 @@ class LLMClient:
                 continue
             except self._refused as exc:
                 attempts.append(_failed(attempt, exc, started))
-                refused = f"{self.endpoint.provider} refused the request: HTTP {exc.status_code}: {exc.message}"
+                refused = f"{self.endpoint.provider} refused the request: HTTP {exc.status_code}: {redact(exc.message)}"
                 raise LLMError(refused, attempts) from exc
             attempts.append(LLMAttempt(attempt=attempt, status=200, duration=time.monotonic() - started))
             body = completion.model_dump(mode="json", exclude_none=True)
@@ -156,9 +156,12 @@ def _response(
 def _failed(attempt: int, exc: Exception, started: float) -> LLMAttempt:
     status = getattr(exc, "status_code", None)
     return LLMAttempt(
-        attempt=attempt, status=status, error=f"{type(exc).__name__}: {exc}", duration=time.monotonic() - started
+        attempt=attempt,
+        status=status,
+        error=redact(f"{type(exc).__name__}: {exc}"),
+        duration=time.monotonic() - started,
     )
 
 
 def _give_up(endpoint: LLMEndpoint, attempts: list[LLMAttempt]) -> str:
-    return f"{endpoint.provider} at {endpoint.base_url} failed {len(attempts)} times; last: {attempts[-1].error}"
+    return f"{endpoint.provider} at {endpoint.shown_url} failed {len(attempts)} times; last: {attempts[-1].error}"

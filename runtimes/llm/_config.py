@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, SecretStr
 
-from runtimes.core import ConfigError
+from runtimes.core import ConfigError, redact
 
 if TYPE_CHECKING:
     from runtimes.llm._cache import ResponseCache
@@ -22,8 +22,18 @@ HOW_TO_CONFIGURE = (
 class LLMEndpoint(BaseModel):
     provider: str
     base_url: str
+    """As configured, credentials included: what the client connects to, never what is shown."""
     model: str
     api_key: str = Field(repr=False)
+
+    @property
+    def shown_url(self) -> str:
+        """``base_url`` fit to show or store: its user information and secret parameters redacted."""
+        return redact(self.base_url)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, self.shown_url if name == "base_url" else value
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,12 @@ class LLMConfig(BaseModel):
     max_concurrency: int = 16
     max_attempts: int = 5
     backoff_base: float = 0.5
+
+    def __repr_args__(self) -> Any:
+        # URLs may carry credentials (``user:pass@``, ``?api_key=``); keys are SecretStr already.
+        for name, value in super().__repr_args__():
+            is_url = isinstance(value, str) and name is not None and name.endswith(("_url", "_base"))
+            yield name, redact(value) if is_url else value
 
     def endpoint(self) -> LLMEndpoint | None:
         """The endpoint this configures, or None when it configures none.

@@ -12,7 +12,6 @@ collector keeps the first result per task, so a result delivered twice is stored
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,30 +49,6 @@ class Delivery:
     policy: str
     task: TaskSpec
     deliveries: int
-
-
-_SECRET_PARAMETER = re.compile(
-    r"(?i)([?&;](?:password|passwd|pass|pwd|secret|token|access_token|api_?key|auth)=)[^&;]*"
-)
-_HOST_AND_REST = re.compile(r"^[\w.\-\[\]:%]*(?:[/?].*)?$", re.DOTALL)
-
-
-def display_url(url: str) -> str:
-    """``url`` fit for logs and errors: every secret replaced by ``***``.
-
-    The password of the user information, whatever characters it holds (``#``, ``/``, ``@``
-    or ``?`` in a password break ordinary URL parsing, so the split is the last ``@`` that a
-    host follows), and the value of any ``password=``, ``token=``, ``key=``-like parameter.
-    """
-    scheme, separator, rest = url.partition("://")
-    if separator:
-        for at in reversed([i for i, ch in enumerate(rest) if ch == "@"]):
-            if _HOST_AND_REST.match(rest[at + 1 :]):
-                user, colon, _ = rest[:at].partition(":")
-                rest = f"{user}:***@{rest[at + 1 :]}" if colon else f"***@{rest[at + 1 :]}"
-                break
-        url = f"{scheme}://{rest}"
-    return _SECRET_PARAMETER.sub(r"\1***", url)
 
 
 class BrokerConfig(BaseModel):

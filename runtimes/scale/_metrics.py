@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from runtimes.core import Trajectory
+from runtimes.core import Trajectory, redact
 
 
 class WorkerMetrics:
@@ -55,7 +55,7 @@ class WorkerMetrics:
         if trajectory.error_type is not None:
             self.tasks_failed.labels(runtime, trajectory.error_type.value).inc()
         self.task_duration.labels(runtime).observe(trajectory.total_duration)
-        provider = trajectory.provider or "unknown"
+        provider = redact(trajectory.provider or "unknown")  # a label is text people read, like a log line
         for call in trajectory.llm_calls:
             (self.cache_hits if call.cached else self.cache_misses).inc()
             self.llm_requests.labels(provider).inc(call.requests)

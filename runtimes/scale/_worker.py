@@ -17,7 +17,7 @@ from typing import Any, cast
 import redis
 
 from runtimes.agent import TOOLS_BY_TYPE, AgentLimits, run_tasks
-from runtimes.core import TaskSpec, TaskType
+from runtimes.core import TaskSpec, TaskType, redact
 from runtimes.llm import Policy
 from runtimes.scale._broker import GROUP, BrokerConfig, Delivery, task_stream
 from runtimes.scale._metrics import WorkerMetrics, serve
@@ -70,7 +70,7 @@ class Worker:
                     delivery = await asyncio.to_thread(self.consumer.next, 500)
                 except redis.RedisError as exc:  # Redis restarting: wait for it, lose nothing
                     self.metrics.runtime_health.labels(runtime).set(0)
-                    print(f"worker {self.name}: redis unavailable ({exc}); retrying", flush=True)
+                    print(redact(f"worker {self.name}: redis unavailable ({exc}); retrying"), flush=True)
                     await asyncio.sleep(_REDIS_RETRY)
                     continue
                 self.metrics.runtime_health.labels(runtime).set(1)
@@ -109,7 +109,7 @@ class Worker:
                 await asyncio.to_thread(self.consumer.publish, delivery, trajectory)
             except redis.RedisError as exc:
                 # Not acked, so the message stays pending and is reclaimed and run again.
-                print(f"worker {self.name}: cannot publish {delivery.task.task_id} ({exc})", flush=True)
+                print(redact(f"worker {self.name}: cannot publish {delivery.task.task_id} ({exc})"), flush=True)
                 return
             self.metrics.record(runtime, trajectory)
         finally:

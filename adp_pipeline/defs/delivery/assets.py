@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from adp_pipeline.defs.markdown import markdown_table
+from adp_pipeline.defs.markdown import failures_redacted, for_people, markdown_code, markdown_table
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.defs.trajectories.assets import trajectories
 from adp_pipeline.export import export_training_set
@@ -20,6 +20,7 @@ _EXCLUDED_SHOWN = 20
     description="The training set: one verified trajectory per task across all batches, in ADP_EXPORT_FORMAT, "
     "with a deterministic train/validation split; written to <data>/exports/training_dataset.parquet.",
 )
+@failures_redacted()
 def training_dataset(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
     settings = adp.settings()
     out = adp.data_path / "exports" / "training_dataset.parquet"
@@ -38,12 +39,10 @@ def training_dataset(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.
         "by_split": dg.MetadataValue.json(dict(summary.by_split)),
         "by_type": markdown_table(("type", "records"), sorted(summary.by_type.items())),
         "left_out": dg.MetadataValue.int(len(summary.excluded)),
-        "sample": dg.MetadataValue.md(
-            f"```json\n{json.dumps(summary.sample, ensure_ascii=False, indent=1)[:_SAMPLE_CHARS]}\n```"
-            if summary.sample
-            else "(no records)"
-        ),
+        "sample": markdown_code(json.dumps(summary.sample, ensure_ascii=False, indent=1), "json", limit=_SAMPLE_CHARS)
+        if summary.sample
+        else dg.MetadataValue.text("(no records)"),
     }
     if summary.excluded:
         metadata["left_out_reasons"] = markdown_table(("task", "reason"), summary.excluded, shown=_EXCLUDED_SHOWN)
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=for_people(metadata))

@@ -2,12 +2,14 @@
 
 import dagster as dg
 
+from adp_pipeline.defs.markdown import failures_redacted, for_people
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.defs.synthesis.checks import CHECK_SPECS, evaluate_checks
 from adp_pipeline.defs.trajectories.assets import trajectories
 from adp_pipeline.essences import extract_batch_essences
 from adp_pipeline.synthesize import STAGES, synthesize_batch
+from runtimes.core import redact
 
 
 @dg.asset(
@@ -17,6 +19,7 @@ from adp_pipeline.synthesize import STAGES, synthesize_batch
     kinds={"python", "parquet"},
     description="One essence per verified trajectory (seed 004): type, tools, steps, verifier, success pattern.",
 )
+@failures_redacted()
 def task_essences(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
     summary = extract_batch_essences(adp.lake(), context.partition_key, adp.settings())
     context.log.info(f"{len(summary.essences)} essences from {summary.trajectories} trajectories")
@@ -24,13 +27,15 @@ def task_essences(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Mat
         context.log.warning(f"the model gave no valid essence for {len(summary.model_failures)} tasks: structural")
     sample = summary.essences[0].model_dump(mode="json") if summary.essences else {}
     return dg.MaterializeResult(
-        metadata={
-            "trajectories": dg.MetadataValue.int(summary.trajectories),
-            "essences": dg.MetadataValue.int(len(summary.essences)),
-            "by_type": dg.MetadataValue.json(summary.by_type),
-            "model_failures": dg.MetadataValue.int(len(summary.model_failures)),
-            "sample": dg.MetadataValue.json(sample),
-        }
+        metadata=for_people(
+            {
+                "trajectories": dg.MetadataValue.int(summary.trajectories),
+                "essences": dg.MetadataValue.int(len(summary.essences)),
+                "by_type": dg.MetadataValue.json(summary.by_type),
+                "model_failures": dg.MetadataValue.int(len(summary.model_failures)),
+                "sample": dg.MetadataValue.json(sample),
+            }
+        )
     )
 
 
@@ -44,17 +49,20 @@ def task_essences(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Mat
     "accepted tasks are kept), where the sensor runs them.",
     check_specs=CHECK_SPECS,
 )
+@failures_redacted()
 def synthesized_tasks(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
-    summary = synthesize_batch(adp.lake(), context.partition_key, adp.settings(), log=context.log.info)
+    summary = synthesize_batch(
+        adp.lake(), context.partition_key, adp.settings(), log=lambda message: context.log.info(redact(message))
+    )
     accepted = summary.accepted
     context.log.info(
         f"{len(summary.candidates)} candidates from {summary.essences} essences: {len(accepted)} accepted, "
         f"rejected by stage {summary.rejected or 'none'}"
     )
     for path in summary.task_files:
-        context.log.info(f"wrote {path}")
+        context.log.info(redact(f"wrote {path}"))
     for reason in summary.stopped:
-        context.log.warning(f"loop guard: {reason}")
+        context.log.warning(redact(f"loop guard: {reason}"))
     metadata: dict[str, dg.MetadataValue] = {
         "essences": dg.MetadataValue.int(summary.essences),
         "candidates": dg.MetadataValue.int(len(summary.candidates)),
@@ -67,4 +75,6 @@ def synthesized_tasks(context: dg.AssetExecutionContext, adp: AdpResource) -> dg
         "seconds": dg.MetadataValue.json(summary.seconds),
         "sample": dg.MetadataValue.json(accepted[0].model_dump(mode="json", exclude_none=True) if accepted else {}),
     }
-    return dg.MaterializeResult(metadata=metadata, check_results=evaluate_checks(adp, context.partition_key))
+    return dg.MaterializeResult(
+        metadata=for_people(metadata), check_results=evaluate_checks(adp, context.partition_key)
+    )

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from adp_pipeline.defs.markdown import markdown_table
+from adp_pipeline.defs.markdown import for_people, markdown_table
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.storage.tables import WRITTEN_BY_SYNTHESIS
 from adp_pipeline.synthesize import known_tasks
@@ -51,7 +51,7 @@ def synthesized_success_per_generation(adp: AdpResource, batch: str) -> dg.Asset
             if not rates
             else (f"below {adp.synth_min_success:.0%} in generation {below}" if below else None)
         ),
-        metadata={"threshold": adp.synth_min_success, "rates": table},
+        metadata=for_people({"threshold": adp.synth_min_success, "rates": table}),
     )
 
 
@@ -63,7 +63,9 @@ def accepted_near_duplicate_rate(adp: AdpResource, batch: str) -> dg.AssetCheckR
         ).fetchall()
     if not accepted:  # nothing to compare: skip reading and hashing every known task
         return dg.AssetCheckResult(
-            check_name="accepted_near_duplicate_rate", passed=True, metadata={"accepted": 0, "duplicates": 0}
+            check_name="accepted_near_duplicate_rate",
+            passed=True,
+            metadata=for_people({"accepted": 0, "duplicates": 0}),
         )
     mine = {task_id for task_id, _ in accepted}
     known = known_tasks(adp.lake(), except_batch=batch)
@@ -76,10 +78,12 @@ def accepted_near_duplicate_rate(adp: AdpResource, batch: str) -> dg.AssetCheckR
     return dg.AssetCheckResult(
         check_name="accepted_near_duplicate_rate",
         passed=rate < NEAR_DUPLICATE_LIMIT,
-        metadata={
-            "accepted": len(accepted),
-            "duplicates": len(repeats),
-            "rate": rate,
-            "examples": [f"{task_id}: {verdict.kind} of {verdict.of}" for task_id, verdict in repeats[:10]],
-        },
+        metadata=for_people(
+            {
+                "accepted": len(accepted),
+                "duplicates": len(repeats),
+                "rate": rate,
+                "examples": [f"{task_id}: {verdict.kind} of {verdict.of}" for task_id, verdict in repeats[:10]],
+            }
+        ),
     )

@@ -1,13 +1,13 @@
 import dagster as dg
 
-from adp_pipeline.defs.markdown import markdown_table
+from adp_pipeline.defs.markdown import for_people, markdown_table
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.defs.tasks.checks import CHECK_SPECS, evaluate_checks
 from adp_pipeline.ingest import IngestSummary, ingest_task_file
 from adp_pipeline.storage import ensure_catalog
 from adp_pipeline.task_files import registered_task_file
-from runtimes.core import CatalogError
+from runtimes.core import CatalogError, redact
 
 _REJECTS_SHOWN = 20
 
@@ -31,12 +31,15 @@ def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Materi
     try:
         ensure_catalog(adp.data_path)
     except CatalogError as exc:  # the lake is written; only the convenience file is stale
-        context.log.warning(str(exc))
+        context.log.warning(redact(str(exc)))
     context.log.info(
-        f"{summary.source_file}: {summary.accepted} accepted ({len(summary.warnings)} warnings), "
-        f"{summary.rejected} rejected of {summary.non_blank_lines} non-blank lines"
+        redact(
+            f"{summary.source_file}: {summary.accepted} accepted ({len(summary.warnings)} warnings), "
+            f"{summary.rejected} rejected of {summary.non_blank_lines} non-blank lines"
+        )
     )
-    return dg.MaterializeResult(metadata=_metadata(summary), check_results=evaluate_checks(adp, context.partition_key))
+    checks = evaluate_checks(adp, context.partition_key)
+    return dg.MaterializeResult(metadata=for_people(_metadata(summary)), check_results=checks)
 
 
 def _metadata(summary: IngestSummary) -> dict[str, dg.MetadataValue]:

@@ -3,6 +3,7 @@ per-step overhead for a query of a few milliseconds)."""
 
 import dagster as dg
 
+from adp_pipeline.defs.markdown import for_people
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.task_files import registered_task_file
 
@@ -40,7 +41,7 @@ def every_line_accounted_for(adp: AdpResource, batch: str) -> dg.AssetCheckResul
     return dg.AssetCheckResult(
         check_name="every_line_accounted_for",
         passed=accepted + rejected == expected,
-        metadata={"non_blank_lines": expected, "accepted": accepted, "rejected": rejected},
+        metadata=for_people({"non_blank_lines": expected, "accepted": accepted, "rejected": rejected}),
     )
 
 
@@ -52,5 +53,5 @@ def task_ids_unique(adp: AdpResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name="task_ids_unique",
         passed=not duplicates,
-        metadata={"duplicates": dg.MetadataValue.json({str(task_id): batches for task_id, batches in duplicates})},
+        metadata=for_people({"duplicates": {str(task_id): batches for task_id, batches in duplicates}}),
     )

@@ -6,7 +6,7 @@ from adp_pipeline.defs.jobs import process_task_file
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.task_files import InboxCursor, register_task_file, scan_inbox
-from runtimes.core import TaskFileError
+from runtimes.core import TaskFileError, redact
 
 
 def build_task_file_sensor(minimum_interval_seconds: int) -> dg.SensorDefinition:
@@ -27,7 +27,7 @@ def build_task_file_sensor(minimum_interval_seconds: int) -> dg.SensorDefinition
             try:
                 key = register_task_file(path, adp.data_path, follow_symlinks=False).key
             except TaskFileError as exc:
-                context.log.warning(str(exc))
+                context.log.warning(redact(str(exc)))
                 next_cursor.files.pop(path.name, None)  # look again next tick
                 continue
             if key not in known and key not in new_keys:

@@ -1,13 +1,12 @@
 import dagster as dg
 
-from adp_pipeline.charts import bar_chart_markdown
-from adp_pipeline.defs.markdown import markdown_table
+from adp_pipeline.defs.markdown import failures_redacted, for_people, markdown_bar_chart, markdown_table
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.defs.tasks.assets import task_batch
 from adp_pipeline.defs.trajectories.checks import CHECK_SPECS, evaluate_checks
 from adp_pipeline.execute import ExecuteSummary, execute_batch
-from runtimes.core import Trajectory
+from runtimes.core import Trajectory, redact
 
 _PROGRESS_EVERY = 25
 _BATCHES_CHARTED = 15
@@ -21,6 +20,7 @@ _BATCHES_CHARTED = 15
     description="One trajectory per accepted task (success or a classified failure), with its steps.",
     check_specs=CHECK_SPECS,
 )
+@failures_redacted()
 def trajectories(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
     done = 0
 
@@ -28,12 +28,13 @@ def trajectories(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Mate
         nonlocal done
         done += 1
         if done % _PROGRESS_EVERY == 0:
-            context.log.info(f"{done} tasks done (last: {trajectory.task_id}, success={trajectory.success})")
+            context.log.info(redact(f"{done} tasks done (last: {trajectory.task_id}, success={trajectory.success})"))
 
     summary = execute_batch(adp.lake(), context.partition_key, adp.settings(), on_done=progress)
     context.log.info(f"{done} tasks done with policy {summary.policy}")
     metadata = {**_metadata(summary), **_charts(adp, context.partition_key)}
-    return dg.MaterializeResult(metadata=metadata, check_results=evaluate_checks(adp, context.partition_key))
+    checks = evaluate_checks(adp, context.partition_key)
+    return dg.MaterializeResult(metadata=for_people(metadata), check_results=checks)
 
 
 def _charts(adp: AdpResource, batch: str) -> dict[str, dg.MetadataValue]:
@@ -54,16 +55,15 @@ def _charts(adp: AdpResource, batch: str) -> dict[str, dg.MetadataValue]:
         ).fetchall()
     panels: dict[str, dg.MetadataValue] = {}
     if errors:
-        rows = [(kind, n, task, (message or "")[:160]) for kind, n, task, message in errors]
+        # Redacted before it is cut: a cut can leave a secret its redaction would not recognise.
+        rows = [(kind, n, task, redact(message or "")[:160]) for kind, n, task, message in errors]
         panels["top_errors"] = markdown_table(("error type", "tasks", "example task", "its message"), rows)
     return panels | {
-        "success_over_batches": dg.MetadataValue.md(
-            bar_chart_markdown(
-                "verified success rate, latest batches", [r[0] for r in rates], [r[1] for r in rates], percent=True
-            )
+        "success_over_batches": markdown_bar_chart(
+            "verified success rate, latest batches", [r[0] for r in rates], [r[1] for r in rates], percent=True
         ),
-        "step_counts": dg.MetadataValue.md(
-            bar_chart_markdown("trajectories per step count", [f"{n} steps" for n, _ in steps], [c for _, c in steps])
+        "step_counts": markdown_bar_chart(
+            "trajectories per step count", [f"{n} steps" for n, _ in steps], [c for _, c in steps]
         ),
     }
 

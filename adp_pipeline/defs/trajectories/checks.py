@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from adp_pipeline.defs.markdown import markdown_table
+from adp_pipeline.defs.markdown import for_people, markdown_table
 from adp_pipeline.defs.resources import AdpResource
 
 CHECK_SPECS = [
@@ -45,7 +45,9 @@ def one_trajectory_per_task(adp: AdpResource, batch: str) -> dg.AssetCheckResult
     return dg.AssetCheckResult(
         check_name="one_trajectory_per_task",
         passed=missing == extra == repeated == 0,
-        metadata={"tasks_without_trajectory": missing, "trajectories_without_task": extra, "repeated": repeated},
+        metadata=for_people(
+            {"tasks_without_trajectory": missing, "trajectories_without_task": extra, "repeated": repeated}
+        ),
     )
 
 
@@ -63,7 +65,7 @@ def success_rate_per_type(adp: AdpResource, batch: str) -> dg.AssetCheckResult:
         passed=not below,
         severity=dg.AssetCheckSeverity.ERROR,
         description=None if not below else f"below {adp.success_threshold:.0%}: {', '.join(sorted(below))}",
-        metadata={"threshold": adp.success_threshold, "rates": table},
+        metadata=for_people({"threshold": adp.success_threshold, "rates": table}),
     )
 
 
@@ -75,5 +77,7 @@ def step_budget_respected(adp: AdpResource, batch: str) -> dg.AssetCheckResult:
             [batch],
         ).fetchall()
     return dg.AssetCheckResult(
-        check_name="step_budget_respected", passed=not over, metadata={"over_budget": [task_id for (task_id,) in over]}
+        check_name="step_budget_respected",
+        passed=not over,
+        metadata=for_people({"over_budget": [task_id for (task_id,) in over]}),
     )

@@ -1,0 +1,314 @@
+"""Secrets never shown: the one redaction function, class by class, and a run with secrets
+planted in its endpoint and its tasks, grepped on every surface a person reads."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from dagster._serdes import serialize_value
+
+from adp_pipeline.cli import main
+from runtimes.core import Trajectory, parse_task_file, redact
+from runtimes.scale import WorkerMetrics
+from runtimes.testing import MockLLMServer, MockScript, free_port
+from tests.helpers import code_task, task_line
+
+# --- the function, one secret class at a time ------------------------------------------------
+
+USERINFO = [
+    ("redis://user:pw@host:6379/0", "redis://user:***@host:6379/0"),
+    ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+    ("redis://:pa#ss/w@rd?x@host:6379/0", "redis://:***@host:6379/0"),  # '#', '/', '@', '?' in the password
+    ("rediss://u:p%40ss@host/0", "rediss://u:***@host/0"),
+    ("redis://t0ken@host/0", "redis://***@host/0"),  # a user name alone is often the token
+    ("postgres://admin:hunter2@db.internal:5432/app", "postgres://admin:***@db.internal:5432/app"),
+    ("postgresql+psycopg://u:p@h/db", "postgresql+psycopg://u:***@h/db"),
+    ("https://ghp_user@github.com/o/r.git", "https://***@github.com/o/r.git"),
+    ("amqp://guest:guest@rabbit:5672/", "amqp://guest:***@rabbit:5672/"),
+    ("(see http://u:p@host)", "(see http://u:***@host)"),
+    ("'http://u:p@host/x'", "'http://u:***@host/x'"),
+    ("open http://x.org/?next=http://u:p@host/a now", "open http://x.org/?next=http://u:***@host/a now"),
+    ("two: http://a:b@one/ and ftp://c:d@two/", "two: http://a:***@one/ and ftp://c:***@two/"),
+]
+
+PARAMETERS = [
+    ("redis://host:6379/0?password=hunter2&db=1", "redis://host:6379/0?password=***&db=1"),
+    ("unix:///run/redis.sock?db=0&PASSWORD=x#y", "unix:///run/redis.sock?db=0&PASSWORD=***"),
+    (
+        "the URL 'http://site/page?password=pw1&token=tk1&q=ok' does not contain 'x'",
+        "the URL 'http://site/page?password=***&token=***&q=ok' does not contain 'x'",
+    ),
+    ("https://api/v1?api_key=abc", "https://api/v1?api_key=***"),
+    (
+        "https://s3/b/o?X-Amz-Credential=AKIA/x&X-Amz-Signature=f00d",
+        "https://s3/b/o?X-Amz-Credential=***&X-Amz-Signature=***",
+    ),
+    ("https://blob/c?sv=2020&sig=abc%2Bdef&se=1", "https://blob/c?sv=2020&sig=***&se=1"),
+    ("https://app/#access_token=abc&state=1", "https://app/#access_token=***&state=1"),
+    ("http://h/p;jsessionid=ABC123", "http://h/p;jsessionid=***"),
+    (
+        "?user=bob&pass=hunter2&passwd=x&pwd=y&secret=z&auth=w",
+        "?user=bob&pass=***&passwd=***&pwd=***&secret=***&auth=***",
+    ),
+    ("?clientSecret=a&accessToken=b&privateKey=c", "?clientSecret=***&accessToken=***&privateKey=***"),
+    ("export OPENAI_API_KEY=value1", "export OPENAI_API_KEY=***"),
+    ("f(api_key='v1', password=\"p w\")", "f(api_key='***', password=\"***\")"),
+    ("key_count=3", "key_count=***"),  # decided: any word of the name counts, `key` is one
+]
+
+FIELDS = [
+    ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic ***"),
+    ("authorization: token abc123", "authorization: token ***"),
+    ("Proxy-Authorization: Bearer abc", "Proxy-Authorization: Bearer ***"),
+    ("curl -H 'X-Api-Key: abc123' url", "curl -H 'X-Api-Key: ***' url"),
+    ('{"password": "hunter2", "user": "bob", "api_key": "k"}', '{"password": "***", "user": "bob", "api_key": "***"}'),
+    ("{'token': 'abc', 'n': 1}", "{'token': '***', 'n': 1}"),
+    ('{\\"client_secret\\": \\"abc\\"}', '{\\"client_secret\\": \\"***\\"}'),  # JSON inside a JSON string
+    ("Password: hunter2", "Password: ***"),
+    ("aws_secret_access_key: wJalrXUtnFEMI", "aws_secret_access_key: ***"),  # YAML / ini
+    ("Cookie: session=abc", "Cookie: ***"),
+]
+
+BEARER = [
+    ("Bearer abc.def-ghi", "Bearer ***"),
+    ("sent bearer tok_123== to the server", "sent bearer *** to the server"),
+]
+
+KEY_SHAPES = [
+    ("key sk-abcdefghijklmnopqrstuv", "key sk-***"),
+    ("sk-proj-abcdefghijklmnop1234_-x", "sk-proj-***"),
+    ("sk-ant-api03-abcdefghijklmnopqrst", "sk-ant-***"),
+    ("AIzaSyA1234567890abcdefghijklmnopqrstu", "AIza***"),
+    ("ghp_abcdefghijklmnopqrstuvwxyz0123", "ghp_***"),
+    ("gho_abcdefghijklmnopqrstuvwxyz0123", "gho_***"),
+    ("github_pat_11ABCDEFG0abcdefghijklmnop", "github_pat_***"),
+    ("glpat-abcdefghijklmnopqrst", "glpat-***"),
+    ("id AKIAIOSFODNN7EXAMPLE here", "id AKIA*** here"),
+    ("xoxb-1234567890-abcdefghij", "xoxb-***"),
+    ("xapp-1-A0123-4567890abc", "xapp-***"),
+    ("hf_abcdefghijklmnopqrstuvwxyz", "hf_***"),
+    ("sk_live_abcdefghij0123", "sk_live_***"),
+    ("gsk_abcdefghijklmnopqrstuvwx", "gsk_***"),
+    ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4", "jwt eyJ***"),
+    (
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIabc\n-----END RSA PRIVATE KEY----- after",
+        "-----BEGIN RSA PRIVATE KEY-----***-----END RSA PRIVATE KEY----- after",
+    ),
+    ("cut: -----BEGIN PRIVATE KEY-----\nMIIabc", "cut: -----BEGIN PRIVATE KEY-----***"),  # truncated: withheld
+]
+
+# What must come out as it went in: ordinary URLs, words that contain a secret word, code.
+UNCHANGED = [
+    "https://example.com/path?q=1&page=2#top",
+    "https://medium.com/@user/post?x=1",  # an '@' in a path is no password
+    "http://localhost:3000/@vite/client",
+    "http://[::1]:8080/@x",
+    "mailto:bob@example.com and git@github.com:o/r.git",
+    "the monkey ate a keyboard; turkey=3 monkey=banana keyboard=qwerty",
+    "max_tokens=100 tokens: 5 n_keys=2",  # `tokens` and `keys` are not the words
+    "KeyError: 'token'",  # an exception name ending in Error is no secret field
+    "if key == 3 and a <= b: x = y",
+    "sk-learn is not a key; ghp_short neither",
+    "a task_id=web_001 with max_steps=5",
+    "",
+    "日本語のテキスト password",
+]
+
+
+@pytest.mark.parametrize(("text", "shown"), USERINFO + PARAMETERS + FIELDS + BEARER + KEY_SHAPES)
+def test_each_secret_class_is_redacted(text: str, shown: str) -> None:
+    assert redact(text) == shown
+    assert redact(shown) == shown  # idempotent
+
+
+@pytest.mark.parametrize("text", UNCHANGED)
+def test_ordinary_text_is_left_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_it_never_raises_and_stays_fast_on_hostile_text() -> None:
+    hostile = [
+        "http://" + "@" * 200_000,
+        "http://h/" + "x/@" * 100_000,
+        'key="' * 100_000,
+        'token: "' * 100_000,
+        "a-" * 200_000,
+        "\\" * 200_000,
+        "http://" * 50_000,
+        "-----BEGIN PRIVATE KEY-----" * 10_000,
+        "\x00\udcff" * 1000,  # a lone surrogate, as undecodable bytes leave in text
+    ]
+    started = time.monotonic()
+    for text in hostile:
+        assert isinstance(redact(text), str)
+    assert time.monotonic() - started < 10  # linear: a quadratic scan of these takes minutes
+    assert redact(42) == "42"  # type: ignore[arg-type]  # a caller passing a non-string still gets text
+
+
+def test_a_secret_inside_json_text_and_a_url_inside_a_url_are_found() -> None:
+    data = {"error": "custom at http://me:pw-123@llm/v1?api_key=k-456 failed", "auth": {"password": "p-789"}}
+    shown = redact(json.dumps(data))
+    for secret in ("pw-123", "k-456", "p-789"):
+        assert secret not in shown
+    assert json.loads(shown)["error"] == "custom at http://me:***@llm/v1?api_key=*** failed"
+
+
+# --- a run with planted secrets, every surface grepped ---------------------------------------
+
+# Secrets of the configuration: they may appear nowhere adp writes or prints.
+ENDPOINT_PASSWORD, ENDPOINT_KEY, API_KEY = "endpoint-pw-7f3a91", "endpoint-key-9c2e55", "sk-planted0123456789abcdef"
+# Secrets in the tasks (a page URL's query, what the code prints): the steps keep them, as the
+# agent did them; text about the run (errors, verifier details, tables, logs) never shows them.
+PAGE_PASSWORD, PAGE_TOKEN, BEARER_TOKEN = "page-pw-41d8aa", "page-token-b6e0bb", "bearer-tok-5a1ccc"
+ENDPOINT_SECRETS = (ENDPOINT_PASSWORD, ENDPOINT_KEY, API_KEY)
+TASK_SECRETS = (PAGE_PASSWORD, PAGE_TOKEN, BEARER_TOKEN)
+PAGE_URL = f"http://adp.local/index.html?password={PAGE_PASSWORD}&token={PAGE_TOKEN}"
+
+
+def _planted_tasks(path: Path) -> Path:
+    web = task_line(
+        "web_secret_url",
+        "web",
+        description="Open the shop with the link you were given.",
+        timeout=60,
+        constraints={
+            "start_url": PAGE_URL,
+            "reference_tool_calls": [
+                {"name": "browser", "arguments": {"action": "goto", "url": PAGE_URL}},
+                {"name": "complete_task", "arguments": {"answer": "opened"}},
+            ],
+            "verify": {"url_contains": "checkout-complete"},  # fails, showing the page's URL
+        },
+    )
+    printed = f"postgres://app:{PAGE_PASSWORD}@db/x Authorization: Bearer {BEARER_TOKEN}"
+    code = code_task(
+        "code_secret_details",
+        f"print({printed!r})",
+        "done",
+        tests=f"assert False, 'GET http://api.internal/v1?token={PAGE_TOKEN}&password={PAGE_PASSWORD}'",
+        description="Print the connection string.",
+    )
+    path.write_text(web + "\n" + code + "\n")
+    return path
+
+
+def _flat(text: str) -> str:
+    """``text`` without spaces, line breaks and table borders: a secret that a table cell folded
+    over two lines is whole again."""
+    return re.sub(r"[^\w:/@?&=*.+-]+", "", text)
+
+
+def _lake_rows(data: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every Parquet file of the lake, by table (decoded: Parquet compresses)."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for file in (data / "lake").rglob("*.parquet"):
+        table = file.relative_to(data / "lake").parts[0]
+        rows.setdefault(table, []).extend(pq.read_table(file).to_pylist())
+    return rows
+
+
+def _files_as_text(data: Path) -> dict[str, str]:
+    """Every file under the data dir as text: Parquet decoded, the rest (JSON, SQLite event logs,
+    compute logs, caches) as its bytes."""
+    texts = {}
+    for file in data.rglob("*"):
+        if file.is_file():
+            if file.suffix == ".parquet":
+                texts[str(file)] = json.dumps(pq.read_table(file).to_pylist(), default=str)
+            else:
+                texts[str(file)] = file.read_bytes().decode("utf-8", errors="replace")
+    return texts
+
+
+def _event_log(home: Path) -> list[str]:
+    """What the Dagster instance recorded of every run: each event, message and metadata, serialised."""
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        return [
+            serialize_value(entry)
+            for record in instance.get_run_records()
+            for entry in instance.all_logs(record.dagster_run.run_id)
+        ]
+    finally:
+        instance.dispose()
+
+
+def test_planted_secrets_show_on_no_surface_while_the_steps_keep_what_the_agent_did(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    tasks = _planted_tasks(tmp_path / "planted.jsonl")
+    runner = CliRunner()
+    common = {"ADP_DATA_DIR": str(data), "ADP_LLM_MODEL": "mock", "ADP_LLM_API_KEY": API_KEY, "ADP_POLICY": "llm"}
+    with MockLLMServer(MockScript.from_tasks(item.task for item in parse_task_file(tasks).accepted)) as server:
+        # 1. An endpoint that works, its password in the URL: the tasks run, and fail verification.
+        working = f"http://planted-user:{ENDPOINT_PASSWORD}@127.0.0.1:{server.port}/v1"
+        ran = runner.invoke(main, ["run", str(tasks)], env={**common, "ADP_LLM_BASE_URL": working})
+    assert ran.exit_code == 0, ran.output
+    # 2. An endpoint that does not answer, with user information and an api_key parameter:
+    # every task ends as llm_error, with a message that names the endpoint.
+    failing = f"http://planted-user:{ENDPOINT_PASSWORD}@127.0.0.1:{free_port()}/v1?api_key={ENDPOINT_KEY}"
+    env = {**common, "ADP_LLM_BASE_URL": failing, "ADP_LLM_MAX_ATTEMPTS": "1"}
+    second = tmp_path / "again.jsonl"
+    second.write_text(code_task("code_endpoint_down", "print(1)", "1") + "\n")
+    down = runner.invoke(main, ["run", str(second)], env=env)
+    assert down.exit_code == 0, down.output
+    doctor = runner.invoke(main, ["doctor"], env=env)
+
+    cli = {"adp run": ran.stdout + ran.stderr, "adp run (endpoint down)": down.stdout + down.stderr}
+    cli["adp doctor"] = doctor.stdout + doctor.stderr
+    cli = {name: _flat(text) for name, text in cli.items()} | {
+        f"{name} (as printed)": text for name, text in cli.items()
+    }
+    lake = _lake_rows(data)
+    outputs = {p.name: json.loads(p.read_text()) for p in (data / "output" / "trajectories").glob("*.json")}
+    events = _event_log(data / "dagster")
+    metrics = WorkerMetrics()
+    for record in outputs.values():
+        metrics.record("code", Trajectory.model_validate(record))
+
+    # Each surface says what happened, in redacted words (the greps below are not vacuous).
+    assert "password=***&token=***" in cli["adp run"]  # the web task's verifier detail in the failures table
+    assert "customathttp://planted-user:***@127.0.0.1" in cli["adp run (endpoint down)"]
+    assert "api_key=***" in cli["adp run (endpoint down)"]
+    assert "athttp://planted-user:***@127.0.0.1" in cli["adp doctor"]
+    errors = {row["task_id"]: row["error_message"] for row in lake["trajectories"]}
+    assert "password=***&token=***" in errors["web_secret_url"]
+    assert "token=***&password=***" in errors["code_secret_details"]
+    assert "planted-user:***@" in errors["code_endpoint_down"] and "api_key=***" in errors["code_endpoint_down"]
+    top_errors = [event for event in events if "top_errors" in event]
+    assert top_errors and any("password\\\\=\\\\*\\\\*\\\\*" in event for event in top_errors)  # escaped Markdown
+    assert len(outputs) == 3
+
+    # The configuration's secrets: on no surface at all, in no file adp wrote.
+    texts = {**cli, **_files_as_text(data), "event log": "\n".join(events), "metrics": metrics.render().decode()}
+    for name, text in texts.items():
+        for secret in ENDPOINT_SECRETS:
+            assert secret not in text, (secret, name)
+
+    # The tasks' secrets: never in text about the run...
+    about_the_run = {**cli, "event log": "\n".join(events), "metrics": metrics.render().decode()}
+    for row in lake["trajectories"]:
+        about_the_run[f"lake {row['task_id']}"] = json.dumps([row["error_message"], row["verifier"], row["provider"]])
+    for name, record in outputs.items():
+        about_the_run[f"output {name}"] = json.dumps(
+            [record["error_message"], record["verifier"], record["provider"], record["model"]]
+            + [attempt["error"] for call in record["llm_calls"] for attempt in call["attempts"]]
+        )
+    for name, text in about_the_run.items():
+        for secret in TASK_SECRETS:
+            assert secret not in text, (secret, name)
+    # ...while the steps keep what the agent did: the URL it opened, what its code printed.
+    steps = {(row["task_id"], row["step_id"]): row for row in lake["steps"]}
+    assert PAGE_URL in steps[("web_secret_url", 1)]["action_params"]
+    assert (
+        f"{PAGE_PASSWORD}@db/x Authorization: Bearer {BEARER_TOKEN}" in steps[("code_secret_details", 1)]["observation"]
+    )
+    web = outputs[next(name for name in outputs if name.startswith("web_secret_url"))]
+    assert web["steps"][0]["action_params"]["url"] == PAGE_URL
