@@ -5,8 +5,12 @@
 Rows:
   sandbox executions/s      warm pool and launch-per-execution bubblewrap, against plain
                             `python3 -I -S` subprocesses with no isolation (the baseline);
+  checks/s                  python_tests judged by `check_python` (their own execution,
+                            evidence after the last test), against the same code and tests
+                            appended into one plain execution (how they ran before);
   code tasks/s, mock 0 ms   the whole agent loop (mock LLM over HTTP in its own process, the
-                            real SDK, the sandbox, verification) for simple code tasks;
+                            real SDK, the sandbox, verification) for simple code tasks, with
+                            an expected answer, and with an expected answer and python_tests;
   code tasks/s, mock 1 s    64 tasks in flight with every LLM call taking 1 s, against the
                             ideal (64 tasks per 2 calls x 1 s).
 Run as root on an idle machine; it prints a table and exits.
@@ -33,9 +37,12 @@ from runtimes.llm import LLMClient, LLMEndpoint, LLMPolicy
 from runtimes.sandbox import BwrapSandbox, Sandbox, WarmSandbox
 
 CODE = "print(sum(range(10)))"
+SOLUTION = "def total(n):\n    return sum(range(n))\n\nprint(total(10))\n"
+TESTS = "assert total(10) == 45\nassert total(0) == 0\nassert total(4) == 6\n"
 
 
-def code_tasks(n: int) -> list[TaskSpec]:
+def code_tasks(n: int, *, tests: bool = False) -> list[TaskSpec]:
+    verify = {"expected_answer": "45", **({"python_tests": TESTS} if tests else {})}
     return [
         TaskSpec.model_validate(
             {
@@ -47,10 +54,10 @@ def code_tasks(n: int) -> list[TaskSpec]:
                 "timeout": 120,
                 "constraints": {
                     "reference_tool_calls": [
-                        {"name": "python_executor", "arguments": {"code": CODE}},
+                        {"name": "python_executor", "arguments": {"code": SOLUTION if tests else CODE}},
                         {"name": "complete_task", "arguments": {"answer": "45"}},
                     ],
-                    "verify": {"expected_answer": "45"},
+                    "verify": verify,
                 },
             },
             strict=False,
@@ -77,6 +84,19 @@ async def sandbox_rate(sandbox: Sandbox, n: int, concurrency: int) -> tuple[floa
         return (await sandbox.exec_python(CODE)).stdout == "45\n"
 
     await sandbox.exec_python(CODE)  # warm up
+    try:
+        return await rate(n, concurrency, one)
+    finally:
+        await sandbox.aclose()
+
+
+async def check_rate(sandbox: Sandbox, n: int, concurrency: int, *, appended: bool) -> tuple[float, int]:
+    async def one() -> bool:
+        if appended:
+            return (await sandbox.exec_python(f"{SOLUTION}\n{TESTS}")).ok
+        return (await sandbox.check_python(SOLUTION, TESTS)).passed
+
+    await one()  # warm up
     try:
         return await rate(n, concurrency, one)
     finally:
@@ -113,8 +133,8 @@ class MockProcess:
         Path(self.file.name).unlink()
 
 
-async def task_rate(n: int, latency: float, concurrency: int, slots: int) -> tuple[float, int]:
-    tasks = code_tasks(n)
+async def task_rate(n: int, latency: float, concurrency: int, slots: int, *, tests: bool = False) -> tuple[float, int]:
+    tasks = code_tasks(n, tests=tests)
     mock = MockProcess(tasks, latency)
     endpoint = LLMEndpoint(provider="mock", base_url=mock.url, model="mock", api_key="mock")
     client = LLMClient(endpoint, max_concurrency=max(concurrency, 16))
@@ -151,9 +171,19 @@ async def main() -> None:
     warm, failed = await sandbox_rate(WarmSandbox(args.slots), args.tasks, args.slots)
     rows.append(("warm sandbox pool, executions/s", warm, f"{warm / plain:.2f}", f"{failed} failed"))
 
+    console.print("python_tests checks ...")
+    appended, failed = await check_rate(WarmSandbox(args.slots), args.tasks, args.slots, appended=True)
+    rows.append(("code + tests in one execution (as before), warm, /s", appended, "1.00", f"{failed} failed"))
+    checks, failed = await check_rate(WarmSandbox(args.slots), args.tasks, args.slots, appended=False)
+    rows.append(
+        ("check_python (own execution, evidence), warm, /s", checks, f"{checks / appended:.2f}", f"{failed} failed")
+    )
+
     console.print("code tasks, mock at 0 ms ...")
     tasks_0, failed = await task_rate(args.tasks, 0.0, args.concurrency, args.slots)
     rows.append(("code tasks/s end to end, mock 0 ms", tasks_0, f"{tasks_0 / plain:.2f}", f"{failed} failed"))
+    tested, failed = await task_rate(args.tasks, 0.0, args.concurrency, args.slots, tests=True)
+    rows.append(("  the same with python_tests too", tested, f"{tested / tasks_0:.2f} of above", f"{failed} failed"))
 
     in_flight, latency = 64, 1.0
     n = in_flight * 2

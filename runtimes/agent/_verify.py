@@ -23,8 +23,9 @@ async def verify_task(
 ) -> VerifierResult | None:
     """Check the run's answer, code and page against the task's verifier.
 
-    ``python_tests`` runs in the sandbox after the code of the last successful
-    ``python_executor`` call, in one process, as HumanEval's harness does; ``page_contains``,
+    ``python_tests`` runs against the code of the last successful ``python_executor`` call
+    in an execution of its own (:meth:`Sandbox.check_python`), which passes only on the
+    harness's evidence that every test ran, never on how the code exited; ``page_contains``,
     ``url_contains`` and ``miniwob_reward`` read the task's page as the run left it. Returns
     None when the task has no verifier (success then means complete_task was called).
     """
@@ -44,10 +45,10 @@ async def verify_task(
             checks["python_tests"] = False
             details.append("no python_executor call succeeded, so there is no code to test")
         else:
-            result = await sandbox.exec_python(f"{last_good_code}\n\n{spec.python_tests}\n", limits)
-            checks["python_tests"] = result.ok
-            if not result.ok:
-                details.append(f"python_tests: {result.status}: {result.stderr.strip()[-_DETAIL_CHARS:]}")
+            check = await sandbox.check_python(last_good_code, spec.python_tests, limits)
+            checks["python_tests"] = check.passed
+            if not check.passed:
+                details.append(f"python_tests: {check.reason[-_DETAIL_CHARS:]}")
     page_checks = [key for key in ("page_contains", "url_contains", "miniwob_reward") if getattr(spec, key) is not None]
     if page_checks and session is None:
         for key in page_checks:

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from runtimes.sandbox._base import ExecResult, ExecStatus, Sandbox, SandboxLimits
+from runtimes.sandbox._base import CheckResult, ExecResult, ExecStatus, Sandbox, SandboxLimits
 from runtimes.sandbox._bwrap import DEFAULT_UID_BASE, BwrapSandbox
 from runtimes.sandbox._memory import (
     DEFAULT_MAX_MEMORY_MB,
@@ -46,6 +46,7 @@ __all__ = [
     "SANDBOXES",
     "BwrapSandbox",
     "Cgroups",
+    "CheckResult",
     "ExecResult",
     "ExecStatus",
     "MemoryBudget",

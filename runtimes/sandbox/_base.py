@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import secrets
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
@@ -61,21 +62,54 @@ class ExecResult(BaseModel):
     duration: float = 0.0
     stdout_truncated_from: int | None = Field(None, description="Original size in bytes when stdout was cut.")
     stderr_truncated_from: int | None = None
+    evidence: tuple[str, ...] = Field((), description="What a check's harness wrote as evidence (see check_python).")
 
     @property
     def ok(self) -> bool:
         return self.status is ExecStatus.OK
 
 
+class CheckResult(BaseModel):
+    """A check's verdict: passed only on the harness's evidence, never on an exit status."""
+
+    passed: bool
+    execution: ExecResult
+    reason: str = Field("", description="Why it failed, for a person; empty when it passed.")
+
+
 class Sandbox(abc.ABC):
     """Executes untrusted Python source; implementations register in ``runtimes.sandbox``."""
 
-    @abc.abstractmethod
     async def exec_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult:
         """Run ``code`` as a fresh ``__main__`` and classify how it ended.
 
         Never raises for anything the code does; a sandbox that cannot start gives SYSTEM_ERROR.
         """
+        return await self._execute(code, limits, None)
+
+    async def check_python(self, solution: str, tests: str, limits: SandboxLimits | None = None) -> CheckResult:
+        """Run ``tests`` against ``solution`` in an execution of their own and judge them.
+
+        The solution is loaded as the module ``solution``; the tests then run in its namespace,
+        and the check passes only on evidence the harness writes after the last test: a fresh
+        nonce on the status channel. Any exit, a closed stream, patched builtins or modules,
+        tracing, or a value whose ``__eq__`` is the solution's code meeting native data all
+        fail it (the harness is ``run_check`` in the sandbox's runner, documented in
+        docs/pipeline.md). Never raises for anything the code does.
+        """
+        nonce = secrets.token_hex(16)
+        result = await self._execute(solution, limits, {"tests": tests, "nonce": nonce})
+        if result.ok and result.evidence == (nonce,):
+            return CheckResult(passed=True, execution=result)
+        if result.ok:
+            reason = "the tests ended without the harness's evidence that they all ran"
+        else:
+            reason = f"{result.status}: {result.stderr.strip()}"
+        return CheckResult(passed=False, execution=result, reason=reason)
+
+    @abc.abstractmethod
+    async def _execute(self, code: str, limits: SandboxLimits | None, check: dict[str, str] | None) -> ExecResult:
+        """Run ``code`` (a check's solution when ``check`` carries its tests and nonce)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the sandbox holds (warm processes); the default holds nothing."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import math
 import os
 import signal
@@ -30,6 +31,7 @@ _KILLED_BY_SIGKILL = 128 + signal.SIGKILL
 
 # The code runner, copied read-only into every sandbox (see zygote.py).
 ZYGOTE_IN_SANDBOX = "/opt/adp/zygote.py"
+EVIDENCE_PREFIX = "checked:"  # the status word of a check's evidence (_zygote.EVIDENCE_PREFIX)
 # The sandbox's own /tmp and /dev/shm, under each execution's fresh ones: nothing writes there.
 _BASE_SCRATCH_BYTES = 1024 * 1024
 
@@ -89,12 +91,12 @@ class BwrapSandbox(Sandbox):
         for uid in slot_uids(slots, uid_base):
             self._uids.put_nowait(uid)
 
-    async def exec_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult:
+    async def _execute(self, code: str, limits: SandboxLimits | None, check: dict[str, str] | None) -> ExecResult:
         limits = self._memory.limit(limits or self._default_limits)
         uid = await self._uids.get()
         try:
             async with self._memory.execution(limits) as enter_cgroup:
-                return await self._run(code, limits, uid, enter_cgroup)
+                return await self._run(code, limits, uid, check, enter_cgroup)
         except MemoryControlError as exc:
             return ExecResult(status=ExecStatus.SYSTEM_ERROR, stderr=f"[adp] {exc}")
         finally:
@@ -119,7 +121,9 @@ class BwrapSandbox(Sandbox):
         command += [self._python, "-I", "-S", ZYGOTE_IN_SANDBOX, "once", str(status_fd), str(limits.scratch_bytes)]
         return command
 
-    async def _run(self, code: str, limits: SandboxLimits, uid: int, enter_cgroup: Sequence[str] = ()) -> ExecResult:
+    async def _run(
+        self, code: str, limits: SandboxLimits, uid: int, check: dict[str, str] | None, enter_cgroup: Sequence[str] = ()
+    ) -> ExecResult:
         status_read, status_write = os.pipe()
         started = time.monotonic()
         try:
@@ -140,7 +144,7 @@ class BwrapSandbox(Sandbox):
                 os.close(status_write)
             assert process.stdin and process.stdout and process.stderr
             outputs = asyncio.gather(
-                _feed(process.stdin, code.encode()),
+                _feed(process.stdin, json.dumps({"code": code, "check": check}).encode()),
                 _read_capped(process.stdout, limits.max_output_bytes),
                 _read_capped(process.stderr, limits.max_output_bytes),
             )
@@ -156,11 +160,12 @@ class BwrapSandbox(Sandbox):
                 raise
             _, (stdout, stdout_size), (stderr, stderr_size) = await outputs
             duration = time.monotonic() - started
-            statuses = _read_all(status_read).decode().split()
+            statuses = _read_all(status_read).decode("utf-8", "replace").split()  # the code can write there too
         finally:
             os.close(status_read)
 
         return exec_result(
+            statuses,
             classify(statuses, process.returncode, timed_out, duration, limits),
             stdout.decode("utf-8", "replace"),
             stderr.decode("utf-8", "replace"),
@@ -243,6 +248,7 @@ def classify(
 
 
 def exec_result(
+    statuses: Sequence[str],
     status: ExecStatus,
     stdout: str,
     stderr: str,
@@ -265,6 +271,7 @@ def exec_result(
         duration=duration,
         stdout_truncated_from=sizes[0] if sizes[0] > len(stdout.encode()) else None,
         stderr_truncated_from=sizes[1] if sizes[1] > len(stderr.encode()) else None,
+        evidence=tuple(word.removeprefix(EVIDENCE_PREFIX) for word in statuses if word.startswith(EVIDENCE_PREFIX)),
     )
 
 

@@ -78,12 +78,12 @@ class WarmSandbox(Sandbox):
         for slot in self._all:
             self._free.put_nowait(slot)
 
-    async def exec_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult:
+    async def _execute(self, code: str, limits: SandboxLimits | None, check: dict[str, str] | None) -> ExecResult:
         limits = self._memory.limit(limits or self._default_limits)
         slot = await self._free.get()
         try:
             async with self._memory.execution(limits, self._cgroup(slot)):
-                return await self._exec(slot, code, limits)
+                return await self._exec(slot, code, limits, check)
         except MemoryControlError as exc:
             return ExecResult(status=ExecStatus.SYSTEM_ERROR, stderr=f"[adp] {exc}")
         finally:
@@ -97,7 +97,8 @@ class WarmSandbox(Sandbox):
     def _cgroup(self, slot: _Slot) -> str:
         return f"slot-{self._all.index(slot)}"
 
-    async def _exec(self, slot: _Slot, code: str, limits: SandboxLimits) -> ExecResult:
+    async def _exec(self, slot: _Slot, code: str, limits: SandboxLimits, check: dict[str, str] | None) -> ExecResult:
+        sent = False
         try:
             process = slot.process if slot.process and slot.process.returncode is None else await self._launch(slot)
             request = {
@@ -109,20 +110,28 @@ class WarmSandbox(Sandbox):
                 "open_files": limits.max_open_files,
                 "output_bytes": limits.max_output_bytes,
                 "scratch_bytes": limits.scratch_bytes,
+                "check": check,
             }
             _write_frame(process, request)
+            sent = True
             answer = await asyncio.wait_for(_read_frame(process), timeout=limits.timeout + _ANSWER_GRACE)
         except asyncio.CancelledError:  # the task's own timeout: leave nothing running
             await asyncio.shield(self._discard(slot))
             raise
         except (OSError, EOFError, SandboxError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             await self._discard(slot)
+            if sent and isinstance(exc, asyncio.IncompleteReadError):
+                # The sandbox's init ended while this code ran: the code brought its sandbox down,
+                # which is its own error (the next execution gets a fresh sandbox).
+                message = "[adp] the sandbox's init died while this code ran (the code brought its sandbox down)"
+                return ExecResult(status=ExecStatus.RUNTIME_ERROR, stderr=message)
             return ExecResult(status=ExecStatus.SYSTEM_ERROR, stderr=f"the warm sandbox failed: {exc!r}")
         slot.executions += 1
         if answer["timed_out"] or slot.executions >= self._recycle_after:
             await self._discard(slot)
         status = classify(answer["statuses"], answer["returncode"], answer["timed_out"], answer["duration"], limits)
         return exec_result(
+            answer["statuses"],
             status,
             answer["stdout"],
             answer["stderr"],

@@ -7,6 +7,11 @@ execution, and answers one frame on fd 1. After every execution it kills every o
 in the namespace and reaps them. As PID 1 it cannot be killed from inside the namespace, and
 it marks itself non-dumpable so the code (same uid) cannot ptrace it or read its memory.
 
+An execution may be a *check* (verification): the request carries the task's tests and a
+nonce, the code is the solution, and :func:`run_check` runs the solution, then the tests, and
+writes ``checked:<nonce>`` on the status channel only after the last test. The host counts a
+check as passed on that evidence alone, never on an exit status (see :func:`run_check`).
+
 Every execution, in both modes, first enters namespaces of its own (:func:`enter_execution`):
 a mount namespace with fresh, size-limited tmpfs mounts on /tmp and /dev/shm, and a fresh
 IPC namespace (System V and POSIX message queues, shared memory, semaphores). When the
@@ -16,9 +21,14 @@ sandbox keeps CAP_SYS_ADMIN in its user namespace only to make those mounts) and
 seccomp filter (:data:`DENIED_SYSCALLS`) before the code runs.
 """
 
+import ast
+import builtins
 import contextlib
 import ctypes
+import gc
 import json
+import linecache
+import operator
 import os
 import resource
 import select
@@ -27,6 +37,8 @@ import struct
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterable
+from types import CodeType
 from typing import Any, NoReturn
 
 PR_SET_DUMPABLE = 4
@@ -37,6 +49,30 @@ CONTROL_IN, CONTROL_OUT = 100, 101
 SCRATCH = ("/tmp", "/dev/shm")
 SCRATCH_INODES = 32768  # per tmpfs: bounds the kernel memory a tree of empty files or folders can take
 _SYSTEM_ERROR_EXIT = 71  # the code never started: the host classifies this as system_error
+EVIDENCE_PREFIX = "checked:"
+# Imported before a check's solution runs, so that what it does to them is undone before the
+# tests run (see run_check); the modules tests commonly use.
+CHECK_MODULES = (
+    "math", "cmath", "re", "string", "collections", "itertools", "functools", "operator", "heapq", "bisect",
+    "copy", "fractions", "decimal", "statistics", "random", "typing", "json", "datetime", "enum", "dataclasses",
+    "unittest",
+)  # fmt: skip
+_ARITHMETIC_METHODS = (
+    "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__matmul__", "__rmatmul__",
+    "__truediv__", "__rtruediv__", "__floordiv__", "__rfloordiv__", "__mod__", "__rmod__", "__pow__", "__rpow__",
+    "__lshift__", "__rlshift__", "__rshift__", "__rrshift__", "__or__", "__ror__", "__xor__", "__rxor__",
+    "__and__", "__rand__", "__abs__", "__neg__", "__pos__", "__round__", "__int__", "__float__", "__index__",
+)  # fmt: skip
+_OPERATOR_NAMES = {
+    "==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "is": "is_", "is not": "is_not",
+    "+": "add", "-": "sub", "*": "mul", "@": "matmul", "/": "truediv", "//": "floordiv", "%": "mod", "**": "pow",
+    "<<": "lshift", ">>": "rshift", "|": "or_", "^": "xor", "&": "and_",
+}  # fmt: skip
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by Python code, whose methods can be replaced
+# The methods a comparison or a truth test calls on its operands.
+_COMPARED_METHODS = (
+    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__len__", "__contains__", "__hash__",
+)  # fmt: skip
 
 # What untrusted code never needs, denied with EPERM: debugging and reading other processes,
 # the kernel keyring, BPF, every way to change the mount table, namespaces, or the machine
@@ -54,6 +90,13 @@ DENIED_SYSCALLS = (
     "io_uring_enter", "io_uring_register", "lookup_dcookie", "settimeofday", "clock_settime", "clock_adjtime",
     "adjtimex", "sethostname", "setdomainname", "iopl", "ioperm", "modify_ldt", "vhangup", "uselib", "ustat",
     "sysfs", "_sysctl", "fanotify_init", "personality",
+)  # fmt: skip
+# Calls that may change another process of the same uid (its limits, priority, scheduling): the
+# code may apply them to itself only (a pid of 0), never to the sandbox's init, whose lowered
+# limits would kill it or break the executions after this one. (name, index of the pid argument)
+_OWN_PROCESS_ONLY = (
+    ("prlimit64", 0), ("setpriority", 1), ("sched_setaffinity", 0), ("sched_setscheduler", 0),
+    ("sched_setparam", 0), ("sched_setattr", 0), ("ioprio_set", 1),
 )  # fmt: skip
 # Syscall numbers (from the kernel's unistd headers); a name an architecture lacks is absent.
 _SYSCALL_NUMBERS = {
@@ -117,6 +160,13 @@ _SYSCALL_NUMBERS = {
         personality=135,
         clone=56,
         clone3=435,
+        prlimit64=302,
+        setpriority=141,
+        sched_setaffinity=203,
+        sched_setscheduler=144,
+        sched_setparam=142,
+        sched_setattr=314,
+        ioprio_set=251,
     ),
     "aarch64": dict(
         ptrace=117,
@@ -171,6 +221,13 @@ _SYSCALL_NUMBERS = {
         personality=92,
         clone=220,
         clone3=435,
+        prlimit64=261,
+        setpriority=140,
+        sched_setaffinity=122,
+        sched_setscheduler=119,
+        sched_setparam=118,
+        sched_setattr=274,
+        ioprio_set=30,
     ),
 }
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
@@ -200,6 +257,8 @@ def seccomp_program(machine: str) -> bytes:
     if machine == "x86_64":
         program.append((jge, deny, 0, _X32_SYSCALL_BIT))
     program += [(jeq, deny, 0, numbers[name]) for name in DENIED_SYSCALLS if name in numbers]
+    for name, argument in _OWN_PROCESS_ONLY:  # the syscall's pid argument must be 0: this process
+        program += [(jeq, 0, 2, numbers[name]), (ld, 0, 0, 16 + 8 * argument), (jeq, allow, deny, 0)]
     program.append((jeq, enosys, 0, numbers["clone3"]))
     program.append((jeq, 0, allow, numbers["clone"]))
     program.append((ld, 0, 0, 16))  # clone's flags: the low 32 bits of args[0]
@@ -289,6 +348,7 @@ def run_child(request: dict[str, Any], out_w: int, err_w: int, status_w: int) ->
     os.dup2(err_w, 2)
     for fd in (devnull, out_w, err_w, CONTROL_IN, CONTROL_OUT):
         os.close(fd)
+    check = take_check(request)
     seccomp = isolated_or_exit(request["scratch_bytes"])
     memory = request["memory_bytes"]
     cpu = request["cpu_seconds"]
@@ -302,10 +362,25 @@ def run_child(request: dict[str, Any], out_w: int, err_w: int, status_w: int) ->
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
-    run_code(request["code"], status_w, seccomp)
+    run_code(request.pop("code"), status_w, seccomp, check)
 
 
-def run_code(source: str, status_fd: int, seccomp: bytes) -> NoReturn:
+def take_check(request: dict[str, Any]) -> tuple[str, int] | None:
+    """The check's tests, and a pipe holding its nonce; the nonce leaves the request.
+
+    The harness reads the nonce from the pipe only after the last test, so while the checked
+    code runs the nonce is in no Python object it could find.
+    """
+    check = request.pop("check", None)
+    if check is None:
+        return None
+    read_end, write_end = os.pipe()
+    os.write(write_end, check.pop("nonce").encode())
+    os.close(write_end)
+    return check["tests"], read_end
+
+
+def run_code(source: str, status_fd: int, seccomp: bytes, check: tuple[str, int] | None = None) -> NoReturn:
     """Install ``seccomp``, run ``source`` as ``__main__`` and say on ``status_fd`` how it ended.
     Never returns.
 
@@ -325,12 +400,16 @@ def run_code(source: str, status_fd: int, seccomp: bytes) -> NoReturn:
         os._exit(_SYSTEM_ERROR_EXIT)
     report("started")
     try:
-        code = compile(source, "<code>", "exec")
+        code = compile(source, "<code>" if check is None else "<solution>", "exec")
     except (SyntaxError, ValueError) as error:
         sys.stderr.write("".join(traceback.format_exception_only(type(error), error)))
         report("compile_error")
         os._exit(1)
+    if check is not None:
+        remember_source("<solution>", source)
     del source
+    if check is not None:
+        run_check(code, check[0], check[1], status_fd)
     try:
         exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
     except SystemExit as exit:
@@ -347,11 +426,543 @@ def run_code(source: str, status_fd: int, seccomp: bytes) -> NoReturn:
     os._exit(0)
 
 
+def run_check(solution: CodeType, tests: str, nonce_fd: int, status_fd: int) -> NoReturn:
+    """Run ``solution`` as the module ``solution``, then ``tests`` in its namespace; write the
+    evidence only once the last test has run. Never returns.
+
+    The solution shares this process, so the verdict rests on what it cannot reach: everything
+    the harness calls is bound before the solution runs; what the solution did to the
+    interpreter while loading is undone before the tests (modules it imported or replaced, the
+    dicts of the modules and classes loaded before it, builtins, tracing); the tests get
+    builtins of their own and refuse a solution that rebinds a builtin or module name they use;
+    every exit (SystemExit of any code, ``os._exit``, a signal, an exec) ends without evidence;
+    and the evidence needs the nonce, read from its pipe only after the tests. The tests'
+    comparisons, truth tests, arithmetic and reducing builtins refuse a value whose methods are
+    the solution's Python code where it meets native data (:class:`_Guards`), and tests that run
+    no assert and no unittest test prove nothing. Code written against this harness that reads
+    its memory or descriptors (ctypes, frames, the nonce's pipe) is beyond any in-process check.
+    """
+    read, write, exit_now, run, suppressed = os.read, os.write, os._exit, exec, BaseException
+    extract_tb, format_list, format_exception_only = (
+        traceback.extract_tb,
+        traceback.format_list,
+        traceback.format_exception_only,
+    )
+    stdout, stderr, harness_file = sys.stdout, sys.stderr, __file__  # a failure shows the tests' and code's frames
+    evidence = EVIDENCE_PREFIX.encode()
+    tests_source = tests
+
+    def flush() -> None:
+        for stream in (stdout, stderr):
+            try:  # noqa: SIM105 - not contextlib.suppress: a class of Python code, which the solution can patch
+                stream.flush()
+            except suppressed:
+                pass
+
+    def fail(message: str) -> NoReturn:
+        flush()
+        try:
+            write(2, message.encode("utf-8", "backslashreplace"))
+            write(status_fd, b"runtime_error\n")
+        finally:
+            exit_now(1)
+
+    def fail_with(error: BaseException) -> NoReturn:
+        # The tests' lines enter linecache only now: the solution must not read their expectations.
+        remember_source("<tests>", tests_source)
+        frames = [frame for frame in extract_tb(error.__traceback__) if frame.filename != harness_file]
+        fail("".join(["Traceback (most recent call last):\n", *format_list(frames), *format_exception_only(error)]))
+
+    try:
+        for name in CHECK_MODULES:
+            with contextlib.suppress(ImportError):
+                __import__(name)
+        tree, names_used, module_names, test_functions = strict_tests(tests)
+        tests_code = compile(tree, "<tests>", "exec")
+    except (SyntaxError, ValueError) as error:
+        fail("[adp] the task's python_tests do not compile: " + "".join(traceback.format_exception_only(error)))
+    del tests
+    sys.settrace = sys.setprofile = _refuse_tracing
+    gc.callbacks.clear()
+    before = _Interpreter()
+    module = type(sys)("solution")
+    namespace = vars(module)
+    namespace["__builtins__"] = builtins
+    sys.modules["solution"] = module  # `from solution import f` works, and pickling its classes
+    try:
+        run(solution, namespace)
+        before.restore(keep=module)
+        rebound = [
+            name
+            for name in names_used
+            if name in namespace and not name.startswith("__") and before.rebinds(name, namespace[name], module_names)
+        ]
+        if rebound:
+            fail(
+                f"[adp] the solution rebinds {', '.join(sorted(rebound))}, which the tests use as a builtin or "
+                "module: the check cannot tell whose code it would run\n"
+            )
+        guards = _Guards(before, namespace, names_used)
+        namespace["__builtins__"] = {**before.builtins, **guards.names()}
+        namespace["__name__"] = "__main__"  # the tests as the script they were written as
+        sys.modules["__main__"] = module
+        run(tests_code, namespace)
+        if not guards.activity:
+            for name in test_functions:  # pytest-style tests the file never called
+                guards.test_function(namespace[name])
+            guards.run_unittests()
+        if not guards.activity:
+            fail("[adp] the tests ran no assert and no unittest test: they check nothing\n")
+    except SystemExit as exit:
+        fail(f"[adp] the check ended with SystemExit({exit.code!r}) before its last test: an exit proves nothing\n")
+    except BaseException as error:
+        fail_with(error)
+    flush()
+    try:
+        write(status_fd, evidence + read(nonce_fd, 256) + b"\nok\n")
+    finally:
+        exit_now(0)
+
+
+def remember_source(name: str, source: str) -> None:
+    """Let a failure's traceback show the line of the solution or test that failed."""
+    linecache.cache[name] = (len(source), None, source.splitlines(keepends=True), name)
+
+
+def _refuse_tracing(*_: object) -> NoReturn:
+    raise RuntimeError("[adp] tracing and profiling are off while a check runs")
+
+
+_type_dict = type.__dict__["__dict__"].__get__
+_type_flags = type.__dict__["__flags__"].__get__
+_type_mro = type.__dict__["__mro__"].__get__
+_type_subclasses = type.__dict__["__subclasses__"]
+_FunctionType = type(_refuse_tracing)
+_MISSING = object()
+
+
+class _Interpreter:
+    """What the interpreter held before the solution ran, to undo what it changes and to tell
+    the classes whose methods are trusted (built in, or Python code loaded before it, unchanged)."""
+
+    def __init__(self) -> None:
+        self.modules = dict(sys.modules)
+        self.module_dicts = {
+            name: (vars(module), dict(vars(module)))
+            for name, module in self.modules.items()
+            if type(vars(module)) is dict
+        }
+        self.builtins = dict(vars(builtins))
+        self.classes: dict[int, tuple[type, dict[str, Any]]] = {}  # id -> (class, its own dict then)
+        pending: list[type] = [object]
+        while pending:
+            cls = pending.pop()
+            if id(cls) in self.classes:
+                continue
+            self.classes[id(cls)] = (cls, dict(_type_dict(cls)) if _type_flags(cls) & _HEAPTYPE else {})
+            pending.extend(_type_subclasses(cls))
+        self.path, self.meta_path = list(sys.path), list(sys.meta_path)
+
+    def restore(self, keep: object) -> None:
+        """Undo the solution's changes to modules, classes, builtins and the import system."""
+        for name in [name for name in sys.modules if name not in self.modules]:
+            if sys.modules[name] is not keep:
+                del sys.modules[name]
+        sys.modules.update(self.modules)
+        for current, saved in self.module_dicts.values():
+            for name in [name for name in current if name not in saved]:
+                del current[name]
+            current.update(saved)
+        for cls, saved in self.classes.values():
+            if saved:
+                current = _type_dict(cls)
+                for name in [name for name in current if name not in saved]:
+                    type.__delattr__(cls, name)
+                for name, value in saved.items():
+                    if current.get(name, _MISSING) is not value:
+                        type.__setattr__(cls, name, value)
+        sys.path[:], sys.meta_path[:] = self.path, self.meta_path
+        gc.callbacks.clear()
+
+    def rebinds(self, name: str, value: object, module_names: set[str]) -> bool:
+        """Whether the solution bound ``name``, a builtin's name or (in ``module_names``) a loaded
+        module's name, to something else."""
+        if name in self.builtins and value is not self.builtins[name]:
+            return True
+        return name in module_names and name in self.modules and value is not self.modules[name]
+
+    def trusted(self, cls: type, method: str) -> bool:
+        """Whether ``cls`` finds ``method`` in a built-in class, or in a class loaded before the
+        solution whose method is unchanged."""
+        for klass in _type_mro(cls):
+            own = _type_dict(klass)
+            if method in own:
+                if not _type_flags(klass) & _HEAPTYPE:
+                    return True
+                known = self.classes.get(id(klass))
+                return known is not None and known[0] is klass and known[1].get(method, _MISSING) is own[method]
+        return True
+
+
+_COMPARISONS = {
+    ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
+    ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in",
+}  # fmt: skip
+_ARITHMETIC = {
+    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.MatMult: "@", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%",
+    ast.Pow: "**", ast.LShift: "<<", ast.RShift: ">>", ast.BitOr: "|", ast.BitXor: "^", ast.BitAnd: "&",
+}  # fmt: skip
+# Builtins that compare, add or test the truth of what they are given: in the tests they are
+# the guarded versions (see _Guards).
+_GUARDED_BUILTINS = ("all", "any", "bool", "filter", "sum", "min", "max", "sorted", "abs", "round", "int", "float")
+
+
+class _StrictTests(ast.NodeTransformer):
+    """Routes the tests through the guards (``__adp_*__`` names): their comparisons, truth
+    tests, arithmetic and reducing builtins; the names they take from the solution (by
+    ``__adp_get__``, at each use); and their imports, which bind private copies of the modules
+    as they were before the solution ran, under names the solution does not use."""
+
+    def __init__(self, used: set[str], imported: set[str]) -> None:
+        self.used, self.imported = used, imported
+
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        self.generic_visit(node)
+        ops = ast.Tuple([ast.Constant(_COMPARISONS[type(op)]) for op in node.ops], ast.Load())
+        return _call("__adp_compare__", ops, node.left, *node.comparators, like=node)
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        return _call("__adp_arithmetic__", ast.Constant(_ARITHMETIC[type(node.op)]), node.left, node.right, like=node)
+
+    def visit_Assert(self, node: ast.Assert) -> ast.AST:
+        self.generic_visit(node)
+        node.test = _call("__adp_asserted__", node.test, like=node.test)
+        return node
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Not):
+            node.operand = _call("__adp_truth__", node.operand, like=node.operand)
+        return node
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> ast.AST:
+        self.generic_visit(node)
+        node.values = [_call("__adp_truth__", value, like=value) for value in node.values]
+        return node
+
+    def _test(self, node: ast.If | ast.While | ast.IfExp) -> ast.AST:
+        self.generic_visit(node)
+        node.test = _call("__adp_truth__", node.test, like=node.test)
+        return node
+
+    visit_If = visit_While = visit_IfExp = _test
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in self.imported:
+            return ast.copy_location(ast.Name(_private_name(node.id), node.ctx), node)
+        if isinstance(node.ctx, ast.Load) and node.id in self.used:
+            return _call("__adp_get__", ast.Constant(node.id), like=node)
+        return node
+
+    def visit_arg(self, node: ast.arg) -> ast.AST:
+        if node.arg in self.imported:
+            node.arg = _private_name(node.arg)
+        return node
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == "main" and _named(func.value, "unittest"):
+            return _call("__adp_unittest__", like=node)  # run by the harness, which counts them
+        if isinstance(func, ast.Name) and func.id in _GUARDED_BUILTINS and func.id in self.used:
+            node.func = ast.copy_location(ast.Name(f"__adp_{func.id}__", ast.Load()), func)
+            node.args = [self.visit(arg) for arg in node.args]
+            node.keywords = [self.visit(keyword) for keyword in node.keywords]
+            return node
+        self.generic_visit(node)
+        return node
+
+    def visit_Import(self, node: ast.Import) -> list[ast.stmt]:
+        statements: list[ast.stmt] = []
+        for alias in node.names:
+            target, whole = (alias.asname, True) if alias.asname else (alias.name.split(".")[0], False)
+            module = _call("__adp_import__", ast.Constant(alias.name), ast.Constant(whole), like=node)
+            statements.append(ast.Assign([ast.Name(_private_name(target), ast.Store())], module))
+        return [ast.copy_location(statement, node) for statement in statements]
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | list[ast.stmt]:
+        if node.level or node.module is None or any(alias.name == "*" for alias in node.names):
+            return node
+        return [
+            ast.copy_location(
+                ast.Assign(
+                    [ast.Name(_private_name(alias.asname or alias.name), ast.Store())],
+                    _call("__adp_from__", ast.Constant(node.module), ast.Constant(alias.name), like=node),
+                ),
+                node,
+            )
+            for alias in node.names
+        ]
+
+
+def _private_name(name: str) -> str:
+    return f"__adp_tests_{name}__"
+
+
+def _named(node: ast.expr, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
+
+
+def _call(name: str, *args: ast.expr, like: ast.AST) -> ast.expr:
+    return ast.copy_location(ast.Call(ast.Name(name, ast.Load()), list(args), []), like)
+
+
+def strict_tests(tests: str) -> tuple[ast.Module, set[str], set[str], list[str]]:
+    """``tests`` rewritten by :class:`_StrictTests`; the names they use without binding them,
+    those of these they use as a module (``name.attribute``), and their ``test*`` functions."""
+    tree = ast.parse(tests, "<tests>")
+    bound: set[str] = set()
+    loaded: set[str] = set()
+    imported: set[str] = set()
+    attribute_bases: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(node.name)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module is not None:
+            imported.update(alias.asname or alias.name for alias in node.names if alias.name != "*")
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            attribute_bases.add(node.value.id)
+    tests_functions = [
+        node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test")
+    ]
+    used = loaded - bound - imported
+    _StrictTests(used, imported).visit(tree)
+    return ast.fix_missing_locations(tree), used, used & attribute_bases, tests_functions
+
+
+class _Guards:
+    """What the rewritten tests call. Where a value meets native data — compared with it, in
+    arithmetic with it, asserted, or reduced by a builtin — its comparison, truth and
+    arithmetic methods must be trusted (built in, or Python code loaded before the solution
+    and unchanged), or it must be an object of a class the tests name (what they test). So an
+    object whose ``__eq__`` says yes to anything fails where a test compares it with 9, while
+    ``Stack() == Stack()`` still asks the solution's ``Stack``. Everything is bound now, before
+    the solution's code runs again."""
+
+    def __init__(self, before: _Interpreter, namespace: dict[str, Any], names_used: set[str]) -> None:
+        self.activity = 0
+        self._before = before
+        self._unittest = before.modules.get("unittest")
+        self._namespace = namespace
+        # ids of the solution's classes the tests name (by identity: a metaclass could answer any
+        # issubclass() or == it is asked)
+        self._tested = {id(v) for n, v in namespace.items() if n in names_used and isinstance(v, type)}
+        self._ran_unittests = False
+
+    def names(self) -> dict[str, Any]:
+        """The tests' ``__adp_*__`` builtins, closures over the originals."""
+        trusted, type_of, is_subclass, identity, type_mro = self._before.trusted, type, issubclass, id, _type_mro
+        tested, guards, error = self._tested, self, AssertionError
+        compared, arithmetic_methods = _COMPARED_METHODS, _ARITHMETIC_METHODS
+        containers: list[tuple[type, Callable[[Any], Iterable[object]]]] = [
+            (list, list.__iter__), (tuple, tuple.__iter__), (set, set.__iter__), (frozenset, frozenset.__iter__),
+            (dict, dict.items),
+        ]  # fmt: skip
+        real = {name: self._before.builtins[name] for name in _GUARDED_BUILTINS}
+        contains = operator.contains
+        operations: dict[str, Callable[[Any, Any], Any]] = {
+            op: getattr(operator, name) for op, name in _OPERATOR_NAMES.items() if name
+        }
+        operations["in"] = lambda item, container: contains(container, item)
+        operations["not in"] = lambda item, container: not contains(container, item)
+        scalars = {id(cls) for cls in (int, float, complex, str, bytes, bool, type(None))}  # ids: no hash or == asked
+
+        def walk(value: object, methods: tuple[str, ...], allow_tested: bool) -> type | None:
+            """The first class met in ``value`` (and what it holds) with an untrusted method."""
+            pending, seen, verdicts = [value], set(), dict[int, bool]()
+            while pending:
+                item = pending.pop()
+                cls = type_of(item)
+                if identity(cls) in scalars:
+                    continue
+                if allow_tested and any(identity(klass) in tested for klass in type_mro(cls)):
+                    continue
+                verdict = verdicts.get(identity(cls))
+                if verdict is None:
+                    verdict = verdicts[identity(cls)] = all([trusted(cls, method) for method in methods])
+                if not verdict:
+                    return cls
+                for container, items in containers:
+                    if is_subclass(cls, container) and identity(item) not in seen:
+                        seen.add(identity(item))
+                        pending.extend(items(item))
+            return None
+
+        def refuse(cls: type, where: str) -> None:
+            raise error(
+                f"[adp] {where} a {cls.__qualname__} whose methods are the solution's code, not native data: "
+                "the check cannot trust what it answers"
+            )
+
+        def meet(left: object, right: object, methods: tuple[str, ...], where: str) -> None:
+            for one, other in ((left, right), (right, left)):
+                if walk(one, methods, False) is None and (cls := walk(other, methods, True)) is not None:
+                    refuse(cls, where)
+
+        def compare(ops: tuple[str, ...], *operands: object) -> object:
+            result: object = True
+            for op, left, right in zip(ops, operands, operands[1:], strict=False):
+                if op in ("in", "not in"):
+                    if walk(right, compared, False) is None and (cls := walk(left, compared, True)) is not None:
+                        refuse(cls, "a test looks for")
+                elif op not in ("is", "is not"):  # identity asks no method
+                    meet(left, right, compared, "a test compares native data with")
+                result = operations[op](left, right)
+                if not truth(result):
+                    return result
+            return result
+
+        def arithmetic(op: str, left: object, right: object) -> object:
+            meet(left, right, arithmetic_methods, "a test does arithmetic of native data with")
+            return operations[op](left, right)
+
+        def truth(value: object) -> object:
+            cls = type_of(value)
+            if identity(cls) in scalars or (tested and any(identity(klass) in tested for klass in type_mro(cls))):
+                return value
+            if not (trusted(cls, "__bool__") and trusted(cls, "__len__")):
+                refuse(cls, "a test asks the truth of")
+            return value
+
+        def asserted(value: object) -> object:
+            guards.activity += 1
+            return truth(value)
+
+        def checked(value: object) -> object:
+            if (cls := walk(value, compared + arithmetic_methods, True)) is not None:
+                refuse(cls, "a test reduces")
+            return value
+
+        def each(iterable: Iterable[object], check: Callable[[object], object]) -> Iterable[object]:
+            return (check(item) for item in iterable)
+
+        def guarded(name: str) -> Callable[..., object]:
+            builtin = real[name]
+            if name in ("all", "any"):
+                return lambda iterable: builtin(each(iterable, truth))
+            if name == "bool":
+                return lambda *args: builtin(*(truth(a) for a in args))
+            if name == "filter":
+                return lambda f, it: builtin(lambda x: truth(x if f is None else f(x)), it)
+            if name in ("sum", "sorted"):
+                return lambda iterable, *a, **k: builtin(each(iterable, checked), *a, **k)
+            if name in ("min", "max"):
+                return lambda *a, **k: builtin(*(each(a[0], checked) if len(a) == 1 else map(checked, a)), **k)
+            return lambda value, *a, **k: builtin(checked(value), *a, **k)  # abs, round, int, float
+
+        namespace, builtins_before, function_type = self._namespace, self._before.builtins, _FunctionType
+        module_dicts, modules, module_type, load = self._before.module_dicts, sys.modules, type(sys), __import__
+        wrappers: dict[int, tuple[object, Callable[..., Any]]] = {}
+        private: dict[str, Any] = {}
+        name_error, wrap = NameError, self.function
+
+        def get(name: str) -> object:
+            """The solution's ``name`` now (its functions guarded), else the builtin."""
+            if name in namespace:
+                value = namespace[name]
+            elif name in builtins_before:
+                return builtins_before[name]
+            else:
+                raise name_error(f"name {name!r} is not defined")
+            if type_of(value) is function_type and value.__globals__ is namespace:
+                known = wrappers.get(identity(value))
+                if known is None or known[0] is not value:
+                    known = wrappers[identity(value)] = (value, wrap(value))
+                return known[1]
+            return value
+
+        def private_module(name: str) -> Any:
+            """A module of the tests' own: a copy of the module as it was before the solution ran."""
+            if name == "solution":
+                return modules[name]
+            if name not in private:
+                copy = private[name] = module_type(name)
+                saved = module_dicts.get(name)
+                vars(copy).update(saved[1] if saved is not None else vars(modules[name]))
+            return private[name]
+
+        def import_module(name: str, whole: bool) -> Any:
+            load(name)
+            return private_module(name if whole else name.split(".")[0])
+
+        def import_from(module: str, name: str) -> object:
+            load(module, None, None, [name])
+            if module == "solution":
+                return get(name)
+            attributes = vars(private_module(module))
+            return attributes[name] if name in attributes else getattr(modules[module], name)
+
+        names: dict[str, Any] = {f"__adp_{name}__": guarded(name) for name in _GUARDED_BUILTINS}
+        names.update(__adp_get__=get, __adp_import__=import_module, __adp_from__=import_from)
+        names.update(
+            __adp_compare__=compare,
+            __adp_arithmetic__=arithmetic,
+            __adp_truth__=truth,
+            __adp_asserted__=asserted,
+            __adp_unittest__=self.run_unittests,
+        )
+        return names
+
+    def function(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function`` with a StopIteration it raises turned into a failure (as PEP 479 does
+        for generators): map(), zip() and for-loops would take it for the end of their data."""
+        runtime_error = RuntimeError
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except StopIteration as stop:
+                raise runtime_error(f"[adp] {function.__name__} raised StopIteration") from stop
+
+        guarded.__name__, guarded.__qualname__, guarded.__doc__ = (
+            function.__name__,
+            function.__qualname__,
+            function.__doc__,
+        )
+        guarded.__wrapped__ = function  # type: ignore[attr-defined]
+        return guarded
+
+    def test_function(self, function: Callable[[], object]) -> None:
+        function()
+
+    def run_unittests(self, *_: object, **__: object) -> None:
+        """Run the tests' unittest.TestCase classes once, counting them; a failure fails the check."""
+        if self._ran_unittests or self._unittest is None:
+            return
+        self._ran_unittests = True
+        unittest = self._unittest
+        cases = [v for v in self._namespace.values() if isinstance(v, type) and issubclass(v, unittest.TestCase)]
+        loader, suite = unittest.TestLoader(), unittest.TestSuite()
+        for case in cases:
+            suite.addTests(loader.loadTestsFromTestCase(case))
+        result = unittest.TextTestRunner(stream=sys.stderr, verbosity=1).run(suite)
+        self.activity += result.testsRun
+        if not result.wasSuccessful():
+            raise AssertionError(f"[adp] unittest: {len(result.failures)} failed, {len(result.errors)} errors")
+
+
 def run_once(status_fd: int, scratch_bytes: int) -> NoReturn:
-    """The one-shot mode of the launch-per-execution sandbox: the code comes on stdin."""
-    source = sys.stdin.buffer.read().decode("utf-8", "replace")
+    """The one-shot mode of the launch-per-execution sandbox: the request (JSON) comes on stdin."""
+    request = json.loads(sys.stdin.buffer.read().decode("utf-8", "replace"))
     os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
-    run_code(source, status_fd, isolated_or_exit(scratch_bytes))
+    check = take_check(request)
+    run_code(request.pop("code"), status_fd, isolated_or_exit(scratch_bytes), check)
 
 
 def execute(request: dict[str, Any]) -> dict[str, Any]:
@@ -409,7 +1020,7 @@ def execute(request: dict[str, Any]) -> dict[str, Any]:
         os.close(fd)
     returncode = os.waitstatus_to_exitcode(exit_status) if exit_status is not None else None
     return {
-        "statuses": buffers[status_r].decode().split(),
+        "statuses": buffers[status_r].decode("utf-8", "replace").split(),  # the code can write there too
         "timed_out": timed_out,
         "returncode": returncode,
         "duration": duration,
@@ -452,6 +1063,9 @@ def kill_everything_else() -> None:
 
 def main() -> None:
     ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    for name in CHECK_MODULES:  # once here, not in every check's child
+        with contextlib.suppress(ImportError):
+            __import__(name)
     os.dup2(0, CONTROL_IN)
     os.dup2(1, CONTROL_OUT)
     devnull = os.open("/dev/null", os.O_RDWR)
