@@ -83,12 +83,19 @@ def connect(url: str) -> redis.Redis:
     )
 
 
-def ensure_group(client: redis.Redis, stream: str) -> None:
+def ensure_group(client: redis.Redis, stream: str, start: str = "0") -> None:
+    """Create the workers' group on ``stream`` (and the stream), reading from after ``start``."""
     try:
-        client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        client.xgroup_create(stream, GROUP, id=start, mkstream=True)
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):  # the group exists: Redis says so only in words
             raise
+
+
+def missing_group(error: redis.RedisError) -> bool:
+    """Whether Redis refused because the consumer group (or its stream) is gone, e.g. deleted
+    by an operator: it says so only in words."""
+    return isinstance(error, redis.ResponseError) and str(error).startswith("NOGROUP")
 
 
 def enqueue(client: redis.Redis, batch: str, tasks: Sequence[TaskSpec], policy: str) -> int:
@@ -127,6 +134,7 @@ class Consumer:
         self.name = name
         self.grace = grace
         self.max_deliveries = max_deliveries
+        self.last_id = "0"  # the newest message this consumer took from the stream
         ensure_group(client, self.stream)
 
     def next(self, block_ms: int = 1000) -> Delivery | None:
@@ -137,6 +145,7 @@ class Consumer:
         answer = cast(_Streams, self.client.xreadgroup(GROUP, self.name, {self.stream: ">"}, count=1, block=block_ms))
         for _, messages in answer or []:
             for message_id, fields in messages:
+                self.last_id = message_id
                 try:
                     return self._delivery(message_id, fields, deliveries=1)
                 except MalformedMessageError as exc:
@@ -150,6 +159,12 @@ class Consumer:
             {"task_id": trajectory.task_id, "trajectory": trajectory.model_dump_json(), "worker": self.name},
         )
         self.client.xack(self.stream, GROUP, delivery.message_id)
+
+    def recreate_group(self) -> None:
+        """Create the group again after it vanished, reading on from the last message this
+        consumer took (the whole stream if it took none): a message taken since by another
+        worker may run twice (the first result wins), none is skipped that came after it."""
+        ensure_group(self.client, self.stream, self.last_id)
 
     def pending(self) -> int:
         info = self.client.xpending(self.stream, GROUP)

@@ -19,7 +19,7 @@ import redis
 from runtimes.agent import TOOLS_BY_TYPE, AgentLimits, run_tasks
 from runtimes.core import TaskSpec, TaskType, redact
 from runtimes.llm import Policy
-from runtimes.scale._broker import GROUP, BrokerConfig, Delivery, task_stream
+from runtimes.scale._broker import GROUP, BrokerConfig, Delivery, missing_group, task_stream
 from runtimes.scale._metrics import WorkerMetrics, serve
 from runtimes.settings import Settings
 
@@ -69,6 +69,12 @@ class Worker:
                 try:
                     delivery = await asyncio.to_thread(self.consumer.next, 500)
                 except redis.RedisError as exc:  # Redis restarting: wait for it, lose nothing
+                    if missing_group(exc):
+                        print(f"worker {self.name}: consumer group {GROUP} of {self.consumer.stream} is gone; "
+                              "recreating it", flush=True)  # fmt: skip
+                        with contextlib.suppress(redis.RedisError):  # Redis going away: the next poll says so
+                            await asyncio.to_thread(self.consumer.recreate_group)
+                        continue
                     self.metrics.runtime_health.labels(runtime).set(0)
                     print(redact(f"worker {self.name}: redis unavailable ({exc}); retrying"), flush=True)
                     await asyncio.sleep(_REDIS_RETRY)
