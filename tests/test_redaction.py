@@ -16,7 +16,9 @@ from click.testing import CliRunner
 from dagster._serdes import serialize_value
 
 from adp_pipeline.cli import main
-from runtimes.core import Trajectory, parse_task_file, redact
+from adp_pipeline.defs.markdown import failures_redacted
+from adp_pipeline.materialize import failure_reason
+from runtimes.core import LLMError, Trajectory, parse_task_file, redact
 from runtimes.scale import WorkerMetrics
 from runtimes.testing import MockLLMServer, MockScript, free_port
 from tests.helpers import code_task, task_line
@@ -312,3 +314,32 @@ def test_planted_secrets_show_on_no_surface_while_the_steps_keep_what_the_agent_
     )
     web = outputs[next(name for name in outputs if name.startswith("web_secret_url"))]
     assert web["steps"][0]["action_params"]["url"] == PAGE_URL
+
+
+def test_an_asset_failure_reaches_the_event_log_and_the_cli_line_redacted(instance: dg.DagsterInstance) -> None:
+    @dg.asset
+    @failures_redacted()
+    def leaky() -> None:
+        try:
+            raise ConnectionError(f"cannot reach http://me:{ENDPOINT_PASSWORD}@llm.internal/v1")
+        except ConnectionError as exc:
+            raise LLMError(
+                f"custom at http://me:{ENDPOINT_PASSWORD}@llm.internal/v1?api_key={ENDPOINT_KEY} failed"
+            ) from exc
+
+    @dg.asset
+    @failures_redacted()
+    def plain() -> None:
+        raise ValueError("nothing secret here")
+
+    result = dg.materialize([leaky], instance=instance, raise_on_error=False)
+    assert not result.success
+    logged = [serialize_value(entry) for entry in instance.all_logs(result.run_id)]
+    for secret in (ENDPOINT_PASSWORD, ENDPOINT_KEY):
+        assert not any(secret in entry for entry in logged)
+    assert failure_reason(result) == "leaky: ConnectionError: cannot reach http://me:***@llm.internal/v1"
+    # A failure with nothing to hide is left as it was: its own type, message and cause.
+    result = dg.materialize([plain], instance=instance, raise_on_error=False)
+    (failure,) = result.get_step_failure_events()
+    assert failure.step_failure_data.error.cause.cls_name == "ValueError"
+    assert failure_reason(result) == "plain: ValueError: nothing secret here"

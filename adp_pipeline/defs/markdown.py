@@ -117,14 +117,19 @@ def _redacted_json(data: Any) -> Any:
 
 
 class RedactedFailure(Exception):
-    """An asset's failure whose message and traceback had secrets in them, retold without them."""
+    """An asset's failure that had secrets in it and cannot be raised again as its own type."""
 
 
 @contextlib.contextmanager
 def failures_redacted() -> Iterator[None]:
     """Run an asset's body so that an exception it raises reaches Dagster's event log (and the
-    `adp run` error line) with its secrets redacted: when the exception, its causes or their
-    messages hold one, it is replaced by a :class:`RedactedFailure` that tells the same story."""
+    `adp run` error line) with its secrets redacted.
+
+    When the exception, its causes or their messages hold a secret, the innermost error (the
+    one `adp run` names) is raised again, as its own type where it can be made from a message
+    (else as :class:`RedactedFailure`), with the whole redacted traceback as a note; the
+    original chain, which holds the secret, is dropped.
+    """
     try:
         yield
     except dg.DagsterError:  # Dagster's own control flow (Failure, retries, interrupts)
@@ -134,8 +139,15 @@ def failures_redacted() -> Iterator[None]:
         shown = redact(told)
         if shown == told:
             raise
-        innermost = exc
-        while innermost.__cause__ is not None or innermost.__context__ is not None:
-            innermost = innermost.__cause__ or innermost.__context__  # type: ignore[assignment]
-        first = redact(f"{type(innermost).__name__}: {innermost}").splitlines()[0]
-        raise RedactedFailure(f"{first}\n\n{shown}") from None
+        innermost: BaseException = exc
+        while (inner := innermost.__cause__ or innermost.__context__) is not None:
+            innermost = inner
+        message = redact(str(innermost))
+        try:
+            retold: Exception = type(innermost)(message)  # type: ignore[assignment]
+            if str(retold) != message:
+                raise TypeError(message)
+        except Exception:
+            retold = RedactedFailure(f"{type(innermost).__name__}: {message}")
+        retold.add_note(f"(secrets redacted) the failure as it happened:\n{shown}")
+        raise retold from None
