@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtimes.core import TaskSpec, VerifierResult
+from runtimes.core import TaskSpec, VerifierResult, redact
 from runtimes.sandbox import Sandbox, SandboxLimits
 from runtimes.web import BrowserSession
 
@@ -48,7 +48,8 @@ async def verify_task(
             check = await sandbox.check_python(last_good_code, spec.python_tests, limits)
             checks["python_tests"] = check.passed
             if not check.passed:
-                details.append(f"python_tests: {check.reason[-_DETAIL_CHARS:]}")
+                # Redacted before the cut, which could leave a secret's tail that no rule knows.
+                details.append(f"python_tests: {redact(check.reason)[-_DETAIL_CHARS:]}")
     page_checks = [key for key in ("page_contains", "url_contains", "miniwob_reward") if getattr(spec, key) is not None]
     if page_checks and session is None:
         for key in page_checks:
