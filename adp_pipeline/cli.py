@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import decimal
 import json
 import os
 import re
 import sqlite3
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -289,40 +291,58 @@ def nightly(data_dir: Path | None) -> None:
 @click.option("--where", default=None, help="SQL condition on the trajectories view, e.g. \"task_type = 'code'\".")
 @click.option("--include-failed", is_flag=True, help="Export every trajectory, not only verified successful ones.")
 @click.option("--val-fraction", default=0.0, show_default=True, help="Share of task ids (by hash) in split=validation.")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists (never a file in the lake or a catalog file).")
 @_data_dir_option
 def export(
-    out: Path, export_format: str, where: str | None, include_failed: bool, val_fraction: float, data_dir: Path | None
+    out: Path,
+    export_format: str,
+    where: str | None,
+    include_failed: bool,
+    val_fraction: float,
+    force: bool,
+    data_dir: Path | None,
 ) -> None:
     """Write the training set: one record per task (its latest trajectory), verified ones only.
 
     Records whose messages are inconsistent (a result with no call, a call with no result,
-    arguments that are not JSON) are left out and listed with the reason.
+    arguments that are not JSON) are left out and listed with the reason. --where is one SQL
+    expression, read like `adp query` (the lake only); an existing FILE is replaced only with
+    --force, and never one in the lake or a catalog file.
     """
-    from adp_pipeline.export import export_training_set
-    from adp_pipeline.storage import Lake
+    from adp_pipeline.export import check_export, export_training_set
+    from adp_pipeline.storage import Lake, RefusedError
 
     settings = _settings(data_dir)
+    lake = Lake(settings.data_dir)
+    request: dict[str, Any] = {"export_format": export_format, "where": where, "val_fraction": val_fraction}
+    try:  # refused before the progress shows, and before anything is read or written
+        check_export(lake, out, **request, overwrite=force)
+    except RefusedError as exc:
+        _fail(str(exc), 2)
+    except AdpError as exc:
+        _fail(str(exc))
     progress = Progress(TextColumn("{task.description}"), TextColumn("{task.completed} trajectories"), console=_err)
     with progress:
         bar = progress.add_task("exporting", total=None)
         try:
             summary = export_training_set(
-                Lake(settings.data_dir),
+                lake,
                 out,
-                export_format=export_format,  # type: ignore[arg-type]
-                where=where,
+                **request,
                 include_failed=include_failed,
-                val_fraction=val_fraction,
                 on_progress=lambda done: progress.update(bar, completed=done),
+                overwrite=force,
             )
+        except RefusedError as exc:
+            failure, code = str(exc), 2
         except AdpError as exc:
-            failure: str | None = str(exc)
+            failure, code = str(exc), 1
         except OSError as exc:
-            failure = f"{out}: {exc.strerror or exc}"
+            failure, code = f"{out}: {exc.strerror or exc}", 1
         else:
-            failure = None
+            failure, code = None, 0
     if failure is not None:
-        _fail(failure)
+        _fail(failure, code)
     splits = ", ".join(f"{split} {n}" for split, n in sorted(summary.by_split.items())) or "none"
     click.echo(printable(f"wrote {out}: {summary.rows} records ({export_format}; {splits})"))
     if summary.excluded:
@@ -338,19 +358,25 @@ def export(
 @_data_dir_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 def query(sql: str, data_dir: Path | None, fmt: str) -> None:
-    """Run SQL over the DuckDB views (tasks, task_rejects, ...), read-only.
+    """Run one read statement (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE) over the
+    DuckDB views (tasks, task_rejects, ...) and the dbt marts.
 
-    Safe while runs are writing: the catalog is opened read-only and runs never lock it.
+    The connection reaches the lake and nothing else; any other statement (COPY, ATTACH, SET,
+    ...), a second statement, or a call that is not a read is refused (exit 2). Safe while runs
+    are writing: the catalog is attached read-only and runs never lock it.
     """
-    from adp_pipeline.storage import open_catalog
+    from adp_pipeline.storage import RefusedError, open_catalog, outside_the_lake_refused, read_statement
     from runtimes.core import CatalogError
 
     settings = _settings(data_dir)
     try:
-        with open_catalog(settings.data_dir) as connection:
-            cursor = connection.execute(sql)
+        statement = read_statement(sql)  # before the catalog is even opened
+        with open_catalog(settings.data_dir) as connection, outside_the_lake_refused("the query"):
+            cursor = connection.execute(statement)
             columns = [column[0] for column in cursor.description or []]
             rows = cursor.fetchall()
+    except RefusedError as exc:
+        _fail(str(exc), 2)
     except CatalogError as exc:
         _fail(str(exc))
     except OSError as exc:  # a data dir that cannot hold the catalog
@@ -368,7 +394,7 @@ def _print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> No
     elif fmt == "json":
         records = [dict(zip(columns, (_plain(value) for value in row), strict=True)) for row in rows]
         # JSON escapes C0 controls itself; C1 (a terminal reads \x9b as CSI) is escaped here, still valid JSON.
-        text = json.dumps(records, ensure_ascii=False, indent=2)
+        text = json.dumps(records, ensure_ascii=False, indent=2, default=str)  # default: BLOB, and types to come
         click.echo(re.sub(r"[\x7f-\x9f]", lambda match: f"\\u{ord(match.group()):04x}", text))
     else:
         table = Table()
@@ -388,8 +414,12 @@ def _csv_cell(value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date):
+    if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
+    if isinstance(value, decimal.Decimal):  # DuckDB's DECIMAL (averages, sums of decimals)
+        return float(value)
+    if isinstance(value, uuid.UUID | dt.timedelta):
+        return str(value)
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     if isinstance(value, dict):

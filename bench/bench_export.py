@@ -33,8 +33,11 @@ from adp_pipeline.export import export_training_set
 from adp_pipeline.storage import Lake
 data, out, fmt = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 started = time.perf_counter()
-if fmt == "baseline":
-    with Lake(Path(data)).connect() as connection:
+if fmt == "baseline":  # DuckDB unconfined: adp's readers may not COPY out of the lake
+    import duckdb
+    with duckdb.connect() as connection:
+        for sql in Lake(Path(data)).views_sql():
+            connection.execute(sql)
         connection.execute(f"COPY (SELECT * FROM trajectories) TO '{out}' (FORMAT parquet)")
     rows = None
 else:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -32,7 +33,14 @@ from adp_pipeline.export.formats import (
     check_messages,
     for_parquet,
 )
-from adp_pipeline.storage import Lake
+from adp_pipeline.storage import (
+    Lake,
+    RefusedError,
+    catalog_path,
+    outside_the_lake_refused,
+    quality_path,
+    read_condition,
+)
 from adp_pipeline.storage.rows import conversation_from_row
 from runtimes.core import BrokenMessagesError, ExportError
 
@@ -69,34 +77,35 @@ def export_training_set(
     include_failed: bool = False,
     val_fraction: float = 0.0,
     on_progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> ExportSummary:
     """Write the training set to ``out`` (Parquet for ``.parquet``, JSON lines for ``.jsonl``
     or ``.json``).
 
     Args:
-        where: a SQL condition on the ``trajectories`` view's columns, ANDed to the selection.
+        where: one SQL expression on the ``trajectories`` view's columns, ANDed to the
+            selection; parsed as an expression (it cannot close the query it filters) and
+            read through a connection confined to the lake.
         include_failed: export every trajectory, not only verified successful ones.
         val_fraction: the share of task ids (by hash) whose records get ``split = validation``.
         on_progress: called with the number of trajectories read so far, after each batch.
+        overwrite: replace ``out`` if it exists (otherwise an existing file is refused).
 
     Raises:
+        RefusedError: before anything is read or written: ``where`` is not one read-only
+            expression, or ``out`` exists (without ``overwrite``) or lies in the lake or is a
+            catalog file (symlinks resolved); or, while reading, ``where`` reaches outside the lake.
         ExportError: an unknown format or file extension, a fraction outside [0, 1), or a
-            ``where`` condition DuckDB refuses.
+            ``where`` condition DuckDB cannot run.
     """
-    if export_format not in FORMATS:
-        raise ExportError(f"unknown export format {export_format!r}; choose one of {', '.join(FORMATS)}")
-    kind = _SUFFIXES.get(out.suffix.lower())
-    if kind is None:
-        raise ExportError(f"{out}: the file name must end in {', '.join(_SUFFIXES)} (it picks the file format)")
-    if not 0 <= val_fraction < 1:
-        raise ExportError(f"the validation fraction must be in [0, 1), got {val_fraction}")
+    kind, condition = _checked(lake, out, export_format, where, val_fraction, overwrite)
     summary = ExportSummary(out, export_format)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex}.partial")
     try:
         with _sink(temporary, kind, export_format) as write:
             read = 0
-            for batch in _sources(lake, where, include_failed, val_fraction):
+            for batch in _sources(lake, condition, include_failed, val_fraction):
                 records: list[dict[str, Any]] = []
                 for source in batch:
                     try:
@@ -115,10 +124,74 @@ def export_training_set(
                 read += len(batch)
                 if on_progress is not None:
                     on_progress(read)
-        os.replace(temporary, out)
+        _move_into_place(temporary, out, overwrite)
     finally:
         temporary.unlink(missing_ok=True)
     return summary
+
+
+def check_export(
+    lake: Lake,
+    out: Path,
+    *,
+    export_format: ExportFormat = "openai",
+    where: str | None = None,
+    val_fraction: float = 0.0,
+    overwrite: bool = False,
+) -> None:
+    """The checks :func:`export_training_set` makes before it reads or writes anything, on
+    their own: a caller that shows progress runs them first, to fail before it starts.
+
+    Raises:
+        RefusedError, ExportError: as :func:`export_training_set` does before it starts.
+    """
+    _checked(lake, out, export_format, where, val_fraction, overwrite)
+
+
+def _checked(
+    lake: Lake, out: Path, export_format: ExportFormat, where: str | None, val_fraction: float, overwrite: bool
+) -> tuple[str, duckdb.Expression | None]:
+    """The file kind of ``out`` and the parsed ``where``, once every argument is accepted."""
+    _refuse_target(lake, out, overwrite)
+    if export_format not in FORMATS:
+        raise ExportError(f"unknown export format {export_format!r}; choose one of {', '.join(FORMATS)}")
+    kind = _SUFFIXES.get(out.suffix.lower())
+    if kind is None:
+        raise ExportError(f"{out}: the file name must end in {', '.join(_SUFFIXES)} (it picks the file format)")
+    if not 0 <= val_fraction < 1:
+        raise ExportError(f"the validation fraction must be in [0, 1), got {val_fraction}")
+    condition = read_condition(where) if where else None
+    return kind, condition
+
+
+def _refuse_target(lake: Lake, out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` in the lake or on a catalog file, wherever its symlinks lead, and an
+    existing ``out`` unless ``overwrite``: an export never replaces what adp reads."""
+    target = out.resolve()
+    data_dir = lake.root.parent
+    lake_root = lake.root.resolve()
+    catalogs = [path.resolve() for path in (catalog_path(data_dir), quality_path(data_dir))]
+    protected = {path.with_name(path.name + suffix) for path in catalogs for suffix in ("", ".wal")}
+    if target == lake_root or lake_root in target.parents:
+        raise RefusedError(f"refused: {out} is in the lake ({lake_root}), which only adp's runs write")
+    if target in protected:
+        raise RefusedError(f"refused: {out} is the DuckDB catalog file {target}")
+    if not overwrite and (out.exists() or out.is_symlink()):
+        raise RefusedError(f"refused: {out} already exists; pass --force to replace it")
+
+
+def _move_into_place(temporary: Path, out: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(temporary, out)
+        return
+    try:  # a hard link fails if ``out`` appeared meanwhile, where a rename would replace it
+        os.link(temporary, out)
+    except FileExistsError:
+        raise RefusedError(f"refused: {out} appeared while exporting; pass --force to replace it") from None
+    except OSError:  # a file system without hard links
+        if out.exists() or out.is_symlink():
+            raise RefusedError(f"refused: {out} appeared while exporting; pass --force to replace it") from None
+        os.replace(temporary, out)
 
 
 @contextlib.contextmanager
@@ -148,27 +221,34 @@ _COLUMNS = (
 )
 
 
-def _sources(lake: Lake, where: str | None, include_failed: bool, val_fraction: float) -> Iterator[list[Source]]:
-    condition = "TRUE" if include_failed else "success AND coalesce(verified, false)"
-    if where:
-        condition = f"({condition}) AND ({where})"
-    # The latest trajectory of each task, chosen on the keys alone; the wide rows then stream.
-    sql = f"""
-        WITH chosen AS (
-            SELECT task_id, batch FROM trajectories WHERE {condition}
-            QUALIFY row_number() OVER (PARTITION BY task_id ORDER BY created_at DESC, batch DESC) = 1
-        )
-        SELECT {_COLUMNS} FROM trajectories JOIN chosen USING (task_id, batch) WHERE {condition}
-    """
-    import duckdb  # the lake's engine; imported here so that formats stay importable alone
-
-    with lake.connect() as connection:
-        connection.execute(f"SET memory_limit = '{_DUCKDB_MEMORY}'")
-        connection.execute("SET preserve_insertion_order = false")
+def _sources(
+    lake: Lake, condition: duckdb.Expression | None, include_failed: bool, val_fraction: float
+) -> Iterator[list[Source]]:
+    settings: dict[str, str | int | bool] = {"memory_limit": _DUCKDB_MEMORY, "preserve_insertion_order": False}
+    with lake.connect(settings=settings) as connection, outside_the_lake_refused("--where"):
         try:
-            reader = connection.sql(sql).to_arrow_reader(_ROWS_PER_BATCH)
+            # The condition is an expression object, applied as a filter: no SQL text is joined.
+            selected = connection.table("trajectories")
+            if not include_failed:
+                selected = selected.filter(duckdb.SQLExpression("success AND coalesce(verified, false)"))
+            if condition is not None:
+                selected = selected.filter(condition)
+            # The latest trajectory of each task, chosen on the keys alone; the wide rows then stream.
+            reader = selected.query(
+                "selected",
+                f"""
+                WITH chosen AS (
+                    SELECT task_id, batch FROM selected
+                    QUALIFY row_number() OVER (PARTITION BY task_id ORDER BY created_at DESC, batch DESC) = 1
+                )
+                SELECT {_COLUMNS} FROM selected JOIN chosen USING (task_id, batch)
+                """,
+            ).to_arrow_reader(_ROWS_PER_BATCH)
+        except duckdb.PermissionException:
+            raise
         except duckdb.Error as exc:
-            raise ExportError(f"the selection failed{' (check --where)' if where else ''}: {exc}") from None
+            check = " (check --where)" if condition is not None else ""
+            raise ExportError(f"the selection failed{check}: {exc}") from None
         for batch in reader:
             yield [_source(row, val_fraction) for row in batch.to_pylist()]
 

@@ -1,6 +1,28 @@
-"""Storage: the Parquet lake and the DuckDB catalog of views over it (DESIGN.md §4)."""
+"""Storage: the Parquet lake and the DuckDB catalog of views over it (DESIGN.md §4), and the
+confined connections and read-only statements through which everything reads them (§11)."""
 
-from adp_pipeline.storage.catalog import catalog_path, ensure_catalog, open_catalog
+from adp_pipeline.storage.catalog import catalog_path, ensure_catalog, open_catalog, quality_path
+from adp_pipeline.storage.confine import (
+    RefusedError,
+    confine,
+    confined_connection,
+    outside_the_lake_refused,
+    read_condition,
+    read_statement,
+)
 from adp_pipeline.storage.lake import Lake, unwritable_reason
 
-__all__ = ["Lake", "catalog_path", "ensure_catalog", "open_catalog", "unwritable_reason"]
+__all__ = [
+    "Lake",
+    "RefusedError",
+    "catalog_path",
+    "confine",
+    "confined_connection",
+    "ensure_catalog",
+    "open_catalog",
+    "outside_the_lake_refused",
+    "quality_path",
+    "read_condition",
+    "read_statement",
+    "unwritable_reason",
+]

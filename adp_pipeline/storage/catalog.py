@@ -1,90 +1,114 @@
 """The DuckDB catalog file: views over the lake, for any number of concurrent readers.
 
 DuckDB lets one process open a file read-write, or many read-only. The catalog holds only
-views whose globs find new partitions by themselves, so runs never have to write it: it is
-written once, and again only when the lake's schema or location changes. Readers open it
-read-only and so never block a run, and a run never blocks them.
+views whose globs find new partitions by themselves, so runs never have to write it. Every
+reader attaches it read-only in a connection confined to the lake, and first compares what it
+holds with the views adp would build: anything else (a view replaced through another
+program, an extra table or macro, a moved data dir, a changed view) and the catalog is built
+again beside the old one and renamed over it. A reader never blocks a run, and a run never
+blocks a reader.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import time
+import uuid
 from pathlib import Path
 
 import duckdb
 
+from adp_pipeline.storage.confine import confine, confined_connection
 from adp_pipeline.storage.lake import Lake
 from runtimes.core import CatalogError
 
 CATALOG_FILE = "adp.duckdb"
 QUALITY_FILE = "quality.duckdb"  # dbt_quality's own database (profiles.yml)
-_META_TABLE = "adp_catalog"
+_NAME = "adp"  # the catalog's database name in a reader's connection (its file's stem)
 _LOCK_WAIT_SECONDS = 10.0
+# Everything a database file can hold that a query could meet, as (kind, name, definition).
+_OBJECTS_SQL = f"""
+    SELECT 'view', schema_name || '.' || view_name, sql FROM duckdb_views()
+      WHERE database_name = '{_NAME}' AND NOT internal
+    UNION ALL SELECT 'table', schema_name || '.' || table_name, sql FROM duckdb_tables()
+      WHERE database_name = '{_NAME}'
+    UNION ALL SELECT 'function', schema_name || '.' || function_name, coalesce(macro_definition, '')
+      FROM duckdb_functions() WHERE database_name = '{_NAME}' AND NOT internal
+    UNION ALL SELECT 'sequence', schema_name || '.' || sequence_name, sql FROM duckdb_sequences()
+      WHERE database_name = '{_NAME}'
+    UNION ALL SELECT 'type', schema_name || '.' || type_name, '' FROM duckdb_types()
+      WHERE database_name = '{_NAME}' AND NOT internal
+    UNION ALL SELECT 'index', schema_name || '.' || index_name, sql FROM duckdb_indexes()
+      WHERE database_name = '{_NAME}'
+    UNION ALL SELECT 'schema', schema_name, '' FROM duckdb_schemas()
+      WHERE database_name = '{_NAME}' AND NOT internal
+"""
 
 
 def catalog_path(data_dir: Path) -> Path:
     return Path(data_dir).absolute() / CATALOG_FILE
 
 
+def quality_path(data_dir: Path) -> Path:
+    return Path(data_dir).absolute() / QUALITY_FILE
+
+
 def ensure_catalog(data_dir: Path) -> Path:
-    """Create or update the catalog's views if they are missing or stale; return its path."""
-    lake = Lake(data_dir)
-    lake.ensure_layout()
-    path = catalog_path(data_dir)
-    fingerprint = _fingerprint(lake)
-    if path.exists() and _stored_fingerprint(path) == fingerprint:
-        return path
-    with _connect(path, read_only=False) as connection:
-        for sql in lake.views_sql():
-            connection.execute(sql)
-        connection.execute(f"CREATE OR REPLACE TABLE {_META_TABLE} AS SELECT ? AS fingerprint", [fingerprint])
-    return path
+    """Create the catalog, or build it again if it holds anything but adp's views; return its path."""
+    with open_catalog(data_dir):
+        pass
+    return catalog_path(data_dir)
 
 
 def open_catalog(data_dir: Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the catalog, creating the catalog first if needed.
+    """A connection to the catalog, attached read-only and confined to the lake; the catalog is
+    (re)built first when it is missing or differs from the views adp builds.
 
     The dbt quality models (``quality.duckdb``, written by the nightly job's ``dbt build``) are
     attached read-only when they exist, and found by name like the catalog's views: a query
     can join ``success_by_day`` with ``trajectories``. While dbt is writing them they are left
     out for that connection rather than waited for.
+
+    Raises:
+        CatalogError: another program holds the catalog open for writing, or it still differs
+            from adp's views after being rebuilt.
     """
-    connection = _connect(ensure_catalog(data_dir), read_only=True)
-    quality = Path(data_dir).absolute() / QUALITY_FILE
-    if quality.is_file():
-        try:
-            connection.execute(f"ATTACH '{_sql_text(quality)}' AS quality (READ_ONLY)")
-            connection.execute("SET search_path = 'main,quality.main'")
-        except duckdb.Error:
-            pass  # dbt holds it for writing this moment: the catalog's views are still there
-    return connection
+    lake = Lake(data_dir)
+    lake.ensure_layout()
+    path = catalog_path(data_dir)
+    expected = _expected_objects(lake)
+    for _ in range(2):
+        if path.exists():
+            connection = _reader(lake, path, quality_path(data_dir))
+            if _objects(connection) == expected:
+                return connection
+            connection.close()
+        _build(lake, path)
+    raise CatalogError(f"the DuckDB catalog {path} still differs from adp's views after it was rebuilt")
 
 
-def _sql_text(path: Path) -> str:
-    return str(path).replace("'", "''")
+def _reader(lake: Lake, path: Path, quality: Path) -> duckdb.DuckDBPyConnection:
+    def attach(connection: duckdb.DuckDBPyConnection) -> None:
+        _attach_waiting(connection, path)
+        connection.execute(f"USE {_NAME}")
+        if quality.is_file():
+            try:
+                connection.execute(f"ATTACH {_text(quality)} AS quality (READ_ONLY)")
+                connection.execute(f"SET search_path = '{_NAME}.main,quality.main'")
+            except duckdb.Error:
+                pass  # dbt holds it for writing this moment: the catalog's views are still there
+
+    return confined_connection([lake.root], prepare=attach)
 
 
-def _fingerprint(lake: Lake) -> str:
-    return hashlib.sha256("\n".join(lake.views_sql()).encode()).hexdigest()
-
-
-def _stored_fingerprint(path: Path) -> str | None:
-    with _connect(path, read_only=True) as connection:
-        try:
-            row = connection.execute(f"SELECT fingerprint FROM {_META_TABLE}").fetchone()
-        except duckdb.CatalogException:
-            return None
-    return None if row is None else str(row[0])
-
-
-def _connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-    # Another process may hold the file read-write for the moment it takes to rewrite the
-    # views; wait for it with a deadline instead of failing at once.
+def _attach_waiting(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
+    # Another program may hold the file read-write (a DuckDB shell, a notebook); wait for it
+    # with a deadline instead of failing at once.
     deadline = time.monotonic() + _LOCK_WAIT_SECONDS
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            connection.execute(f"ATTACH {_text(path)} AS {_NAME} (READ_ONLY)")
+            return
         except duckdb.IOException as exc:
             if time.monotonic() > deadline:
                 raise CatalogError(
@@ -92,3 +116,41 @@ def _connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
                     "shell or notebook?) holds it open for writing; close it and try again."
                 ) from exc
             time.sleep(0.1)
+
+
+def _build(lake: Lake, path: Path) -> None:
+    """Write the catalog beside ``path`` and rename it into place: readers holding the old file
+    keep it, new readers open the new one, and nothing of the old one survives."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with confine(duckdb.connect(str(temporary)), [lake.root]) as connection:
+            for sql in lake.views_sql():
+                connection.execute(sql)
+        # A write-ahead log left beside the old file would be replayed into the new one.
+        path.with_name(f"{path.name}.wal").unlink(missing_ok=True)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+        temporary.with_name(f"{temporary.name}.wal").unlink(missing_ok=True)
+
+
+def _objects(connection: duckdb.DuckDBPyConnection) -> set[tuple[str, str, str]]:
+    return {(str(kind), str(name), str(sql)) for kind, name, sql in connection.execute(_OBJECTS_SQL).fetchall()}
+
+
+def _expected_objects(lake: Lake) -> set[tuple[str, str, str]]:
+    """The catalog's objects as DuckDB lists them, computed without binding the views (which
+    would read every partition's footer): DuckDB stores a view as its parsed query printed back,
+    which is what a parse and print of the query gives."""
+    queries = lake.view_queries()
+    with confined_connection([]) as connection:
+        printed = connection.execute(
+            "SELECT name, json_deserialize_sql(json_serialize_sql(query)) FROM (SELECT unnest(?) AS name, "
+            "unnest(?) AS query)",
+            [list(queries), list(queries.values())],
+        ).fetchall()
+    return {("view", f"main.{name}", f"CREATE VIEW {name} AS {query};") for name, query in printed}
+
+
+def _text(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"

@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from adp_pipeline.storage.confine import confined_connection
 from adp_pipeline.storage.tables import DERIVED_VIEWS, TABLES
 
 SCHEMA_PARTITION = "__schema__"
@@ -58,28 +59,41 @@ class Lake:
             self._replace(placeholder, schema.empty_table())
         _LAID_OUT.add(self.root)
 
-    def view_sql(self, table: str) -> str:
-        """SQL that defines the view of ``table`` over every partition in the lake."""
+    def view_query(self, table: str) -> str:
+        """The query of the view of ``table``: every partition in the lake."""
         _schema(table)
         pattern = str(self.root / table / "*" / "*.parquet").replace("'", "''")
         return (
-            f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', "
+            f"SELECT * FROM read_parquet('{pattern}', "
             "hive_partitioning = true, union_by_name = true, hive_types = {'batch': VARCHAR})"
         )
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with a view per table; takes no lock on any file."""
+    def connect(self, settings: Mapping[str, str | int | bool] | None = None) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with a view per table, confined to the lake (no other
+        file, locked configuration: :func:`confine`); takes no lock on any file.
+
+        Args:
+            settings: DuckDB settings to apply before the configuration is locked.
+        """
         self.ensure_layout()
-        connection = duckdb.connect()
-        for sql in self.views_sql():
-            connection.execute(sql)
+        connection = confined_connection([self.root], settings=settings)
+        try:
+            for sql in self.views_sql():
+                connection.execute(sql)
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
+    def view_queries(self) -> dict[str, str]:
+        """Every view's query by name, tables first, then the views computed from them."""
+        return {table: self.view_query(table) for table in TABLES} | {
+            name: sql.strip() for name, sql in DERIVED_VIEWS.items()
+        }
+
     def views_sql(self) -> list[str]:
-        """Every view's definition, tables first, then the views computed from them."""
-        return [self.view_sql(table) for table in TABLES] + [
-            f"CREATE OR REPLACE VIEW {name} AS {sql.strip()}" for name, sql in DERIVED_VIEWS.items()
-        ]
+        """Every view's definition, in the order of :meth:`view_queries`."""
+        return [f"CREATE OR REPLACE VIEW {name} AS {query}" for name, query in self.view_queries().items()]
 
     def _replace(self, target: Path, arrow_table: pa.Table) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ def training_dataset(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.
         export_format=settings.export_format,
         val_fraction=settings.export_val_fraction,
         on_progress=lambda done: context.log.info(f"{done} trajectories read") if done % 10_000 == 0 else None,
+        overwrite=True,  # adp's own file, replaced by each nightly run
     )
     context.log.info(f"wrote {out}: {summary.rows} records, {len(summary.excluded)} left out")
     metadata: dict[str, dg.MetadataValue] = {
