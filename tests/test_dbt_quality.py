@@ -19,6 +19,13 @@ from adp_pipeline.storage import Lake, ensure_catalog
 from runtimes.settings import Settings
 from tests.helpers import code_task, materialize_file, task_line
 
+CLAIMED_LINEAGE = {
+    "parent_task_ids": ["nowhere"],
+    "mutation": "breadth",
+    "generation": 3,
+    "created_at": "2026-01-01T00:00:00Z",
+}
+
 
 def run_nightly(settings: Settings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     job = build_definitions(settings).resolve_job_def(nightly.name)
@@ -38,6 +45,8 @@ def test_a_duplicated_task_id_fails_its_dbt_check_and_the_marts_answer_adp_query
         task_line("b", "web"),
         code_task("c", "print(3)", "3", tests="assert False"),
         "not json",
+        # A person's lineage is a claim: its generation counts nowhere (only synthesis writes them).
+        code_task("d", "print(4)", "4", lineage=CLAIMED_LINEAGE),
     ]
     path.write_text("\n".join(lines) + "\n")
     assert materialize_file(path, settings, instance).success
@@ -50,7 +59,7 @@ def test_a_duplicated_task_id_fails_its_dbt_check_and_the_marts_answer_adp_query
     )
     assert not checks["success_rate_above_threshold"]  # 1 of 2 code tasks verified, web unverified: a warning
     (export,) = clean.asset_materializations_for_node("training_dataset")
-    assert export.metadata["records"].value == 1  # only "a" is verified and successful
+    assert export.metadata["records"].value == 2  # only "a" and "d" are verified and successful
 
     # Two batches that raced each other and both accepted task "a".
     lake = Lake(settings.data_dir)
@@ -77,14 +86,22 @@ def test_a_duplicated_task_id_fails_its_dbt_check_and_the_marts_answer_adp_query
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == [
-        {"task_type": "code", "trajectories": 2, "verified_successes": 1},
+        {"task_type": "code", "trajectories": 3, "verified_successes": 2},
         {"task_type": "web", "trajectories": 1, "verified_successes": 0},
     ]
+    generations = CliRunner().invoke(
+        main, ["query", "select distinct generation from success_by_day", "--format", "json"], env=env
+    )
+    assert generations.exit_code == 0, generations.output
+    assert json.loads(generations.stdout) == [{"generation": 0}]  # "d" claimed generation 3
 
 
 def test_dbt_models_sit_downstream_of_the_lake_assets(settings: Settings) -> None:
     graph = build_definitions(settings).resolve_asset_graph()
-    assert graph.get(dg.AssetKey("stg_trajectories")).parent_keys == {dg.AssetKey("trajectories")}
+    assert graph.get(dg.AssetKey("stg_trajectories")).parent_keys == {
+        dg.AssetKey("trajectories"),
+        dg.AssetKey("synthesized_tasks"),  # a generation counts only for a task synthesis wrote
+    }
     assert graph.get(dg.AssetKey("stg_tasks")).parent_keys == {dg.AssetKey("task_batch")}
     assert graph.get(dg.AssetKey("synthesis_by_generation")).parent_keys == {dg.AssetKey("synthesized_tasks")}
     assert graph.get(dg.AssetKey("essences_by_type")).parent_keys == {dg.AssetKey("task_essences")}

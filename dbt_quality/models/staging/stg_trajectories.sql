@@ -1,4 +1,5 @@
--- One row per trajectory: what ran, how it ended, what it cost.
+-- One row per trajectory: what ran, how it ended, what it cost. A generation counts only for a
+-- task adp's synthesis wrote: a person's lineage on a task line is a claim (docs/pipeline.md).
 select
     task_id,
     batch,
@@ -9,7 +10,11 @@ select
     error_type,
     policy,
     coalesce(model, policy) as model,
-    coalesce(generation, 0) as generation,
+    case
+        when exists (select 1 from {{ source('adp', 'synthesized_tasks') }} s where s.task_id = t.task_id)
+            then coalesce(generation, 0)
+        else 0
+    end as generation,
     n_steps,
     total_duration,
     prompt_tokens,
@@ -17,4 +22,4 @@ select
     total_tokens,
     cast(created_at as date) as day,
     created_at
-from {{ source('adp', 'trajectories') }}
+from {{ source('adp', 'trajectories') }} t
