@@ -348,7 +348,7 @@ def export(
     if summary.excluded:
         click.echo(f"left out {len(summary.excluded)} trajectories with inconsistent messages:", err=True)
         for task_id, reason in summary.excluded[:_REJECTS_SHOWN]:
-            click.echo(printable(f"  {task_id}: {reason}"), err=True)
+            click.echo(printable(redact(f"  {task_id}: {reason}")), err=True)
         if len(summary.excluded) > _REJECTS_SHOWN:
             click.echo(f"  …and {len(summary.excluded) - _REJECTS_SHOWN} more", err=True)
 

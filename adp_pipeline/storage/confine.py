@@ -28,13 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from runtimes.core import AdpError
-
-
-class RefusedError(AdpError):
-    """A request that would reach what a reader may not: a query or condition that is not one
-    read of the lake, an export onto adp's own files. The message names what and why."""
-
+from runtimes.core import RefusedError
 
 # Table functions a query may call: generators, JSON walkers, the catalog's own introspection
 # and Parquet reads (which the connection confines to the lake). Anything else is refused,

@@ -100,6 +100,11 @@ class ExportError(AdpError):
     """The export cannot be written as asked; the message says why."""
 
 
+class RefusedError(AdpError):
+    """A request that would reach what a reader may not: a query or condition that is not one
+    read of the lake, an export onto adp's own files. The message names what and why."""
+
+
 class BrokenMessagesError(AdpError, ValueError):
     """A trajectory's messages are not a sequence a trainer can learn from; the message says why."""
 
