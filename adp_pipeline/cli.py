@@ -454,7 +454,9 @@ def doctor(data_dir: Path | None) -> None:
     from adp_pipeline.doctor import Status, run_checks
 
     results = run_checks(_settings(data_dir))
-    table = Table("check", "status", "detail", "fix")
+    table = Table("check", "status")
+    table.add_column("detail", min_width=88)  # a model and its endpoint URL on one line
+    table.add_column("fix")
     colour = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red"}
     for result in results:
         status = Text(str(result.status), style=colour[result.status])

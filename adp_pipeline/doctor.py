@@ -89,10 +89,7 @@ def _sandbox_memory(config: SandboxConfig) -> CheckResult:
         fix = "set ADP_SANDBOX_MEMORY_BUDGET_MB below the RAM (default: half of it)"
         return CheckResult("sandbox memory", Status.WARN, detail, fix)
     if not cgroups:
-        fix = (
-            "without a cgroup v2 memory controller the limit is per process (a task's processes together may "
-            "exceed it); run as root on a host with cgroup v2 (unified) or delegate a subtree to enforce memory.max"
-        )
+        fix = "the limit is per process; cgroup v2 (as root, or a delegated subtree) holds a whole execution"
         return CheckResult("sandbox memory", Status.WARN, detail, fix)
     return CheckResult("sandbox memory", Status.OK, detail)
 
