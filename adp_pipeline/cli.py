@@ -306,11 +306,12 @@ def export(
 
     Records whose messages are inconsistent (a result with no call, a call with no result,
     arguments that are not JSON) are left out and listed with the reason. --where is one SQL
-    expression, read like `adp query` (the lake only); an existing FILE is replaced only with
-    --force, and never one in the lake or a catalog file.
+    expression, read like `adp query` (the lake only; ADP_QUERY_TEMP_MB of spill space,
+    ADP_QUERY_THREADS threads, ADP_QUERY_MEMORY_MB of memory up to 256 MB; no time limit); an
+    existing FILE is replaced only with --force, and never one in the lake or a catalog file.
     """
     from adp_pipeline.export import check_export, export_training_set
-    from adp_pipeline.storage import Lake, RefusedError
+    from adp_pipeline.storage import Lake, QueryLimits, RefusedError
 
     settings = _settings(data_dir)
     lake = Lake(settings.data_dir)
@@ -332,6 +333,7 @@ def export(
                 include_failed=include_failed,
                 on_progress=lambda done: progress.update(bar, completed=done),
                 overwrite=force,
+                limits=QueryLimits.from_settings(settings),
             )
         except RefusedError as exc:
             failure, code = str(exc), 2
@@ -362,22 +364,36 @@ def query(sql: str, data_dir: Path | None, fmt: str) -> None:
     DuckDB views (tasks, task_rejects, ...) and the dbt marts.
 
     The connection reaches the lake and nothing else; any other statement (COPY, ATTACH, SET,
-    ...), a second statement, or a call that is not a read is refused (exit 2). Safe while runs
-    are writing: the catalog is attached read-only and runs never lock it.
+    ...), a second statement, or a call that is not a read is refused (exit 2). It may use
+    ADP_QUERY_MEMORY_MB of memory, ADP_QUERY_TEMP_MB of spill space and ADP_QUERY_THREADS
+    threads, and is stopped after ADP_QUERY_TIMEOUT_SECONDS. Safe while runs are writing: the
+    catalog is attached read-only and runs never lock it.
     """
-    from adp_pipeline.storage import RefusedError, open_catalog, outside_the_lake_refused, read_statement
-    from runtimes.core import CatalogError
+    from adp_pipeline.storage import (
+        QueryLimits,
+        RefusedError,
+        open_catalog,
+        outside_the_lake_refused,
+        read_statement,
+        within_limits,
+    )
+    from runtimes.core import CatalogError, QueryLimitError
 
     settings = _settings(data_dir)
+    limits = QueryLimits.from_settings(settings)
     try:
         statement = read_statement(sql)  # before the catalog is even opened
-        with open_catalog(settings.data_dir) as connection, outside_the_lake_refused("the query"):
+        with (
+            open_catalog(settings.data_dir, limits) as connection,
+            outside_the_lake_refused("the query"),
+            within_limits(connection, limits),
+        ):
             cursor = connection.execute(statement)
             columns = [column[0] for column in cursor.description or []]
             rows = cursor.fetchall()
     except RefusedError as exc:
         _fail(str(exc), 2)
-    except CatalogError as exc:
+    except (CatalogError, QueryLimitError) as exc:
         _fail(str(exc))
     except OSError as exc:  # a data dir that cannot hold the catalog
         _fail(f"data dir {settings.data_dir}: {exc.strerror or exc}")

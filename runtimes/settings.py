@@ -112,6 +112,15 @@ class Settings(BaseSettings):
     """The training_dataset asset's record format (`adp export --format` for one-off files)."""
     export_val_fraction: float = Field(0.05, ge=0, lt=1, validation_alias=_env("ADP_EXPORT_VAL_FRACTION"))
     """Share of task ids (by hash) the training_dataset asset puts in split=validation."""
+    query_memory_mb: int = Field(2048, ge=64, validation_alias=_env("ADP_QUERY_MEMORY_MB"))
+    """DuckDB's memory for one `adp query` (the export's `--where` read takes at most 256 MB of it);
+    beyond it DuckDB spills to disk."""
+    query_temp_mb: int = Field(4096, ge=0, validation_alias=_env("ADP_QUERY_TEMP_MB"))
+    """Disk DuckDB may spill to for one `adp query` or export (0: no spilling)."""
+    query_threads: int = Field(4, ge=1, validation_alias=_env("ADP_QUERY_THREADS"))
+    """DuckDB threads for one `adp query` or export."""
+    query_timeout_seconds: float = Field(300.0, gt=0, validation_alias=_env("ADP_QUERY_TIMEOUT_SECONDS"))
+    """An `adp query` still running after this long is interrupted."""
     nightly_cron: str = Field("0 2 * * *", validation_alias=_env("ADP_NIGHTLY_CRON"))
     """When the nightly job (dbt build, training-set export) runs; ``off`` leaves the schedule stopped."""
     timezone: str = Field("UTC", validation_alias=_env("ADP_TIMEZONE"))

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import duckdb
@@ -21,11 +22,14 @@ from click.testing import CliRunner, Result
 
 from adp_pipeline.cli import main
 from adp_pipeline.storage import (
+    MAX_NESTING,
+    Lake,
     RefusedError,
     catalog_path,
     confined_connection,
     ensure_catalog,
     open_catalog,
+    quality_path,
     read_condition,
     read_statement,
 )
@@ -453,3 +457,223 @@ def test_adp_query_answers_every_documented_view_and_mart(data: Path) -> None:
     assert joined.exit_code == 0 and json.loads(joined.stdout)[0]["n"] > 0
     for introspection in ("DESCRIBE trajectories", "SHOW TABLES", "SUMMARIZE tasks"):
         assert query(data, introspection).exit_code == 0
+
+
+# --- text nested past what a parser takes is refused, not a crash ----------------------------
+
+
+def nested(depth: int) -> dict[str, str]:
+    """Conditions nested ``depth`` levels by brackets, and by operators that need none."""
+    return {
+        "calls": "abs(" * depth + "n_steps" + ")" * depth + " > 0",
+        "parentheses": "(" * depth + "success" + ")" * depth,
+        "lists": "[" * depth + "1" + "]" * depth + " IS NOT NULL",
+        "subqueries": "EXISTS " + "(SELECT * FROM " * depth + "tasks" + ") t" * depth,
+        "no brackets": "NOT " * depth + "success",
+    }
+
+
+@pytest.mark.parametrize("depth", [600, 3000])
+def test_a_deeply_nested_query_or_condition_is_refused_with_one_line(data: Path, tmp_path: Path, depth: int) -> None:
+    """abs(abs(...)) 500 deep ended in a RecursionError traceback (Python's JSON reader), and
+    nested subqueries past some 60,000 levels crash DuckDB's own parser: refused before either."""
+    out = tmp_path / "train.jsonl"
+    for shape, condition in nested(depth).items():
+        result = query(data, f"SELECT count(*) FROM trajectories WHERE {condition}")
+        refused(result, "the query")
+        assert "deep" in result.stderr or "parse" in result.stderr, (shape, result.stderr)
+        refused(cli("export", "--out", str(out), "--where", condition, "--data-dir", str(data)), "--where")
+        assert not out.exists()
+    # Not a bracket too many: the limit is what adp says it is, and a deep call is still found.
+    assert read_statement("SELECT " + "abs(" * MAX_NESTING + "1" + ")" * MAX_NESTING)
+    with pytest.raises(RefusedError, match=f"nests brackets {MAX_NESTING + 1} deep"):
+        read_statement("SELECT " + "(" * (MAX_NESTING + 1) + "1" + ")" * (MAX_NESTING + 1))
+    with pytest.raises(RefusedError, match=r"nextval\(\)"):
+        read_statement("SELECT " + "abs(" * (MAX_NESTING - 1) + "nextval('s')" + ")" * (MAX_NESTING - 1))
+
+
+def test_text_duckdb_cannot_take_is_refused_not_a_crash(data: Path, tmp_path: Path) -> None:
+    """A byte that is not UTF-8 in the argument (Python hands it on as a lone surrogate) was a
+    TypeError traceback from DuckDB's binding; a syntax error is refused like every text adp
+    cannot check."""
+    out = tmp_path / "train.jsonl"
+    refused(query(data, "SELECT '\udcff'"), "not UTF-8")
+    refused(cli("export", "--out", str(out), "--where", "task_id = '\udcff'", "--data-dir", str(data)), "not UTF-8")
+    refused(query(data, "SELEC task_id FROM tasks"), "not SQL adp can parse", "syntax error")
+    assert not out.exists()
+
+
+# --- a query runs with bounded memory, disk, threads and time --------------------------------
+
+
+def test_a_query_runs_with_the_configured_limits(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"MEMORY_MB": "300", "TEMP_MB": "100", "THREADS": "1"}.items():
+        monkeypatch.setenv(f"ADP_QUERY_{name}", value)
+    shown = query(
+        data,
+        "SELECT current_setting('memory_limit') AS memory, current_setting('max_temp_directory_size') AS temp, "
+        "current_setting('threads') AS threads",
+    )
+    assert shown.exit_code == 0, shown.stderr
+    (row,) = json.loads(shown.stdout)
+    assert (row["memory"], row["temp"], row["threads"]) == ("286.1 MiB", "95.3 MiB", 1)  # 300 MB, 100 MB
+    refused(query(data, "SET memory_limit = '100GB'"), "SET statement")
+
+
+def test_a_query_past_its_time_is_interrupted_naming_the_setting(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADP_QUERY_TIMEOUT_SECONDS", "1")
+    monkeypatch.setenv("ADP_QUERY_THREADS", "1")
+    started = time.monotonic()
+    result = query(data, "SELECT sum(hash(x)) FROM range(100000000000) t(x)")  # minutes on any machine
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 1 and result.stdout == "", (result.exit_code, result.stderr)
+    assert result.stderr.splitlines() == [
+        "adp: error: the query ran longer than 1 s and was stopped (ADP_QUERY_TIMEOUT_SECONDS)"
+    ]
+    assert elapsed < 30, elapsed
+    # The same connection settings, a query within its time: not interrupted.
+    assert json.loads(query(data, "SELECT count(*) AS n FROM trajectories").stdout) == [{"n": 3}]
+
+
+def test_a_query_or_export_needing_more_memory_than_it_may_use_fails_clearly(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {"MEMORY_MB": "64", "TEMP_MB": "0", "THREADS": "1"}.items():
+        monkeypatch.setenv(f"ADP_QUERY_{name}", value)
+    before = files_under(data)
+    result = query(data, "SELECT count(*) FROM (SELECT * FROM range(30000000) t(x) ORDER BY hash(x))")
+    assert result.exit_code == 1 and result.stdout == "", (result.exit_code, result.stderr)
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("adp: error: the query needs more than the 64 MB of memory (ADP_QUERY_MEMORY_MB)")
+    assert "0 MB of spill space (ADP_QUERY_TEMP_MB)" in line and "Out of Memory" in line
+
+    out = tmp_path / "train.jsonl"
+    where = "(SELECT count(DISTINCT hash(x)) FROM range(30000000) t(x)) > 0"
+    exported = cli("export", "--out", str(out), "--where", where, "--data-dir", str(data))
+    assert exported.exit_code == 1, (exported.exit_code, exported.stderr)
+    assert exported.stderr.splitlines()[-1].startswith(
+        "adp: error: the export needs more than the 64 MB of memory (ADP_QUERY_MEMORY_MB) and 0 MB of spill space"
+    )
+    assert not out.exists() and not list(tmp_path.glob(".train.jsonl.*"))
+    assert files_under(data) == before
+
+
+# --- the text DuckDB runs for a condition is the expression adp checked ----------------------
+
+
+def tree(sql: str) -> dict[str, object]:
+    with duckdb.connect() as connection:
+        (text,) = connection.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone() or ("",)
+    return without_locations(json.loads(text))  # type: ignore[no-any-return]
+
+
+def without_locations(node: object) -> object:
+    if isinstance(node, dict):
+        return {key: without_locations(value) for key, value in node.items() if not key.startswith("query_location")}
+    if isinstance(node, list):
+        return [without_locations(item) for item in node]
+    return node
+
+
+ACCEPTED = [
+    "task_type = 'code'",
+    "task_type = 'code' AND n_steps < 5 -- a comment",
+    "/* a comment */ n_steps > 1",
+    "success -- a comment with a ) in it",
+    "task_id = 'x' -- )\n OR task_id = 'cube'",
+    "(task_type = 'code')",
+    "task_id IN (SELECT task_id FROM tasks WHERE task_id = 'cube')",
+    "EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = trajectories.task_id)",
+    "n_steps BETWEEN 1 AND 3",
+    "task_id LIKE 'sq%' OR task_id ILIKE 'CU%'",
+    "CAST(n_steps AS INTEGER) > 0 AND n_steps::BIGINT > 0",
+    "CASE WHEN success THEN true ELSE false END",
+    "list_contains(['square', 'cube'], task_id)",
+    "created_at > TIMESTAMP '2000-01-01' AND created_at < now() + INTERVAL 1 DAY",
+    "task_id <> 'it''s' AND task_id <> $$a ) b$$ AND \"task_id\" IS NOT NULL",
+    "task_id = ANY(['square']) OR task_id != ALL(SELECT 'x')",
+    "task_type COLLATE nocase = 'CODE'",
+    "n_steps > (SELECT 1 UNION SELECT 0 ORDER BY 1 LIMIT 1)",
+    "task_id IN (WITH t AS (SELECT 'cube' AS x) SELECT x FROM t)",
+    "{'a': n_steps}.a = n_steps AND [n_steps][1] = n_steps",
+    "  success  \n",
+]
+
+
+def test_the_text_duckdb_runs_for_an_accepted_condition_parses_to_the_same_expression(data: Path) -> None:
+    """DuckDB 2.0 pastes str(expression) into the SQL a filter runs: for every accepted
+    condition that text is the same one expression, alone in a select list and in place."""
+    with Lake(data).connect() as connection:
+        trajectories = connection.table("trajectories")
+        for where in ACCEPTED:
+            expression = read_condition(where)
+            (checked,) = tree(f"SELECT {where}")["statements"][0]["node"]["select_list"]  # type: ignore[index]
+            (pasted,) = tree(f"SELECT {expression}")["statements"][0]["node"]["select_list"]  # type: ignore[index]
+            filtered = tree(f"SELECT * FROM t WHERE ({expression})")["statements"][0]["node"]  # type: ignore[index]
+            assert pasted == checked and filtered["where_clause"] == checked, where
+            assert trajectories.filter(expression).count("*").fetchall()[0][0] >= 0, where
+    ok = cli("export", "--out", str(data.parent / "ok.jsonl"), "--where", ACCEPTED[4], "--data-dir", str(data))
+    assert ok.exit_code == 0, ok.stderr
+    assert exported_ids(data.parent / "ok.jsonl") == {"cube"}
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "true WINDOW w AS ()",
+        "true WINDOW w AS (ORDER BY created_at) -- a comment",
+        "sum(n_steps) OVER w > 0 WINDOW w AS ()",
+        "true WINDOW w AS (), v AS ()",
+        "success AS verified",
+        "success verified",
+        "ALL success",
+        "task_id = $1",
+        "task_id = ?",
+        "task_id = $name",
+        "success ORDER BY 1",
+        "success QUALIFY true",
+        "DISTINCT success",
+    ],
+)
+def test_a_condition_with_more_than_one_bare_expression_is_refused_before_anything_runs(
+    data: Path, tmp_path: Path, where: str
+) -> None:
+    """A WINDOW clause passed DuckDB's expression parser and its parse tree keeps no trace of
+    it; an alias parsed and vanished from the pasted text. Neither is one bare expression."""
+    out = tmp_path / "train.jsonl"
+    before = files_under(data)
+    result = cli("export", "--out", str(out), "--where", where, "--data-dir", str(data))
+    refused(result, "--where must be one SQL expression")
+    assert "LINE" not in result.stderr and "WHERE (" not in result.stderr  # no SQL of DuckDB's quoted
+    assert not out.exists() and files_under(data) == before
+
+
+# --- quality.duckdb holds dbt's tables and views, nothing else -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("plant", "named"),
+    [
+        ("CREATE MACRO lower(x) AS 'tampered'", "function main.lower"),
+        ("CREATE MACRO success_by_type() AS TABLE SELECT 1 AS forged", "function main.success_by_type"),
+        ("CREATE SEQUENCE s", "sequence main.s"),
+        ("CREATE TYPE mood AS ENUM ('a')", "type main.mood"),
+        ("CREATE SCHEMA other; CREATE TABLE other.t AS SELECT 1 AS x", "schema other"),
+    ],
+)
+def test_a_quality_database_holding_more_than_dbts_tables_and_views_is_refused(
+    data: Path, tmp_path: Path, plant: str, named: str
+) -> None:
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    with duckdb.connect(str(quality_path(copy))) as tamper:
+        tamper.execute(plant)
+    result = query(copy, "SELECT lower('A') AS a, count(*) AS n FROM success_by_type")
+    assert result.exit_code == 1 and result.stdout == "", (result.exit_code, result.stderr)
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"adp: error: {quality_path(copy)} holds what dbt does not write (") and named in line
+    assert "Delete it and run `adp nightly`" in line
+    # Runs keep working: the catalog itself never needs dbt's database.
+    ensure_catalog(copy)
+    quality_path(copy).unlink()
+    assert json.loads(query(copy, "SELECT lower('A') AS a").stdout) == [{"a": "a"}]

@@ -10,6 +10,7 @@ file appears whole or not at all (written aside, then renamed).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,11 +36,13 @@ from adp_pipeline.export.formats import (
 )
 from adp_pipeline.storage import (
     Lake,
+    QueryLimits,
     RefusedError,
     catalog_path,
     outside_the_lake_refused,
     quality_path,
     read_condition,
+    within_limits,
 )
 from adp_pipeline.storage.rows import conversation_from_row
 from runtimes.core import BrokenMessagesError, ExportError
@@ -47,7 +50,7 @@ from runtimes.core import BrokenMessagesError, ExportError
 _ROWS_PER_BATCH = 500
 _SUFFIXES = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
 # DuckDB's own memory (it spills beyond this): the export's peak stays bounded on any lake.
-_DUCKDB_MEMORY = "256MB"
+_DUCKDB_MEMORY_MB = 256
 
 
 @dataclass
@@ -78,6 +81,7 @@ def export_training_set(
     val_fraction: float = 0.0,
     on_progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
+    limits: QueryLimits | None = None,
 ) -> ExportSummary:
     """Write the training set to ``out`` (Parquet for ``.parquet``, JSON lines for ``.jsonl``
     or ``.json``).
@@ -90,6 +94,9 @@ def export_training_set(
         val_fraction: the share of task ids (by hash) whose records get ``split = validation``.
         on_progress: called with the number of trajectories read so far, after each batch.
         overwrite: replace ``out`` if it exists (otherwise an existing file is refused).
+        limits: DuckDB's spill space and threads, and its memory up to 256 MB (a person's
+            export: ``where`` may ask for much); no time limit, since an export's time grows
+            with the lake. None: 256 MB, DuckDB's defaults otherwise (adp's own export).
 
     Raises:
         RefusedError: before anything is read or written: ``where`` is not one read-only
@@ -97,6 +104,7 @@ def export_training_set(
             catalog file (symlinks resolved); or, while reading, ``where`` reaches outside the lake.
         ExportError: an unknown format or file extension, a fraction outside [0, 1), or a
             ``where`` condition DuckDB cannot run.
+        QueryLimitError: the selection needs more memory and spill space than ``limits`` give.
     """
     kind, condition = _checked(lake, out, export_format, where, val_fraction, overwrite)
     summary = ExportSummary(out, export_format)
@@ -105,7 +113,7 @@ def export_training_set(
     try:
         with _sink(temporary, kind, export_format) as write:
             read = 0
-            for batch in _sources(lake, condition, include_failed, val_fraction):
+            for batch in _sources(lake, condition, include_failed, val_fraction, limits):
                 records: list[dict[str, Any]] = []
                 for source in batch:
                     try:
@@ -222,12 +230,26 @@ _COLUMNS = (
 
 
 def _sources(
-    lake: Lake, condition: duckdb.Expression | None, include_failed: bool, val_fraction: float
+    lake: Lake,
+    condition: duckdb.Expression | None,
+    include_failed: bool,
+    val_fraction: float,
+    limits: QueryLimits | None,
 ) -> Iterator[list[Source]]:
-    settings: dict[str, str | int | bool] = {"memory_limit": _DUCKDB_MEMORY, "preserve_insertion_order": False}
-    with lake.connect(settings=settings) as connection, outside_the_lake_refused("--where"):
+    memory_mb = min(_DUCKDB_MEMORY_MB, limits.memory_mb) if limits is not None else _DUCKDB_MEMORY_MB
+    bounded = dataclasses.replace(limits, memory_mb=memory_mb) if limits is not None else None
+    settings: dict[str, str | int | bool] = {
+        **(bounded.duckdb_settings() if bounded is not None else {"memory_limit": f"{memory_mb}MB"}),
+        "preserve_insertion_order": False,
+    }
+    with (
+        lake.connect(settings=settings) as connection,
+        outside_the_lake_refused("--where"),
+        within_limits(connection, bounded, "the export", timed=False) if bounded else contextlib.nullcontext(),
+    ):
         try:
-            # The condition is an expression object, applied as a filter: no SQL text is joined.
+            # DuckDB pastes the condition's text into the SQL it runs, as WHERE (<text>):
+            # read_condition made sure that text parses there to the one expression it checked.
             selected = connection.table("trajectories")
             if not include_failed:
                 selected = selected.filter(duckdb.SQLExpression("success AND coalesce(verified, false)"))
@@ -244,8 +266,8 @@ def _sources(
                 SELECT {_COLUMNS} FROM selected JOIN chosen USING (task_id, batch)
                 """,
             ).to_arrow_reader(_ROWS_PER_BATCH)
-        except duckdb.PermissionException:
-            raise
+        except (duckdb.PermissionException, duckdb.OutOfMemoryException):
+            raise  # said as such by the context managers above
         except duckdb.Error as exc:
             check = " (check --where)" if condition is not None else ""
             raise ExportError(f"the selection failed{check}: {exc}") from None

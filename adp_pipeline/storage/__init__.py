@@ -3,17 +3,22 @@ confined connections and read-only statements through which everything reads the
 
 from adp_pipeline.storage.catalog import catalog_path, ensure_catalog, open_catalog, quality_path
 from adp_pipeline.storage.confine import (
+    MAX_NESTING,
+    QueryLimits,
     RefusedError,
     confine,
     confined_connection,
     outside_the_lake_refused,
     read_condition,
     read_statement,
+    within_limits,
 )
 from adp_pipeline.storage.lake import Lake, unwritable_reason
 
 __all__ = [
+    "MAX_NESTING",
     "Lake",
+    "QueryLimits",
     "RefusedError",
     "catalog_path",
     "confine",
@@ -25,4 +30,5 @@ __all__ = [
     "read_condition",
     "read_statement",
     "unwritable_reason",
+    "within_limits",
 ]

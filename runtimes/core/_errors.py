@@ -105,6 +105,11 @@ class RefusedError(AdpError):
     read of the lake, an export onto adp's own files. The message names what and why."""
 
 
+class QueryLimitError(AdpError):
+    """A person's query ran past the time, memory or spill space it is given; the message
+    names the setting to raise."""
+
+
 class BrokenMessagesError(AdpError, ValueError):
     """A trajectory's messages are not a sequence a trainer can learn from; the message says why."""
 
