@@ -25,22 +25,31 @@ from runtimes.core import redact
 
 # Inline Markdown (CommonMark + GFM) starts with one of these: escapes, code spans, emphasis
 # and strikethrough, links and images, raw HTML and autolinks, entities, table pipes, headings,
-# setext underlines, math; ``:`` and ``@`` break GFM's literal autolinks (``http://``, emails).
-# A backslash before any ASCII punctuation is a literal character in CommonMark.
+# setext underlines, math. A backslash before any ASCII punctuation is a literal character in
+# CommonMark.
 _SYNTAX = re.compile(r"[\\`*_{}\[\]()<>#!|~^=:&$@]")
-_WWW = re.compile(r"(?i)\b(www)\.")  # GFM's other literal autolink
+# GFM's literal autolinks (``www.x``, ``http(s)://x``, ``bob@x``, ``mailto:``/``xmpp:``) are
+# not syntax a backslash can escape: remark-gfm, which renders the Dagster UI's Markdown, looks
+# for them in the text *after* escapes are resolved, so ``http\://evil/x.png`` is still a link.
+# The text itself must not hold them: an invisible U+2060 WORD JOINER goes inside every ``//``,
+# before every ``@``, between ``www`` and ``.`` and between a link scheme and its ``:``. The
+# reader sees the same characters; no linkifier (GFM's, linkify-it's) finds a link in them.
+_WORD_JOINER = "\u2060"
+_AUTOLINKS = re.compile(r"(?i)/(?=/)|(?=@)|www(?=\.)|(?:https?|ftps?|mailto|xmpp)(?=:)")
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 
 
 def markdown_text(value: object) -> str:
     """``value`` as inline Markdown that renders as exactly its text, secrets redacted.
 
-    Line breaks become spaces (a table cell, a title: one line), and every character that
-    could start Markdown syntax is backslash-escaped, so images, links, autolinks, raw HTML,
-    emphasis, code spans and table pipes show as the characters they are.
+    Line breaks become spaces (a table cell, a title: one line), literal autolinks are broken
+    by invisible word joiners, and every character that could start Markdown syntax is
+    backslash-escaped, so images, links, autolinks, raw HTML, emphasis, code spans and table
+    pipes show as the characters they are.
     """
     text = _LINE_BREAKS.sub(" ", redact(str(value)))
-    return _WWW.sub(r"\1\\.", _SYNTAX.sub(lambda match: "\\" + match.group(), text))
+    text = _AUTOLINKS.sub(lambda match: match.group() + _WORD_JOINER, text)
+    return _SYNTAX.sub(lambda match: "\\" + match.group(), text)
 
 
 def markdown_table(
