@@ -37,7 +37,7 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import CodeType
 from typing import Any, NoReturn
 
@@ -484,7 +484,7 @@ def run_check(solution: CodeType, tests: str, nonce_fd: int, status_fd: int) -> 
     del tests
     sys.settrace = sys.setprofile = _refuse_tracing
     gc.callbacks.clear()
-    before = _Interpreter()
+    before = _Interpreter(_ZYGOTE_CLASSES)
     module = type(sys)("solution")
     namespace = vars(module)
     namespace["__builtins__"] = builtins
@@ -541,11 +541,30 @@ _FunctionType = type(_refuse_tracing)
 _MISSING = object()
 
 
+def known_classes() -> dict[int, tuple[type, dict[str, Any]]]:
+    """Every class there is now (by id), with its own dict if Python code made it."""
+    classes: dict[int, tuple[type, dict[str, Any]]] = {}
+    pending: list[type] = [object]
+    while pending:
+        cls = pending.pop()
+        if id(cls) in classes:
+            continue
+        classes[id(cls)] = (cls, dict(_type_dict(cls)) if _type_flags(cls) & _HEAPTYPE else {})
+        pending.extend(_type_subclasses(cls))
+    return classes
+
+
+# The warm sandbox's zygote takes this once, after loading CHECK_MODULES: a forked check needs
+# not walk every class again (nothing between the fork and the check makes or changes one).
+_ZYGOTE_CLASSES: dict[int, tuple[type, dict[str, Any]]] | None = None
+
+
 class _Interpreter:
     """What the interpreter held before the solution ran, to undo what it changes and to tell
     the classes whose methods are trusted (built in, or Python code loaded before it, unchanged)."""
 
-    def __init__(self) -> None:
+    def __init__(self, classes: dict[int, tuple[type, dict[str, Any]]] | None = None) -> None:
+        self._is = operator.is_  # bound now: the solution may patch the operator module
         self.modules = dict(sys.modules)
         self.module_dicts = {
             name: (vars(module), dict(vars(module)))
@@ -553,14 +572,7 @@ class _Interpreter:
             if type(vars(module)) is dict
         }
         self.builtins = dict(vars(builtins))
-        self.classes: dict[int, tuple[type, dict[str, Any]]] = {}  # id -> (class, its own dict then)
-        pending: list[type] = [object]
-        while pending:
-            cls = pending.pop()
-            if id(cls) in self.classes:
-                continue
-            self.classes[id(cls)] = (cls, dict(_type_dict(cls)) if _type_flags(cls) & _HEAPTYPE else {})
-            pending.extend(_type_subclasses(cls))
+        self.classes = known_classes() if classes is None else classes
         self.path, self.meta_path = list(sys.path), list(sys.meta_path)
 
     def restore(self, keep: object) -> None:
@@ -570,12 +582,13 @@ class _Interpreter:
                 del sys.modules[name]
         sys.modules.update(self.modules)
         for current, saved in self.module_dicts.values():
+            if self._unchanged(current, saved):
+                continue
             for name in [name for name in current if name not in saved]:
                 del current[name]
             current.update(saved)
         for cls, saved in self.classes.values():
-            if saved:
-                current = _type_dict(cls)
+            if saved and not self._unchanged(current := _type_dict(cls), saved):
                 for name in [name for name in current if name not in saved]:
                     type.__delattr__(cls, name)
                 for name, value in saved.items():
@@ -583,6 +596,16 @@ class _Interpreter:
                         type.__setattr__(cls, name, value)
         sys.path[:], sys.meta_path[:] = self.path, self.meta_path
         gc.callbacks.clear()
+
+    def _unchanged(self, current: Mapping[str, object], saved: dict[str, object]) -> bool:
+        """Whether ``current`` holds ``saved``'s keys and values in order, by identity: quick
+        (C-level), and it asks no ``==`` or hash of what the solution may have put there."""
+        same = self._is
+        return (
+            len(current) == len(saved)
+            and all(map(same, current, saved))
+            and all(map(same, current.values(), saved.values()))
+        )
 
     def rebinds(self, name: str, value: object, module_names: set[str]) -> bool:
         """Whether the solution bound ``name``, a builtin's name or (in ``module_names``) a loaded
@@ -1063,9 +1086,11 @@ def kill_everything_else() -> None:
 
 def main() -> None:
     ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    global _ZYGOTE_CLASSES
     for name in CHECK_MODULES:  # once here, not in every check's child
         with contextlib.suppress(ImportError):
             __import__(name)
+    _ZYGOTE_CLASSES = known_classes()
     os.dup2(0, CONTROL_IN)
     os.dup2(1, CONTROL_OUT)
     devnull = os.open("/dev/null", os.O_RDWR)
