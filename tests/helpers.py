@@ -4,13 +4,16 @@ module imports another."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from adp_pipeline.builder import build_definitions
 from adp_pipeline.defs.jobs import process_task_file
@@ -20,7 +23,7 @@ from adp_pipeline.task_files import register_task_file
 from runtimes.core import ActionType, Step
 from runtimes.sandbox import DEFAULT_UID_BASE
 from runtimes.settings import Settings
-from runtimes.testing import free_port, http_ok, wait_for
+from runtimes.testing import MockLLMServer, MockScript, free_port, http_ok, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "tasks.jsonl"
@@ -196,3 +199,14 @@ def adp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     return subprocess.run(
         [ADP, *args], capture_output=True, text=True, timeout=300, check=False, cwd=REPO, env=clean_env(**(env or {}))
     )
+
+
+@contextlib.contextmanager
+def scripted_model(monkeypatch: pytest.MonkeyPatch, script: MockScript, **env: str) -> Iterator[MockLLMServer]:
+    """The mock server answering ``script``, configured as the llm endpoint (no cache), with ``env`` set too."""
+    with MockLLMServer(script) as server:
+        for name, value in {
+            "ADP_LLM_BASE_URL": server.base_url, "ADP_LLM_MODEL": "scripted", "ENABLE_CACHE": "false", **env
+        }.items():  # fmt: skip
+            monkeypatch.setenv(name, value)
+        yield server

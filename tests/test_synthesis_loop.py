@@ -17,7 +17,7 @@ from runtimes.settings import Settings
 from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from synthesis.essence import EXTRACT_INSTRUCTIONS
 from synthesis.mutate import MUTATION_INSTRUCTIONS, OPERATOR_INSTRUCTIONS
-from tests.helpers import Daemon, code_task
+from tests.helpers import Daemon, code_task, scripted_model
 
 
 def _task(description: str, code: str, answer: str, tests: str | None) -> dict[str, Any]:
@@ -145,11 +145,7 @@ def synthesis_script() -> MockScript:
 @pytest.fixture
 def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockLLMServer]:
     """The scripted model, configured as the llm endpoint the essence extractor and operators use."""
-    with MockLLMServer(synthesis_script()) as server:
-        monkeypatch.setenv("ADP_LLM_BASE_URL", server.base_url)
-        monkeypatch.setenv("ADP_LLM_MODEL", "scripted")
-        monkeypatch.setenv("ADP_ESSENCE_EXTRACTOR", "llm")
-        monkeypatch.setenv("ENABLE_CACHE", "false")
+    with scripted_model(monkeypatch, synthesis_script(), ADP_ESSENCE_EXTRACTOR="llm") as server:
         yield server
 
 

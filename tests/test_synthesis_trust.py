@@ -27,7 +27,7 @@ from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from synthesis.dedupe import DedupeIndex, Duplicate, normalise
 from synthesis.mutate import OPERATOR_INSTRUCTIONS
 from synthesis.sampler import Job
-from tests.helpers import code_task
+from tests.helpers import code_task, scripted_model
 
 SEED = (
     "Write a Python function sum_to(n) that returns the sum of the integers from 1 to n inclusive, "
@@ -89,10 +89,7 @@ def script(**by_operator: Answer) -> MockScript:
 @pytest.fixture
 def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockLLMServer]:
     """The scripted model as the operators' endpoint (essences stay structural: no model needed)."""
-    with MockLLMServer(MockScript()) as server:
-        monkeypatch.setenv("ADP_LLM_BASE_URL", server.base_url)
-        monkeypatch.setenv("ADP_LLM_MODEL", "scripted")
-        monkeypatch.setenv("ENABLE_CACHE", "false")
+    with scripted_model(monkeypatch, MockScript()) as server:
         yield server
 
 
