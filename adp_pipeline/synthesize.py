@@ -10,7 +10,8 @@ accepted or as a ``synthesis_rejects`` row with its stage and reason:
    run on the same execution path as any task (this process, or the Redis workers);
 3. ``dedupe``: it is neither a copy nor a near duplicate of any known task (all batches, all
    generations: the index in ``<data>/synthesis/``) or of an earlier candidate;
-4. ``guard``: the daily task budget has room.
+4. ``guard``: the daily task budget has room (a candidate the daily token budget stopped
+   before it was made is a ``guard`` row too, with that reason).
 
 The generation limit and the daily token budget stop work before a candidate is made: the
 summary says so. The daily budgets count every row of the UTC day in both tables, this batch's
@@ -312,7 +313,9 @@ async def _make_with_model(
     if over_budget:
         budget = _used_up("ADP_SYNTH_DAILY_TOKENS", settings.synth_daily_tokens, "token")
         summary.stopped.append(f"{budget}: {len(over_budget)} candidates not made")
-        summary.candidates = [c for c in summary.candidates if c not in over_budget]
+        # Planned but never made: each is still a candidate, and ends as a row like any other.
+        for candidate in over_budget:
+            candidate.reject("guard", f"{budget}: the candidate was not made")
 
 
 def _self_check(summary: SynthesisSummary, settings: Settings) -> None:

@@ -17,7 +17,7 @@ from runtimes.settings import Settings
 from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from synthesis.essence import EXTRACT_INSTRUCTIONS
 from synthesis.mutate import MUTATION_INSTRUCTIONS, OPERATOR_INSTRUCTIONS
-from tests.helpers import Daemon, code_task, scripted_model
+from tests.helpers import Daemon, code_task, materialize_file, scripted_model
 
 
 def _task(description: str, code: str, answer: str, tests: str | None) -> dict[str, Any]:
@@ -292,19 +292,33 @@ def test_the_daily_task_budget_stops_acceptance_then_synthesis(
 
 
 def test_the_daily_token_budget_stops_the_model_operators(
-    settings: Settings, model: MockLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    settings: Settings, instance: dg.DagsterInstance, model: MockLLMServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     # One call at a time, and a budget the first candidate's answer uses up.
     monkeypatch.setenv("ADP_LLM_MAX_CONCURRENCY", "1")
     monkeypatch.setenv("ADP_SYNTH_DAILY_TOKENS", "10")
     settings = settings.model_copy(update={"policy": "mock", "synth_candidates": 8})
-    (run,) = run_task_files([seed_file(tmp_path / "seed.jsonl", SEED_1, SEED_2)], settings)
-    assert run.success, run.failure
+    result = materialize_file(seed_file(tmp_path / "seed.jsonl", SEED_1, SEED_2), settings, instance)
+    assert result.success
+    batch = result.dagster_run.tags["dagster/partition"]
     made = query(
         settings,
-        "SELECT tokens FROM synthesized_tasks UNION ALL SELECT tokens FROM synthesis_rejects",
+        "SELECT tokens FROM synthesized_tasks UNION ALL "
+        "SELECT tokens FROM synthesis_rejects WHERE stage <> 'guard' OR tokens > 0",
     )
     assert len(made) == 1 and made[0][0] > 10  # the one candidate made, and what it spent
+    # Every candidate the budget stopped is a guard row with its reason: none is lost.
+    metadata = synthesis_metadata(result)
+    accepted = query(settings, "SELECT count(*) FROM synthesized_tasks WHERE batch = ?", batch)[0][0]
+    stages = dict(query(settings, "SELECT stage, count(*) FROM synthesis_rejects WHERE batch = ? GROUP BY 1", batch))
+    assert metadata["candidates"] == 8 and accepted + sum(stages.values()) == metadata["candidates"]
+    assert stages["guard"] == metadata["rejected_guard"] == 7
+    budget = "the daily token budget (ADP_SYNTH_DAILY_TOKENS=10) is used up"
+    assert query(
+        settings, "SELECT DISTINCT reason, tokens, candidate_id FROM synthesis_rejects WHERE stage = 'guard'"
+    ) == [(f"{budget}: the candidate was not made", 0, None)]
+    assert metadata["stopped"] == [f"{budget}: 7 candidates not made"]
     # The next batch of the day makes no candidate with the model at all.
     (again,) = run_task_files([seed_file(tmp_path / "again.jsonl", SEED_1, SEED_2, prefix="again")], settings)
     assert again.success, again.failure
