@@ -164,7 +164,7 @@ def _print_run_summary(batches: Sequence[str], settings: Settings) -> None:
     from adp_pipeline.storage import Lake
 
     per_type = ", ".join(
-        f"(SELECT count(*) FILTER (WHERE success) || '/' || count(*) FROM trajectories r "
+        f"(SELECT count(*) FILTER (WHERE verified_success) || '/' || count(*) FROM trajectories r "
         f"WHERE r.batch = b.batch AND r.task_type = '{task_type}')"
         for task_type in ("code", "web", "reasoning")
     )
@@ -201,7 +201,7 @@ def _print_run_summary(batches: Sequence[str], settings: Settings) -> None:
             [list(batches)],
         ).fetchall()
     out = _out()
-    table = Table(title=f"task batches (policy {settings.policy}; succeeded/tasks per type)")
+    table = Table(title=f"task batches (policy {settings.policy}; verified successes/tasks per type)")
     for column in ("batch", "accepted", "rejected", "code", "web", "reasoning"):
         table.add_column(column, justify="left" if column == "batch" else "right")
     for row in counts:
@@ -290,7 +290,12 @@ def nightly(data_dir: Path | None) -> None:
 )
 @click.option("--where", default=None, help="SQL condition on the trajectories view, e.g. \"task_type = 'code'\".")
 @click.option("--include-failed", is_flag=True, help="Export every trajectory, not only verified successful ones.")
-@click.option("--val-fraction", default=0.0, show_default=True, help="Share of task ids (by hash) in split=validation.")
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=None,
+    help="Share of task ids (by hash) in split=validation  [default: ADP_EXPORT_VAL_FRACTION, 0.05].",
+)
 @click.option("--force", is_flag=True, help="Replace FILE if it exists (never a file in the lake or a catalog file).")
 @_data_dir_option
 def export(
@@ -298,7 +303,7 @@ def export(
     export_format: str,
     where: str | None,
     include_failed: bool,
-    val_fraction: float,
+    val_fraction: float | None,
     force: bool,
     data_dir: Path | None,
 ) -> None:
@@ -315,7 +320,9 @@ def export(
 
     settings = _settings(data_dir)
     lake = Lake(settings.data_dir)
-    request: dict[str, Any] = {"export_format": export_format, "where": where, "val_fraction": val_fraction}
+    # The training_dataset asset's default too: both exports of one lake split alike.
+    fraction = settings.export_val_fraction if val_fraction is None else val_fraction
+    request: dict[str, Any] = {"export_format": export_format, "where": where, "val_fraction": fraction}
     try:  # refused before the progress shows, and before anything is read or written
         check_export(lake, out, **request, overwrite=force)
     except RefusedError as exc:

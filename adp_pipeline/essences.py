@@ -45,7 +45,7 @@ def extract_batch_essences(lake: Lake, batch: str, settings: Settings) -> Essenc
     tasks = {task.task_id: task for task in load_tasks(lake, batch)}
     with lake.connect() as connection:
         trajectories = connection.execute(
-            "SELECT task_id, verifier, success AND coalesce(verified, false) FROM trajectories WHERE batch = ?",
+            "SELECT task_id, verifier, verified_success FROM trajectories WHERE batch = ?",
             [batch],
         ).fetchall()
         step_rows = named(

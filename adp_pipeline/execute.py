@@ -25,7 +25,7 @@ from runtimes.settings import Settings
 @dataclass(frozen=True)
 class TypeOutcome:
     tasks: int
-    succeeded: int
+    succeeded: int  # verified successes: the ``trajectories`` view's ``verified_success``
 
     @property
     def success_rate(self) -> float:
@@ -60,10 +60,15 @@ def execute_batch(
     created_at = datetime.now(UTC)
     rows = [trajectory_row(t, created_at) for t in trajectories]
     _store(lake, batch, trajectories, rows, settings.output_dir / "trajectories")
-    by_type: dict[str, TypeOutcome] = {}
-    for task_type in TaskType:
-        of_type = [t for t in trajectories if t.task_type == task_type]
-        by_type[task_type.value] = TypeOutcome(len(of_type), sum(t.success for t in of_type))
+    # Counted by the lake's view, as every other count is: one definition of a verified success.
+    with lake.connect() as connection:
+        counted = connection.execute(
+            "SELECT task_type, count(*), count(*) FILTER (WHERE verified_success) FROM trajectories "
+            "WHERE batch = ? GROUP BY 1",
+            [batch],
+        ).fetchall()
+    outcomes = {task_type: TypeOutcome(n, verified) for task_type, n, verified in counted}
+    by_type = {task_type.value: outcomes.get(task_type.value, TypeOutcome(0, 0)) for task_type in TaskType}
     return ExecuteSummary(
         batch=batch,
         policy=settings.policy,

@@ -236,7 +236,7 @@ def _feedback(lake: Lake) -> dict[str, Feedback]:
             """
             WITH children AS (SELECT DISTINCT task_id, unnest(essence_ids) AS essence_id FROM synthesized_tasks)
             SELECT c.essence_id, count(DISTINCT c.task_id), count(DISTINCT r.task_id),
-                   count(DISTINCT r.task_id) FILTER (WHERE r.success AND coalesce(r.verified, false))
+                   count(DISTINCT r.task_id) FILTER (WHERE r.verified_success)
             FROM children c LEFT JOIN trajectories r ON r.task_id = c.task_id
             GROUP BY 1
             """

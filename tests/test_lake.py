@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from adp_pipeline.storage import Lake, ensure_catalog, open_catalog
-from adp_pipeline.storage.tables import TABLES
+from adp_pipeline.storage.tables import COMPUTED_COLUMNS, TABLES
 from tests.helpers import lake_task_row
 
 
@@ -15,7 +15,7 @@ def test_views_have_every_column_before_any_batch(tmp_path: Path) -> None:
     with open_catalog(tmp_path) as connection:
         for table, schema in TABLES.items():
             columns = [c[0] for c in connection.execute(f"DESCRIBE {table}").fetchall()]
-            assert columns == [*schema.names, "batch"]
+            assert columns == [*schema.names, "batch", *COMPUTED_COLUMNS.get(table, {})]
             assert connection.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
 
 

@@ -252,10 +252,11 @@ def _sources(
             # read_condition made sure that text parses there to the one expression it checked.
             selected = connection.table("trajectories")
             if not include_failed:
-                selected = selected.filter(duckdb.SQLExpression("success AND coalesce(verified, false)"))
+                selected = selected.filter(duckdb.SQLExpression("verified_success"))
             if condition is not None:
                 selected = selected.filter(condition)
-            # The latest trajectory of each task, chosen on the keys alone; the wide rows then stream.
+            # The latest trajectory of each task, chosen on the keys alone; the wide rows then stream,
+            # in task id order (one row per task id): two exports of one lake are the same bytes.
             reader = selected.query(
                 "selected",
                 f"""
@@ -263,7 +264,7 @@ def _sources(
                     SELECT task_id, batch FROM selected
                     QUALIFY row_number() OVER (PARTITION BY task_id ORDER BY created_at DESC, batch DESC) = 1
                 )
-                SELECT {_COLUMNS} FROM selected JOIN chosen USING (task_id, batch)
+                SELECT {_COLUMNS} FROM selected JOIN chosen USING (task_id, batch) ORDER BY task_id
                 """,
             ).to_arrow_reader(_ROWS_PER_BATCH)
         except (duckdb.PermissionException, duckdb.OutOfMemoryException):

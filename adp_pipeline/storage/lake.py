@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from adp_pipeline.storage.confine import confined_connection
-from adp_pipeline.storage.tables import DERIVED_VIEWS, TABLES
+from adp_pipeline.storage.tables import COMPUTED_COLUMNS, DERIVED_VIEWS, TABLES
 
 SCHEMA_PARTITION = "__schema__"
 _DATA_FILE = "data.parquet"
@@ -60,11 +60,13 @@ class Lake:
         _LAID_OUT.add(self.root)
 
     def view_query(self, table: str) -> str:
-        """The query of the view of ``table``: every partition in the lake."""
+        """The query of the view of ``table``: every partition in the lake, with the columns
+        computed from the stored ones (``COMPUTED_COLUMNS``: ``trajectories.verified_success``)."""
         _schema(table)
         pattern = str(self.root / table / "*" / "*.parquet").replace("'", "''")
+        computed = "".join(f", {sql} AS {name}" for name, sql in COMPUTED_COLUMNS.get(table, {}).items())
         return (
-            f"SELECT * FROM read_parquet('{pattern}', "
+            f"SELECT *{computed} FROM read_parquet('{pattern}', "
             "hive_partitioning = true, union_by_name = true, hive_types = {'batch': VARCHAR})"
         )
 

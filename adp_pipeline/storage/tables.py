@@ -142,6 +142,14 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
+# Columns a table's view computes from its stored ones (after ``*``). ``verified_success`` is
+# the one definition of a verified success that every count reads (checks, dbt, CLI, essences,
+# synthesis, export, charts): the run succeeded AND its verifier passed. A task without a
+# verifier (``verified`` null) is not a verified success, however its run ended.
+COMPUTED_COLUMNS: dict[str, dict[str, str]] = {
+    "trajectories": {"verified_success": "success AND coalesce(verified, false)"},
+}
+
 # A row ``t`` of ``tasks`` that adp's synthesis wrote: its id and text are an accepted row of
 # ``synthesized_tasks``. A ``lineage`` on a line a person wrote is kept as a claim, but only
 # these tasks count as a synthesized generation (the view below, the synthesis checks).
@@ -158,7 +166,7 @@ DERIVED_VIEWS: dict[str, str] = {
                t.task_type,
                count(*) AS tasks,
                count(r.task_id) AS ran,
-               count(*) FILTER (WHERE r.success AND coalesce(r.verified, false)) AS succeeded,
+               count(*) FILTER (WHERE r.verified_success) AS succeeded,
                succeeded / nullif(ran, 0) AS success_rate
         FROM tasks t
         LEFT JOIN trajectories r ON r.batch = t.batch AND r.task_id = t.task_id

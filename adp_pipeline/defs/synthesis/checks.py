@@ -33,7 +33,7 @@ def evaluate_checks(adp: AdpResource, batch: str) -> list[dg.AssetCheckResult]:
 def synthesized_success_per_generation(adp: AdpResource, batch: str) -> dg.AssetCheckResult:
     with adp.lake().connect() as connection:
         rates = connection.execute(
-            "SELECT t.generation, count(*), count(*) FILTER (WHERE r.success AND coalesce(r.verified, false)) "
+            "SELECT t.generation, count(*), count(*) FILTER (WHERE r.verified_success) "
             "FROM tasks t JOIN trajectories r USING (batch, task_id) "
             f"WHERE t.batch = ? AND {WRITTEN_BY_SYNTHESIS} GROUP BY 1 ORDER BY 1",
             [batch],

@@ -42,7 +42,7 @@ def _charts(adp: AdpResource, batch: str) -> dict[str, dg.MetadataValue]:
     the latest batches (oldest first) and this batch's step counts, as charts."""
     with adp.lake().connect() as connection:
         rates = connection.execute(
-            "SELECT batch, avg(CASE WHEN success AND coalesce(verified, false) THEN 1 ELSE 0 END), min(created_at) "
+            "SELECT batch, avg(CASE WHEN verified_success THEN 1 ELSE 0 END), min(created_at) "
             f"FROM trajectories GROUP BY batch ORDER BY 3 DESC LIMIT {_BATCHES_CHARTED}"
         ).fetchall()[::-1]
         steps = connection.execute(

@@ -6,7 +6,7 @@ select
     task_type,
     success,
     coalesce(verified, false) as verified,
-    success and coalesce(verified, false) as verified_success,
+    verified_success,  -- the lake view's column: the one definition of a verified success
     error_type,
     policy,
     coalesce(model, policy) as model,
