@@ -44,3 +44,21 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 def instance() -> dg.DagsterInstance:
     with dg.instance_for_test() as test_instance:
         yield test_instance
+
+
+@pytest.fixture(scope="session")
+def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data directory of the demo's first run: every example task file (HumanEval code, MiniWoB
+    web in Chromium, the mixed examples with reasoning) through ``adp run --policy oracle``, as a
+    user runs it. Failed trajectories are in it too (tasks the oracle cannot solve). Read-only for
+    the tests that share it: export into a directory of your own."""
+    from tests.helpers import REPO, adp
+
+    root = tmp_path_factory.mktemp("demo")
+    files = sorted(str(path) for path in (REPO / "examples").glob("*.jsonl"))
+    result = adp(
+        "run", *files, "--policy", "oracle",
+        env={"ADP_DATA_DIR": str(root / "data"), "TASKS_DIR": str(root / "inbox")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root / "data"
