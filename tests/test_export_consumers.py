@@ -1,0 +1,203 @@
+"""Every export format, in JSONL and Parquet, read by the code that consumes it: the published
+``atif`` models, Hugging Face ``datasets`` and ``pyarrow``, OpenAI's fine-tuning line (its SDK's
+types), LLaMA-Factory's sharegpt converter. Records come from a demo-sized lake (HumanEval code,
+MiniWoB web, the mixed examples), failed trajectories included, so every shape the agent leaves
+is covered."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import atif
+import datasets
+import pyarrow.parquet as pq
+import pytest
+
+from adp_pipeline.export import FORMATS, export_training_set
+from adp_pipeline.storage import Lake
+
+KINDS = ("jsonl", "parquet")
+
+
+@pytest.fixture(scope="session")
+def exports(demo_lake: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    """Every format × file kind of the demo lake, failed trajectories included."""
+    root = tmp_path_factory.mktemp("exports")
+    out: dict[tuple[str, str], Path] = {}
+    for export_format in FORMATS:
+        for kind in KINDS:
+            path = root / f"{export_format}.{kind}"
+            summary = export_training_set(
+                Lake(demo_lake),
+                path,
+                export_format=export_format,
+                include_failed=True,
+                val_fraction=0.1,
+            )
+            assert summary.rows > 200, summary.excluded
+            out[export_format, kind] = path
+    return out
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _loaded(path: Path, tmp_path: Path) -> datasets.Dataset:
+    kind = "parquet" if path.suffix == ".parquet" else "json"
+    return datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=str(tmp_path / "hf"))
+
+
+def _report(label: str, count: int) -> None:
+    print(f"\n[consumer check] {label}: {count} records")
+
+
+def _calls(messages: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for message in messages:
+        yield from message.get("tool_calls") or []
+
+
+def _null_paths(value: Any, path: str = "$") -> Iterator[str]:
+    if value is None:
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _null_paths(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _null_paths(item, f"{path}[{index}]")
+
+
+# --- the defects of the issue, one test each --------------------------------------------------
+
+
+def test_trl_parquet_tool_call_arguments_read_back_exactly(
+    exports: dict[tuple[str, str], Path], tmp_path: Path
+) -> None:
+    """Parquet once gave every call a union struct of all tools' argument names, nulls included."""
+    written = [
+        call["function"]["arguments"]
+        for record in _jsonl(exports["trl", "jsonl"])
+        for call in _calls(record["messages"])
+    ]
+    through_datasets = [
+        call["function"]["arguments"]
+        for row in _loaded(exports["trl", "parquet"], tmp_path)
+        for call in _calls(row["messages"])
+    ]
+    table = pq.read_table(exports["trl", "parquet"])
+    through_pyarrow = [
+        call["function"]["arguments"]
+        for row in table.to_pylist()
+        for call in _calls([json.loads(message) for message in row["messages"]])
+    ]
+    assert written and all(isinstance(arguments, dict) for arguments in written)
+    assert through_datasets == written
+    assert through_pyarrow == written
+    _report("trl parquet arguments (datasets, pyarrow)", len(written))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("export_format", ["trl", "openai"])
+def test_no_message_key_is_null_and_tool_only_turns_carry_no_null_content(
+    exports: dict[tuple[str, str], Path], tmp_path: Path, export_format: str, kind: str
+) -> None:
+    """``content: null`` broke Qwen3/QwQ; every key of every message (None where absent, from
+    Parquet) broke Llama-3.1 under transformers 4.x."""
+    rows = _loaded(exports[export_format, kind], tmp_path)
+    tool_only = 0
+    for row in rows:
+        assert list(_null_paths(row["messages"])) == [], row["messages"]
+        assert list(_null_paths(row["tools"])) == []
+        for message in row["messages"]:
+            if message["role"] == "assistant" and message.get("tool_calls") and not message.get("content"):
+                tool_only += 1
+                if export_format == "trl":
+                    assert message["content"] == ""
+                else:  # OpenAI: content is optional with tool_calls
+                    assert "content" not in message
+    assert tool_only > 0
+    _report(f"{export_format} {kind} without null keys", len(rows))
+
+
+@pytest.mark.parametrize("export_format", FORMATS)
+def test_tool_call_ids_are_nine_alphanumerics_deterministic_and_shared_by_the_formats(
+    exports: dict[tuple[str, str], Path], export_format: str
+) -> None:
+    """Mistral Nemo / Small 3.x templates refuse any id that is not 9 alphanumerics."""
+    trl = {
+        record["task_id"]: [c["id"] for c in _calls(record["messages"])] for record in _jsonl(exports["trl", "jsonl"])
+    }
+    ids: dict[str, list[str]] = {}
+    for record, task_id in zip(_jsonl(exports[export_format, "jsonl"]), trl, strict=True):
+        if export_format == "atif":
+            ids[task_id] = [call["tool_call_id"] for step in record["steps"] for call in step.get("tool_calls") or []]
+        elif export_format == "sharegpt":
+            continue  # sharegpt's function_call turns carry no ids
+        else:
+            ids[task_id] = [call["id"] for call in _calls(record["messages"])]
+    every = [call_id for calls in trl.values() for call_id in calls]
+    assert every and all(re.fullmatch(r"[A-Za-z0-9]{9}", call_id) for call_id in every)
+    assert all(len(set(calls)) == len(calls) for calls in trl.values())
+    if export_format != "sharegpt":
+        assert ids == trl
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_atif_records_validate_with_the_published_models(
+    exports: dict[tuple[str, str], Path], tmp_path: Path, kind: str
+) -> None:
+    """The ``atif`` package's ``Trajectory`` forbids extra keys: adp's metadata lives in ``extra``."""
+    path = exports["atif", kind]
+    rows = _jsonl(path) if kind == "jsonl" else list(_loaded(path, tmp_path))
+    for row in rows:
+        trajectory = atif.Trajectory.model_validate(row)
+        assert trajectory.schema_version == "ATIF-v1.8"
+        assert trajectory.extra is not None and trajectory.extra["task_id"]
+        calls = [call.tool_call_id for step in trajectory.steps for call in step.tool_calls or []]
+        results = [
+            result.source_call_id
+            for step in trajectory.steps
+            for result in (step.observation.results if step.observation else [])
+        ]
+        assert calls == results
+    _report(f"atif {kind} validated by atif.Trajectory", len(rows))
+
+
+def test_atif_parquet_through_pyarrow_validates_after_decoding_json_columns(
+    exports: dict[tuple[str, str], Path],
+) -> None:
+    """The docs' pyarrow recipe: JSON-typed columns come back as text, ``json.loads`` them."""
+    table = pq.read_table(exports["atif", "parquet"])
+    json_columns = [field.name for field in table.schema if "json" in str(field.type)]
+    assert json_columns
+    rows = table.to_pylist()
+    for row in rows:
+        decoded = {
+            key: (json.loads(value) if isinstance(value, str) else [json.loads(v) for v in value])
+            if key in json_columns and value is not None
+            else value
+            for key, value in row.items()
+        }
+        atif.Trajectory.model_validate(decoded)
+    _report("atif parquet through pyarrow", len(rows))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_openai_lines_have_only_the_fine_tuning_keys_and_metadata_is_in_a_sidecar(
+    exports: dict[tuple[str, str], Path], tmp_path: Path, kind: str
+) -> None:
+    path = exports["openai", kind]
+    rows = _jsonl(path) if kind == "jsonl" else list(_loaded(path, tmp_path))
+    sidecar = path.with_name(f"{path.stem}.meta.{kind}")
+    meta = _jsonl(sidecar) if kind == "jsonl" else pq.read_table(sidecar).to_pylist()
+    assert len(meta) == len(rows)
+    for row in rows:
+        assert set(row) == {"messages", "tools"}
+    trl_ids = [record["task_id"] for record in _jsonl(exports["trl", "jsonl"])]
+    assert [item["task_id"] for item in meta] == trl_ids
+    assert {"task_type", "batch", "policy", "verifier", "split"} <= set(meta[0])
