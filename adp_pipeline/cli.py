@@ -24,6 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from adp_pipeline.export.formats import FORMATS as EXPORT_FORMATS
+from adp_pipeline.export.formats import REGISTRY as EXPORT_REGISTRY
 from runtimes.core import AdpError, TaskType, redact
 from runtimes.llm import POLICY_NAMES
 from runtimes.settings import Settings
@@ -283,10 +285,10 @@ def nightly(data_dir: Path | None) -> None:
 @click.option(
     "--format",
     "export_format",
-    type=click.Choice(["openai", "trl", "sharegpt", "atif"]),
+    type=click.Choice(EXPORT_FORMATS),
     default="openai",
     show_default=True,
-    help="openai: arguments as JSON strings; trl: as objects; sharegpt: LLaMA-Factory; atif: Harbor's ATIF.",
+    help="; ".join(f"{name}: {format_.summary}" for name, format_ in EXPORT_REGISTRY.items()) + ".",
 )
 @click.option("--where", default=None, help="SQL condition on the trajectories view, e.g. \"task_type = 'code'\".")
 @click.option("--include-failed", is_flag=True, help="Export every trajectory, not only verified successful ones.")

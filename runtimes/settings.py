@@ -20,6 +20,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtimes.core import DEFAULT_MAX_LINE_BYTES
 
+# The training-set formats: adp_pipeline.export.formats.REGISTRY has one Format for each.
+ExportFormat = Literal["openai", "trl", "sharegpt", "atif"]
+
 if TYPE_CHECKING:  # the components (Redis, Playwright, the sandbox) load when first configured
     from runtimes.llm import FileResponseCache, LLMConfig, PolicyConfig
     from runtimes.sandbox import SandboxConfig
@@ -106,7 +109,7 @@ class Settings(BaseSettings):
     """Estimated Jaccard similarity (word pairs) at or above which a candidate is a near duplicate."""
     synth_min_success: float = Field(0.8, ge=0, le=1, validation_alias=_env("ADP_SYNTH_MIN_SUCCESS"))
     """The check on synthesized tasks: their verified success rate per generation is at least this."""
-    export_format: Literal["openai", "trl", "sharegpt", "atif"] = Field(
+    export_format: ExportFormat = Field(
         "openai", validation_alias=_env("ADP_EXPORT_FORMAT")
     )
     """The training_dataset asset's record format (`adp export --format` for one-off files)."""

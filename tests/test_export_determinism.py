@@ -82,17 +82,20 @@ def export_twice(data: Path, folder: Path, name: str, *extra: str) -> list[dict[
     return written
 
 
+@pytest.mark.parametrize("export_format", ["trl", "openai"])
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_two_exports_of_one_lake_are_the_same_bytes_in_task_id_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, export_format: str
 ) -> None:
     monkeypatch.delenv("ADP_EXPORT_VAL_FRACTION", raising=False)
     data = tmp_path / "data"
     task_ids = shuffled_lake(data)
-    first, second = export_twice(data, tmp_path, f"train{suffix}", "--format", "trl")
-    assert first == second and first[f"train{suffix}"]
+    first, second = export_twice(data, tmp_path, f"train{suffix}", "--format", export_format)
+    # openai's metadata is in its sidecar, written beside the file and as deterministic
+    names = {f"train{suffix}"} | ({f"train.meta{suffix}"} if export_format == "openai" else set())
+    assert first == second and set(first) == names and all(first.values())
 
-    path = tmp_path / "first" / f"train{suffix}"
+    path = tmp_path / "first" / (f"train.meta{suffix}" if export_format == "openai" else f"train{suffix}")
     if suffix == ".parquet":
         records = pq.read_table(path, columns=["task_id", "split"]).to_pylist()
     else:

@@ -1,34 +1,42 @@
 """Training-set record formats: one trajectory (OpenAI chat messages + tool schemas) in, one
-record out, after a check that its messages are consistent.
+record out, each in the shape its consumer reads, after a check that the messages are a
+conversation a trainer can learn from.
 
-- ``openai``: ``messages`` with ``tool_calls`` (arguments as JSON strings) and ``tool``
-  results with ``tool_call_id``; ``tools`` the JSON schemas: what OpenAI fine-tuning reads.
-- ``trl``: the same with tool-call arguments as objects (Hugging Face chat templates expect
-  dicts).
-- ``sharegpt``: LLaMA-Factory's ``conversations`` (``human``, ``gpt``, ``function_call``,
-  ``observation``) with ``system`` and ``tools`` (JSON text).
-- ``atif``: Harbor's Agent Trajectory Interchange Format, one trajectory per record.
+A format is one :class:`Format` in :data:`REGISTRY`: its record builder, its Parquet schema,
+where adp's metadata goes, and the line that documents it. ``adp export --format``, the
+``training_dataset`` asset and ``ADP_EXPORT_FORMAT`` all take their choices from it.
 
-Every format carries the same metadata columns (task id, type, batch, policy, model, verifier,
-steps, tokens, generation, lineage, split). In Parquet, free-form JSON (tool schemas, the
-verifier, lineage, ATIF arguments) is JSON text, so that every file has one fixed schema.
+What every chat format shares (the chat templates of Qwen, Llama, Mistral and Hermes read them):
+
+- a tool call's id is 9 letters and digits, a pure function of the task id and the call's
+  position (Mistral's templates refuse any other id); the ids are the same in every format;
+- an assistant turn that only calls tools has ``content: ""`` (``trl``) or no ``content`` at all
+  (``openai``, where it is optional), never ``null``;
+- a message has exactly its own keys: no key is ``null``.
+
+In Parquet, free-form values (messages, tool schemas, ATIF steps, the verifier's report) are of
+Arrow's JSON type, as Hugging Face ``datasets`` stores its ``Json`` feature: ``load_dataset``
+gives them back as the objects the JSON-lines file holds; ``pyarrow`` gives their JSON text.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import string
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from importlib import metadata as package_metadata
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 
-from runtimes.agent import TOOL_ARGS
-from runtimes.core import BrokenMessagesError
+from runtimes.core import BrokenMessagesError, ExportError
+from runtimes.settings import ExportFormat
 
-ExportFormat = Literal["openai", "trl", "sharegpt", "atif"]
-FORMATS: tuple[ExportFormat, ...] = ("openai", "trl", "sharegpt", "atif")
-ATIF_VERSION = "ATIF-v1.5"
+ATIF_VERSION = "ATIF-v1.8"  # the version of the pinned ``atif`` package the tests validate with
+TOOL_CALL_ID_LENGTH = 9
+_ID_ALPHABET = string.digits + string.ascii_letters
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,8 @@ class Source:
 
 def check_messages(messages: list[dict[str, Any]]) -> None:
     """Every tool call has exactly one result and every result a call, in order; arguments are
-    JSON objects; the conversation starts with the task (after an optional system message).
+    JSON objects; the conversation starts with the task (after an optional system message) and
+    has at least one assistant turn to learn from.
 
     Raises:
         BrokenMessagesError: what is wrong, first problem only.
@@ -63,6 +72,8 @@ def check_messages(messages: list[dict[str, Any]]) -> None:
     first = 1 if roles[:1] == ["system"] else 0
     if len(roles) <= first or roles[first] != "user":
         raise BrokenMessagesError("no user message opens the conversation")
+    if "assistant" not in roles:
+        raise BrokenMessagesError("no assistant turn: nothing to learn from")
     pending: list[str] = []
     seen: set[str] = set()
     for position, message in enumerate(messages):
@@ -101,87 +112,156 @@ def _arguments(call: dict[str, Any], position: int) -> dict[str, Any]:
     return arguments
 
 
-def _metadata(source: Source) -> dict[str, Any]:
+def tool_call_id(task_id: str, position: int) -> str:
+    """The id of the ``position``-th tool call (from 0) of ``task_id``'s conversation: 9 letters
+    and digits, the same in every export."""
+    number = int.from_bytes(hashlib.sha256(f"{task_id}\x00{position}".encode()).digest(), "big")
+    letters = []
+    for _ in range(TOOL_CALL_ID_LENGTH):
+        number, digit = divmod(number, len(_ID_ALPHABET))
+        letters.append(_ID_ALPHABET[digit])
+    return "".join(letters)
+
+
+@dataclass(frozen=True)
+class _Call:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """A message of the conversation, its calls' ids renamed and arguments decoded."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    calls: tuple[_Call, ...] = ()
+    call_id: str | None = None  # a tool result's call
+    name: str | None = None  # a tool result's function
+
+
+def _turns(source: Source) -> list[_Turn]:
+    """``source``'s (checked) messages with every call id replaced by :func:`tool_call_id`."""
+    renamed: dict[str, _Call] = {}
+    turns: list[_Turn] = []
+    for message in source.messages:
+        role = message["role"]
+        content = message.get("content") or ""
+        if not isinstance(content, str):
+            raise BrokenMessagesError(f"a {role} message whose content is not text")
+        if role == "assistant":
+            calls = []
+            for call in message.get("tool_calls") or []:
+                renamed[call["id"]] = _Call(
+                    tool_call_id(source.task_id, len(renamed)),
+                    call["function"]["name"],
+                    json.loads(call["function"]["arguments"]),
+                )
+                calls.append(renamed[call["id"]])
+            turns.append(_Turn("assistant", content, tuple(calls)))
+        elif role == "tool":
+            call = renamed[message["tool_call_id"]]
+            turns.append(_Turn("tool", content, call_id=call.id, name=call.name))
+        else:
+            turns.append(_Turn(role, content))
+    if len({call.id for call in renamed.values()}) != len(renamed):  # 62**9 ids: never, but never silently
+        raise BrokenMessagesError("two tool calls were given the same id")
+    return turns
+
+
+def metadata_row(source: Source) -> dict[str, Any]:
+    """adp's metadata of a record (columns of ``trl`` and ``sharegpt``, ATIF's ``extra``, the
+    sidecar of ``openai``): where it came from and how it was judged."""
     return {
         "task_id": source.task_id,
         "task_type": source.task_type,
         "batch": source.batch,
         "policy": source.policy,
         "model": source.model,
-        "verifier": source.verifier,
+        "verifier": json.loads(source.verifier) if source.verifier else None,
         "n_steps": source.n_steps,
         "total_tokens": source.total_tokens,
         "generation": source.generation,
-        "lineage": source.lineage,
+        "lineage": json.loads(source.lineage) if source.lineage else None,
         "split": source.split,
     }
 
 
-def _chat(messages: list[dict[str, Any]], *, arguments_as_objects: bool) -> list[dict[str, Any]]:
+def _chat(turns: list[_Turn], *, openai: bool) -> list[dict[str, Any]]:
+    """OpenAI chat messages (arguments as JSON text, optional content left out) or Hugging Face's
+    (arguments as objects, ``content`` always text, tool results named after their function)."""
     out: list[dict[str, Any]] = []
-    for message in messages:
-        item: dict[str, Any] = {"role": message["role"], "content": message.get("content")}
-        if message.get("tool_calls"):
+    for turn in turns:
+        item: dict[str, Any] = {"role": turn.role}
+        if turn.role == "tool":
+            item["tool_call_id"] = turn.call_id
+            if not openai:
+                item["name"] = turn.name
+        if turn.content or not (openai and turn.calls):
+            item["content"] = turn.content
+        if turn.calls:
             item["tool_calls"] = [
                 {
-                    "id": call["id"],
+                    "id": call.id,
                     "type": "function",
                     "function": {
-                        "name": call["function"]["name"],
-                        "arguments": json.loads(call["function"]["arguments"])
-                        if arguments_as_objects
-                        else call["function"]["arguments"],
+                        "name": call.name,
+                        "arguments": json.dumps(call.arguments, ensure_ascii=False) if openai else call.arguments,
                     },
                 }
-                for call in message["tool_calls"]
+                for call in turn.calls
             ]
-        if message["role"] == "tool":
-            item["tool_call_id"] = message["tool_call_id"]
         out.append(item)
     return out
 
 
 def openai_record(source: Source) -> dict[str, Any]:
-    return {"messages": _chat(source.messages, arguments_as_objects=False), "tools": source.tools, **_metadata(source)}
+    """OpenAI's fine-tuning chat line: ``messages`` and ``tools``, nothing else."""
+    return {"messages": _chat(_turns(source), openai=True), "tools": source.tools}
 
 
 def trl_record(source: Source) -> dict[str, Any]:
-    return {"messages": _chat(source.messages, arguments_as_objects=True), "tools": source.tools, **_metadata(source)}
+    """Hugging Face's tool-calling conversation (what ``apply_chat_template`` and TRL read), with
+    adp's metadata columns beside it."""
+    return {"messages": _chat(_turns(source), openai=False), "tools": source.tools, **metadata_row(source)}
 
 
 def sharegpt_record(source: Source) -> dict[str, Any]:
-    """LLaMA-Factory's sharegpt: human/observation turns at odd positions, gpt/function_call at
-    even ones; parallel calls go in one ``function_call`` turn (a JSON list), and their results
-    in one ``observation``. The result of the closing ``complete_task`` call is left out, so the
-    conversation ends with the assistant's turn, as LLaMA-Factory requires."""
-    system = "\n".join(m.get("content") or "" for m in source.messages if m["role"] == "system")
-    turns: list[dict[str, str]] = []
+    """LLaMA-Factory's sharegpt with tools: human/observation turns at odd positions (from 1),
+    gpt/function_call at even ones, ending with the assistant's turn. Parallel calls go in one
+    ``function_call`` turn (a JSON list of ``{"name", "arguments"}``), their results in one
+    ``observation``; ``tools`` is the JSON text of the function definitions. The results of the
+    last calls are left out: LLaMA-Factory drops a conversation that ends with an observation,
+    and no assistant turn follows them to learn from."""
+    turns = _turns(source)
+    system = "\n".join(turn.content for turn in turns if turn.role == "system")
+    conversation: list[dict[str, str]] = []
     results: list[str] = []
-    for message in source.messages:
-        role = message["role"]
-        if role != "tool" and results:
-            turns.append({"from": "observation", "value": _one_or_list(results)})
+    for turn in turns:
+        if turn.role != "tool" and results:
+            conversation.append({"from": "observation", "value": _one_or_list(results)})
             results = []
-        if role == "user":
-            turns.append({"from": "human", "value": message.get("content") or ""})
-        elif role == "assistant" and message.get("tool_calls"):
-            calls = [
-                json.dumps({"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])})
-                for c in message["tool_calls"]
-            ]
-            turns.append({"from": "function_call", "value": _one_or_list(calls)})
-        elif role == "assistant":
-            turns.append({"from": "gpt", "value": message.get("content") or ""})
-        elif role == "tool":
-            results.append(message.get("content") or "")
-    last_calls = [c["function"]["name"] for c in (source.messages[-2].get("tool_calls") or [])] if results else []
-    if results and last_calls != ["complete_task"]:
-        turns.append({"from": "observation", "value": _one_or_list(results)})
-    return {"conversations": turns, "system": system, "tools": json.dumps(source.tools), **_metadata(source)}
+        if turn.role == "user":
+            conversation.append({"from": "human", "value": turn.content})
+        elif turn.role == "assistant" and turn.calls:
+            calls = [json.dumps({"name": c.name, "arguments": c.arguments}, ensure_ascii=False) for c in turn.calls]
+            conversation.append({"from": "function_call", "value": _one_or_list(calls)})
+        elif turn.role == "assistant":
+            conversation.append({"from": "gpt", "value": turn.content})
+        elif turn.role == "tool":
+            results.append(turn.content)
+    functions = [tool.get("function", tool) for tool in source.tools]
+    return {
+        "conversations": conversation,
+        "system": system,
+        "tools": json.dumps(functions, ensure_ascii=False),
+        **metadata_row(source),
+    }
 
 
 def _one_or_list(values: list[str]) -> str:
-    return values[0] if len(values) == 1 else json.dumps([_maybe_json(value) for value in values])
+    return values[0] if len(values) == 1 else json.dumps([_maybe_json(value) for value in values], ensure_ascii=False)
 
 
 def _maybe_json(text: str) -> Any:
@@ -192,204 +272,164 @@ def _maybe_json(text: str) -> Any:
 
 
 def atif_record(source: Source) -> dict[str, Any]:
-    """One ATIF trajectory: system and user steps, then one agent step per assistant turn with
-    its tool calls and, as its observation, their results."""
+    """One ATIF trajectory (the ``atif`` package's ``Trajectory``): system and user steps, then
+    one agent step per assistant turn with its tool calls and, as its observation, their
+    results; adp's metadata in the trajectory's ``extra``. Absent values are left out."""
     steps: list[dict[str, Any]] = []
-    for message in source.messages:
-        role = message["role"]
-        if role == "tool":
-            step = steps[-1]
-            step.setdefault("observation", {"results": []})["results"].append(
-                {"source_call_id": message["tool_call_id"], "content": message.get("content") or ""}
-            )
+    for turn in _turns(source):
+        if turn.role == "tool":
+            results = steps[-1].setdefault("observation", {"results": []})["results"]
+            results.append({"source_call_id": turn.call_id, "content": turn.content})
             continue
-        step = {"step_id": len(steps) + 1, "source": "agent" if role == "assistant" else role}
-        step["message"] = message.get("content") or ""
-        if role == "assistant":
-            step["model_name"] = source.model
-            if message.get("tool_calls"):
-                step["tool_calls"] = [
-                    {
-                        "tool_call_id": call["id"],
-                        "function_name": call["function"]["name"],
-                        "arguments": json.loads(call["function"]["arguments"]),
-                    }
-                    for call in message["tool_calls"]
-                ]
+        step: dict[str, Any] = {
+            "step_id": len(steps) + 1,
+            "source": "agent" if turn.role == "assistant" else turn.role,
+            "message": turn.content,
+        }
+        if turn.calls:
+            step["tool_calls"] = [
+                {"tool_call_id": call.id, "function_name": call.name, "arguments": call.arguments}
+                for call in turn.calls
+            ]
         steps.append(step)
+    agent = {"name": "adp", "version": _ADP_VERSION, "model_name": source.model, "tool_definitions": source.tools}
     return {
         "schema_version": ATIF_VERSION,
         "session_id": f"{source.batch}/{source.task_id}",
-        "agent": {"name": "adp", "version": "0.1.0", "model_name": source.model, "tool_definitions": source.tools},
+        "agent": {key: value for key, value in agent.items() if value is not None},
         "steps": steps,
         "final_metrics": {
             "total_prompt_tokens": source.prompt_tokens,
             "total_completion_tokens": source.completion_tokens,
             "total_steps": len(steps),
         },
-        **_metadata(source),
+        "extra": {key: value for key, value in metadata_row(source).items() if value is not None},
     }
 
 
-RECORD: dict[ExportFormat, Callable[[Source], dict[str, Any]]] = {
-    "openai": openai_record,
-    "trl": trl_record,
-    "sharegpt": sharegpt_record,
-    "atif": atif_record,
-}
-
-# Parquet: one fixed schema per format.
-_METADATA_FIELDS = [
-    pa.field("task_id", pa.string()),
-    pa.field("task_type", pa.string()),
-    pa.field("batch", pa.string()),
-    pa.field("policy", pa.string()),
-    pa.field("model", pa.string()),
-    pa.field("verifier", pa.string()),
-    pa.field("n_steps", pa.int32()),
-    pa.field("total_tokens", pa.int64()),
-    pa.field("generation", pa.int32()),
-    pa.field("lineage", pa.string()),
-    pa.field("split", pa.string()),
-]
-_ARGUMENT_NAMES = sorted({name for model in TOOL_ARGS.values() for name in model.model_fields})
+def _adp_version() -> str:
+    try:
+        return package_metadata.version("adp")
+    except package_metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
 
-def _messages_type(arguments: pa.DataType) -> pa.DataType:
-    call = pa.struct(
-        [
-            pa.field("id", pa.string()),
-            pa.field("type", pa.string()),
-            pa.field("function", pa.struct([pa.field("name", pa.string()), pa.field("arguments", arguments)])),
-        ]
-    )
-    message = pa.struct(
-        [
-            pa.field("role", pa.string()),
-            pa.field("content", pa.string()),
-            pa.field("tool_calls", pa.list_(call)),
-            pa.field("tool_call_id", pa.string()),
-        ]
-    )
-    return pa.list_(message)
+_ADP_VERSION = _adp_version()
 
-
-_TEXT = pa.string()
-_CONTENT = pa.field("content", _TEXT)
-_ATIF_STEP = pa.struct(
+# Parquet: one fixed schema per format; JSON-typed columns hold what has no fixed shape.
+_JSON = pa.json_()
+METADATA_SCHEMA = pa.schema(
     [
-        pa.field("step_id", pa.int32()),
-        pa.field("source", pa.string()),
-        pa.field("message", pa.string()),
-        pa.field("model_name", pa.string()),
-        pa.field(
-            "tool_calls",
-            pa.list_(
-                pa.struct(
-                    [
-                        pa.field("tool_call_id", pa.string()),
-                        pa.field("function_name", pa.string()),
-                        pa.field("arguments", pa.string()),  # JSON text in Parquet
-                    ]
-                )
-            ),
-        ),
-        pa.field(
-            "observation",
-            pa.struct(
-                [
-                    pa.field(
-                        "results",
-                        pa.list_(
-                            pa.struct([pa.field("source_call_id", pa.string()), pa.field("content", pa.string())])
-                        ),
-                    )
-                ]
-            ),
-        ),
+        pa.field("task_id", pa.string()),
+        pa.field("task_type", pa.string()),
+        pa.field("batch", pa.string()),
+        pa.field("policy", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("verifier", _JSON),
+        pa.field("n_steps", pa.int32()),
+        pa.field("total_tokens", pa.int64()),
+        pa.field("generation", pa.int32()),
+        pa.field("lineage", _JSON),
+        pa.field("split", pa.string()),
     ]
 )
-
-PARQUET_SCHEMAS: dict[ExportFormat, pa.Schema] = {
-    "openai": pa.schema(
-        [pa.field("messages", _messages_type(pa.string())), pa.field("tools", pa.string()), *_METADATA_FIELDS]
-    ),
-    "trl": pa.schema(
-        [
-            pa.field("messages", _messages_type(pa.struct([pa.field(name, pa.string()) for name in _ARGUMENT_NAMES]))),
-            pa.field("tools", pa.string()),
-            *_METADATA_FIELDS,
-        ]
-    ),
-    "sharegpt": pa.schema(
-        [
-            pa.field(
-                "conversations", pa.list_(pa.struct([pa.field("from", pa.string()), pa.field("value", pa.string())]))
-            ),
-            pa.field("system", pa.string()),
-            pa.field("tools", pa.string()),
-            *_METADATA_FIELDS,
-        ]
-    ),
-    "atif": pa.schema(
-        [
-            pa.field("schema_version", pa.string()),
-            pa.field("session_id", pa.string()),
-            pa.field(
-                "agent",
-                pa.struct(
-                    [
-                        pa.field("name", pa.string()),
-                        pa.field("version", pa.string()),
-                        pa.field("model_name", pa.string()),
-                        pa.field("tool_definitions", pa.string()),  # JSON text in Parquet
-                    ]
-                ),
-            ),
-            pa.field("steps", pa.list_(_ATIF_STEP)),
-            pa.field(
-                "final_metrics",
-                pa.struct(
-                    [
-                        pa.field("total_prompt_tokens", pa.int64()),
-                        pa.field("total_completion_tokens", pa.int64()),
-                        pa.field("total_steps", pa.int32()),
-                    ]
-                ),
-            ),
-            *_METADATA_FIELDS,
-        ]
-    ),
-}
+_CHAT_FIELDS = [pa.field("messages", pa.list_(_JSON)), pa.field("tools", pa.list_(_JSON))]
 
 
-def for_parquet(export_format: ExportFormat, record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with its free-form JSON as text, to fit the format's fixed Parquet schema.
+@dataclass(frozen=True)
+class Format:
+    """One export format: how a record is built, how Parquet holds it, and who reads it."""
+
+    name: ExportFormat
+    record: Callable[[Source], dict[str, Any]]
+    parquet_schema: pa.Schema
+    summary: str  # one line: the CLI's help, the docs
+    sidecar: bool = False  # adp's metadata in ``<name>.meta.<suffix>`` beside the file
+
+
+def parquet_table(schema: pa.Schema, records: list[dict[str, Any]], what: str) -> pa.Table:
+    """``records`` in ``schema``, free-form values (JSON-typed columns) as their JSON text.
 
     Raises:
-        BrokenMessagesError: (``trl``) a call's arguments are not the tools' (string) arguments,
-            which the fixed schema cannot hold without losing them.
+        ExportError: a record holds a key ``schema`` has no column for: it would be lost.
     """
-    out = dict(record)
-    if export_format == "trl":
-        for message in out["messages"]:
-            for call in message.get("tool_calls") or []:
-                arguments = call["function"]["arguments"]
-                if not set(arguments) <= set(_ARGUMENT_NAMES) or not all(
-                    isinstance(value, str) for value in arguments.values()
-                ):
-                    raise BrokenMessagesError(f"call {call['id']}: arguments that are not the tools' own")
-    if "tools" in out and not isinstance(out["tools"], str):
-        out["tools"] = json.dumps(out["tools"])
-    if export_format == "atif":
-        out["agent"] = {**out["agent"], "tool_definitions": json.dumps(out["agent"]["tool_definitions"])}
-        out["steps"] = [
-            {
-                **step,
-                "tool_calls": [{**call, "arguments": json.dumps(call["arguments"])} for call in step["tool_calls"]]
-                if "tool_calls" in step
-                else None,
-            }
-            for step in out["steps"]
-        ]
-    return out
+    names = set(schema.names)
+    rows = []
+    for record in records:
+        if not names.issuperset(record):
+            raise ExportError(f"{what}: the Parquet schema has no column for {sorted(set(record) - names)}")
+        rows.append({field.name: _as_storage(field.type, record.get(field.name)) for field in schema})
+    storage = pa.schema([field.with_type(_storage_type(field.type)) for field in schema])
+    return pa.Table.from_pylist(rows, schema=storage).cast(schema)
+
+
+def _storage_type(data_type: pa.DataType) -> pa.DataType:
+    if isinstance(data_type, pa.JsonType):
+        return pa.string()
+    if pa.types.is_list(data_type) and isinstance(data_type.value_type, pa.JsonType):
+        return pa.list_(pa.string())
+    return data_type
+
+
+def _as_storage(data_type: pa.DataType, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(data_type, pa.JsonType):
+        return json.dumps(value, ensure_ascii=False)
+    if pa.types.is_list(data_type) and isinstance(data_type.value_type, pa.JsonType):
+        return [json.dumps(item, ensure_ascii=False) for item in value]
+    return value
+
+
+REGISTRY: dict[ExportFormat, Format] = {
+    format_.name: format_
+    for format_ in (
+        Format(
+            "openai",
+            openai_record,
+            pa.schema(_CHAT_FIELDS),
+            "OpenAI fine-tuning lines (messages, tools; arguments as JSON text); metadata in FILE.meta.*",
+            sidecar=True,
+        ),
+        Format(
+            "trl",
+            trl_record,
+            pa.schema([*_CHAT_FIELDS, *METADATA_SCHEMA]),
+            "Hugging Face / TRL conversations (arguments as objects) with adp's metadata columns",
+        ),
+        Format(
+            "sharegpt",
+            sharegpt_record,
+            pa.schema(
+                [
+                    pa.field(
+                        "conversations",
+                        pa.list_(pa.struct([pa.field("from", pa.string()), pa.field("value", pa.string())])),
+                    ),
+                    pa.field("system", pa.string()),
+                    pa.field("tools", pa.string()),
+                    *METADATA_SCHEMA,
+                ]
+            ),
+            "LLaMA-Factory sharegpt with tools (conversations, system, tools) with adp's metadata columns",
+        ),
+        Format(
+            "atif",
+            atif_record,
+            pa.schema(
+                [
+                    pa.field("schema_version", pa.string()),
+                    pa.field("session_id", pa.string()),
+                    pa.field("agent", _JSON),
+                    pa.field("steps", pa.list_(_JSON)),
+                    pa.field("final_metrics", _JSON),
+                    pa.field("extra", _JSON),
+                ]
+            ),
+            f"Harbor's Agent Trajectory Interchange Format ({ATIF_VERSION}); adp's metadata in extra",
+        ),
+    )
+}
+FORMATS: tuple[ExportFormat, ...] = tuple(REGISTRY)
+if set(FORMATS) != set(get_args(ExportFormat)):  # the setting's choices are the registry's
+    raise RuntimeError(f"export formats {FORMATS} differ from ExportFormat {get_args(ExportFormat)}")

@@ -27,12 +27,13 @@ import pyarrow.parquet as pq
 
 from adp_pipeline.export.formats import (
     FORMATS,
-    PARQUET_SCHEMAS,
-    RECORD,
+    METADATA_SCHEMA,
+    REGISTRY,
     ExportFormat,
     Source,
     check_messages,
-    for_parquet,
+    metadata_row,
+    parquet_table,
 )
 from adp_pipeline.storage import (
     Lake,
@@ -57,11 +58,18 @@ _DUCKDB_MEMORY_MB = 256
 class ExportSummary:
     path: Path
     export_format: ExportFormat
+    sidecar: Path | None = None  # adp's metadata, one row per record, for a format without room for it
     rows: int = 0
     by_split: Counter[str] = field(default_factory=Counter)
     by_type: Counter[str] = field(default_factory=Counter)
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (task_id, reason)
     sample: dict[str, Any] | None = None
+
+
+def sidecar_path(out: Path) -> Path:
+    """Where a format that keeps adp's metadata out of its records (``openai``) writes it:
+    ``train.jsonl`` → ``train.meta.jsonl``, one row per record, in the same order."""
+    return out.with_name(f"{out.stem}.meta{out.suffix}")
 
 
 def split_of(task_id: str, val_fraction: float) -> str:
@@ -107,34 +115,48 @@ def export_training_set(
         QueryLimitError: the selection needs more memory and spill space than ``limits`` give.
     """
     kind, condition = _checked(lake, out, export_format, where, val_fraction, overwrite)
-    summary = ExportSummary(out, export_format)
+    format_ = REGISTRY[export_format]
+    summary = ExportSummary(out, export_format, sidecar_path(out) if format_.sidecar else None)
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex}.partial")
+    targets = ([summary.sidecar] if summary.sidecar else []) + [out]  # the sidecar first: it is there when the file is
+    temporaries = {target: target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial") for target in targets}
     try:
-        with _sink(temporary, kind, export_format) as write:
+        with contextlib.ExitStack() as files:
+            write = files.enter_context(_sink(temporaries[out], kind, format_.parquet_schema, export_format))
+            write_metadata = (
+                files.enter_context(_sink(temporaries[summary.sidecar], kind, METADATA_SCHEMA, "metadata"))
+                if summary.sidecar
+                else None
+            )
             read = 0
             for batch in _sources(lake, condition, include_failed, val_fraction, limits):
                 records: list[dict[str, Any]] = []
+                metadata: list[dict[str, Any]] = []
                 for source in batch:
                     try:
                         check_messages(source.messages)
-                        record = RECORD[export_format](source)
-                        records.append(for_parquet(export_format, record) if kind == "parquet" else record)
+                        record = format_.record(source)
                     except BrokenMessagesError as exc:
                         summary.excluded.append((source.task_id, str(exc)))
                         continue
+                    records.append(record)
+                    if write_metadata is not None:
+                        metadata.append(metadata_row(source))
                     summary.by_split[source.split] += 1
                     summary.by_type[source.task_type] += 1
                     if summary.sample is None:
                         summary.sample = record
                 write(records)
+                if write_metadata is not None:
+                    write_metadata(metadata)
                 summary.rows += len(records)
                 read += len(batch)
                 if on_progress is not None:
                     on_progress(read)
-        _move_into_place(temporary, out, overwrite)
+        _move_into_place(temporaries, overwrite)
     finally:
-        temporary.unlink(missing_ok=True)
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
     return summary
 
 
@@ -160,9 +182,11 @@ def _checked(
     lake: Lake, out: Path, export_format: ExportFormat, where: str | None, val_fraction: float, overwrite: bool
 ) -> tuple[str, duckdb.Expression | None]:
     """The file kind of ``out`` and the parsed ``where``, once every argument is accepted."""
-    _refuse_target(lake, out, overwrite)
     if export_format not in FORMATS:
         raise ExportError(f"unknown export format {export_format!r}; choose one of {', '.join(FORMATS)}")
+    _refuse_target(lake, out, overwrite)
+    if REGISTRY[export_format].sidecar:
+        _refuse_target(lake, sidecar_path(out), overwrite)
     kind = _SUFFIXES.get(out.suffix.lower())
     if kind is None:
         raise ExportError(f"{out}: the file name must end in {', '.join(_SUFFIXES)} (it picks the file format)")
@@ -188,7 +212,22 @@ def _refuse_target(lake: Lake, out: Path, overwrite: bool) -> None:
         raise RefusedError(f"refused: {out} already exists; pass --force to replace it")
 
 
-def _move_into_place(temporary: Path, out: Path, overwrite: bool) -> None:
+def _move_into_place(temporaries: dict[Path, Path], overwrite: bool) -> None:
+    """Each finished temporary file to its target; without ``overwrite``, none replaces a file
+    that appeared meanwhile (and the ones already placed are taken back)."""
+    placed: list[Path] = []
+    try:
+        for out, temporary in temporaries.items():
+            _move_one(temporary, out, overwrite)
+            placed.append(out)
+    except BaseException:
+        if not overwrite:
+            for out in placed:
+                out.unlink(missing_ok=True)
+        raise
+
+
+def _move_one(temporary: Path, out: Path, overwrite: bool) -> None:
     if overwrite:
         os.replace(temporary, out)
         return
@@ -203,15 +242,15 @@ def _move_into_place(temporary: Path, out: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def _sink(path: Path, kind: str, export_format: ExportFormat) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
-    """A function that appends records to ``path``, open for the ``with`` block."""
+def _sink(path: Path, kind: str, schema: pa.Schema, what: str) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
+    """A function that appends records to ``path`` (in ``schema`` for Parquet), open for the
+    ``with`` block."""
     if kind == "parquet":
-        schema = PARQUET_SCHEMAS[export_format]
         with pq.ParquetWriter(path, schema) as writer:
 
             def write_rows(records: list[dict[str, Any]]) -> None:
                 if records:
-                    writer.write_table(pa.Table.from_pylist(records, schema=schema))
+                    writer.write_table(parquet_table(schema, records, what))
 
             yield write_rows
     else:
