@@ -141,6 +141,7 @@ def main() -> None:
             ("export trl → Parquet", "trl", "trl.parquet"),
             ("export sharegpt → JSON lines", "sharegpt", "sharegpt.jsonl"),
             ("export atif → JSON lines", "atif", "atif.jsonl"),
+            ("export atif → Parquet", "atif", "atif.parquet"),
         ]
         baseline = 0.0
         for label, export_format, name in runs:

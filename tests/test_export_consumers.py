@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,16 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from adp_pipeline.export import FORMATS, export_training_set
+from adp_pipeline.export import FORMATS, REGISTRY, export_training_set, sidecar_path
 from adp_pipeline.storage import Lake
+from tests.helpers import REPO
 
 KINDS = ("jsonl", "parquet")
 
 
 @pytest.fixture(scope="session")
 def exports(demo_lake: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
-    """Every format × file kind of the demo lake, failed trajectories included."""
+    """Every format and file kind of the demo lake, failed trajectories included."""
     root = tmp_path_factory.mktemp("exports")
     out: dict[tuple[str, str], Path] = {}
     for export_format in FORMATS:
@@ -201,3 +203,36 @@ def test_openai_lines_have_only_the_fine_tuning_keys_and_metadata_is_in_a_sideca
     trl_ids = [record["task_id"] for record in _jsonl(exports["trl", "jsonl"])]
     assert [item["task_id"] for item in meta] == trl_ids
     assert {"task_type", "batch", "policy", "verifier", "split"} <= set(meta[0])
+
+
+LOAD_BLOCK = re.compile(r"<!-- load: (\w+) (jsonl|parquet) -->\n```python\n(.*?)```", re.DOTALL)
+
+
+def test_the_docs_table_lists_every_format_and_its_load_recipes_run(
+    exports: dict[tuple[str, str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/pipeline.md's formats table has a row per registered format, and each three-line
+    recipe, run as written on a real export, loads every record."""
+    text = (REPO / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    section = text[text.index("### Training-set formats") :]
+    assert [row for row in FORMATS if f"\n| `{row}`" in section] == list(FORMATS)
+    blocks = LOAD_BLOCK.findall(section)
+    assert {export_format for export_format, _, _ in blocks} == set(FORMATS)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    for export_format, kind, code in blocks:
+        assert len(code.strip().splitlines()) == 3, code
+        folder = tmp_path / f"{export_format}-{kind}"
+        folder.mkdir()
+        source = exports[export_format, kind]
+        shutil.copy(source, folder / f"train.{kind}")
+        if REGISTRY[export_format].sidecar:
+            shutil.copy(sidecar_path(source), folder / f"train.meta.{kind}")
+        monkeypatch.chdir(folder)
+        namespace: dict[str, Any] = {}
+        exec(compile(code, f"docs/pipeline.md ({export_format} {kind})", "exec"), namespace)
+        rows = len(_jsonl(exports[export_format, "jsonl"]))
+        assert len(namespace["records"]) == rows
+        if export_format == "atif":
+            assert len(namespace["trajectories"]) == rows
+        if export_format == "openai":
+            assert [m["task_id"] for m in namespace["metadata"]] == [m["task_id"] for m in _jsonl(sidecar_path(source))]
