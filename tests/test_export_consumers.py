@@ -19,7 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from adp_pipeline.export import FORMATS, REGISTRY, export_training_set, sidecar_path
+from adp_pipeline.export.formats import parquet_table
 from adp_pipeline.storage import Lake
+from runtimes.core import ExportError
 from tests.helpers import REPO
 
 KINDS = ("jsonl", "parquet")
@@ -236,3 +238,21 @@ def test_the_docs_table_lists_every_format_and_its_load_recipes_run(
             assert len(namespace["trajectories"]) == rows
         if export_format == "openai":
             assert [m["task_id"] for m in namespace["metadata"]] == [m["task_id"] for m in _jsonl(sidecar_path(source))]
+
+
+@pytest.mark.parametrize("export_format", FORMATS)
+def test_parquet_holds_exactly_the_records_of_the_jsonl_file(
+    exports: dict[tuple[str, str], Path], tmp_path: Path, export_format: str
+) -> None:
+    """Nothing is dropped, added or altered on the way into Parquet: ``datasets`` reads back
+    the JSON-lines records, key for key."""
+    written = _jsonl(exports[export_format, "jsonl"])
+    assert list(_loaded(exports[export_format, "parquet"], tmp_path)) == written
+    _report(f"{export_format} parquet == jsonl", len(written))
+
+
+def test_a_record_key_without_a_parquet_column_is_refused_not_dropped() -> None:
+    schema = REGISTRY["trl"].parquet_schema
+    record = {"messages": [{"role": "user", "content": "hi"}], "tools": [], "task_id": "t", "surprise": 1}
+    with pytest.raises(ExportError, match=r"trl: the Parquet schema has no column for \['surprise'\]"):
+        parquet_table(schema, [record], "trl")

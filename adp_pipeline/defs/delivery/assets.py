@@ -18,7 +18,8 @@ _EXCLUDED_SHOWN = 20
     deps=[trajectories],
     kinds={"python", "parquet"},
     description="The training set: one verified trajectory per task across all batches, in ADP_EXPORT_FORMAT, "
-    "with a deterministic train/validation split; written to <data>/exports/training_dataset.parquet.",
+    "with a deterministic train/validation split; written to <data>/exports/training_dataset.parquet "
+    "(openai: adp's metadata beside it, in training_dataset.meta.parquet).",
 )
 @failures_redacted()
 def training_dataset(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
@@ -44,6 +45,8 @@ def training_dataset(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.
         if summary.sample
         else dg.MetadataValue.text("(no records)"),
     }
+    if summary.sidecar is not None:  # a format with no room for adp's metadata in its records
+        metadata["metadata_path"] = dg.MetadataValue.path(str(summary.sidecar))
     if summary.excluded:
         metadata["left_out_reasons"] = markdown_table(("task", "reason"), summary.excluded, shown=_EXCLUDED_SHOWN)
     return dg.MaterializeResult(metadata=for_people(metadata))
