@@ -18,10 +18,12 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from adp_pipeline.export import FORMATS, REGISTRY, export_training_set, sidecar_path
-from adp_pipeline.export.formats import parquet_table
+from adp_pipeline.export import FORMATS, REGISTRY, export_training_set, sidecar_path, tool_call_id
+from adp_pipeline.export.formats import Source, check_messages, parquet_table
 from adp_pipeline.storage import Lake
-from runtimes.core import ExportError
+from runtimes.core import BrokenMessagesError, ExportError
+from tests.consumers.llamafactory import check_sharegpt
+from tests.consumers.openai_finetune import check_openai_line
 from tests.helpers import REPO
 
 KINDS = ("jsonl", "parquet")
@@ -256,3 +258,100 @@ def test_a_record_key_without_a_parquet_column_is_refused_not_dropped() -> None:
     record = {"messages": [{"role": "user", "content": "hi"}], "tools": [], "task_id": "t", "surprise": 1}
     with pytest.raises(ExportError, match=r"trl: the Parquet schema has no column for \['surprise'\]"):
         parquet_table(schema, [record], "trl")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sharegpt_records_pass_llamafactorys_converter_and_tool_formatters(
+    exports: dict[tuple[str, str], Path], tmp_path: Path, kind: str
+) -> None:
+    rows = list(_loaded(exports["sharegpt", kind], tmp_path))
+    for row in rows:
+        aligned = check_sharegpt(row)
+        assert aligned[-1]["role"] in {"assistant", "function"}
+    _report(f"sharegpt {kind} through LLaMA-Factory's converter", len(rows))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_openai_records_pass_openais_fine_tuning_line_schema(
+    exports: dict[tuple[str, str], Path], tmp_path: Path, kind: str
+) -> None:
+    rows = _jsonl(exports["openai", kind]) if kind == "jsonl" else list(_loaded(exports["openai", kind], tmp_path))
+    for row in rows:
+        check_openai_line(row)
+    _report(f"openai {kind} through OpenAI's fine-tuning line schema", len(rows))
+
+
+def _source(messages: list[dict[str, Any]]) -> Source:
+    tools = [
+        {"type": "function", "function": {"name": name, "description": name, "parameters": {
+            "type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"],
+        }}}
+        for name in ("lookup", "complete_task")
+    ]  # fmt: skip
+    return Source(
+        task_id="shapes", task_type="reasoning", batch="b", policy="llm", model="m", verifier=None,
+        n_steps=3, prompt_tokens=10, completion_tokens=5, total_tokens=15, generation=0, lineage=None,
+        messages=messages, tools=tools, split="train",
+    )  # fmt: skip
+
+
+def _call(call_id: str, name: str, x: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps({"x": x})}}
+
+
+def test_parallel_calls_and_text_beside_calls_survive_every_format() -> None:
+    """Shapes the oracle never makes but a model does: two calls in one turn, text written before
+    calls, results that look like JSON numbers (kept as the tool wrote them)."""
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "add them"},
+        {"role": "assistant", "content": "Looking both up.",
+         "tool_calls": [_call("a", "lookup", "1"), _call("b", "lookup", "2")]},
+        {"role": "tool", "tool_call_id": "a", "content": "1.50"},
+        {"role": "tool", "tool_call_id": "b", "content": "2.50"},
+        {"role": "assistant", "content": None, "tool_calls": [_call("c", "complete_task", "4.00")]},
+        {"role": "tool", "tool_call_id": "c", "content": "task completed"},
+    ]  # fmt: skip
+    source = _source(messages)
+    check_messages(messages)
+    ids = [tool_call_id("shapes", n) for n in range(3)]
+
+    openai = REGISTRY["openai"].record(source)
+    check_openai_line(openai)
+    assert [c["id"] for c in openai["messages"][2]["tool_calls"]] == ids[:2]
+    assert openai["messages"][2]["content"] == "Looking both up." and "content" not in openai["messages"][5]
+
+    trl = REGISTRY["trl"].record(source)
+    assert [m.get("tool_call_id") for m in trl["messages"][3:5]] == ids[:2]
+    assert [m["name"] for m in trl["messages"] if m["role"] == "tool"] == ["lookup", "lookup", "complete_task"]
+    assert trl["messages"][5]["content"] == ""
+
+    sharegpt = REGISTRY["sharegpt"].record(source)
+    aligned = check_sharegpt(sharegpt)
+    assert [turn["from"] for turn in sharegpt["conversations"]] == [
+        "human",
+        "function_call",
+        "observation",
+        "function_call",
+    ]
+    assert sharegpt["conversations"][1]["value"].startswith("Looking both up.<tool_call>")
+    assert json.loads(sharegpt["conversations"][2]["value"]) == ["1.50", "2.50"]
+    assert aligned[-1]["role"] == "function"
+
+    trajectory = atif.Trajectory.model_validate(REGISTRY["atif"].record(source))
+    assert [[c.tool_call_id for c in s.tool_calls or []] for s in trajectory.steps] == [[], [], ids[:2], ids[2:]]
+    assert trajectory.steps[2].observation is not None
+    assert [r.content for r in trajectory.steps[2].observation.results] == ["1.50", "2.50"]
+
+
+@pytest.mark.parametrize(
+    ("messages", "reason"),
+    [
+        ([{"role": "user", "content": "hi"}], "no assistant turn"),
+        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}], "neither text nor tool calls"),
+        ([{"role": "assistant", "content": "hi"}], "no user message opens"),
+    ],
+)
+def test_conversations_with_nothing_to_learn_are_left_out(messages: list[dict[str, Any]], reason: str) -> None:
+    with pytest.raises(BrokenMessagesError, match=reason):
+        check_messages(messages)

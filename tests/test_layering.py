@@ -91,8 +91,8 @@ def _broken_rules(imp: Import, root: Path) -> list[str]:
     private = next((part for part in target.split(".")[2:3] if part.startswith("_")), None)
     if aim == "runtimes" and private and _part(source) != _part(target) and home != "tests":
         broken.append("a subpackage's private modules are imported only inside it (use its __init__)")
-    if home == "tests" and aim == "tests" and target != "tests" and not target.startswith("tests.helpers"):
-        broken.append("tests share code through tests/helpers.py; no test module imports another")
+    if home == "tests" and aim == "tests" and any(part.startswith("test_") for part in target.split(".")[1:]):
+        broken.append("tests share code through tests/helpers.py and support packages; no test module imports another")
     if aim == "tests" and home != "tests":
         broken.append("nothing outside tests/ imports the tests")
     if aim in {"bench", "scripts"} and home != aim:

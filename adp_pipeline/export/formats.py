@@ -83,6 +83,8 @@ def check_messages(messages: list[dict[str, Any]]) -> None:
         if role == "assistant":
             if pending:
                 raise BrokenMessagesError(f"message {position}: call {pending[0]} has no result before the next turn")
+            if not message.get("content") and not message.get("tool_calls"):
+                raise BrokenMessagesError(f"message {position}: an assistant turn with neither text nor tool calls")
             for call in message.get("tool_calls") or []:
                 call_id = call.get("id")
                 if not call_id or call_id in seen:
@@ -230,8 +232,10 @@ def trl_record(source: Source) -> dict[str, Any]:
 def sharegpt_record(source: Source) -> dict[str, Any]:
     """LLaMA-Factory's sharegpt with tools: human/observation turns at odd positions (from 1),
     gpt/function_call at even ones, ending with the assistant's turn. Parallel calls go in one
-    ``function_call`` turn (a JSON list of ``{"name", "arguments"}``), their results in one
-    ``observation``; ``tools`` is the JSON text of the function definitions. The results of the
+    ``function_call`` turn (a JSON list of ``{"name", "arguments"}``; text the model wrote before
+    them goes first, the calls then in ``<tool_call>…</tool_call>``), their results in one
+    ``observation`` (a JSON list of their texts); ``tools`` is the JSON text of the function
+    definitions. The results of the
     last calls are left out: LLaMA-Factory drops a conversation that ends with an observation,
     and no assistant turn follows them to learn from."""
     turns = _turns(source)
@@ -245,8 +249,11 @@ def sharegpt_record(source: Source) -> dict[str, Any]:
         if turn.role == "user":
             conversation.append({"from": "human", "value": turn.content})
         elif turn.role == "assistant" and turn.calls:
-            calls = [json.dumps({"name": c.name, "arguments": c.arguments}, ensure_ascii=False) for c in turn.calls]
-            conversation.append({"from": "function_call", "value": _one_or_list(calls)})
+            calls = [{"name": call.name, "arguments": call.arguments} for call in turn.calls]
+            value = json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
+            # The text a model writes before its calls: LLaMA-Factory's own "text<tool_call>calls</tool_call>".
+            value = f"{turn.content}<tool_call>{value}</tool_call>" if turn.content else value
+            conversation.append({"from": "function_call", "value": value})
         elif turn.role == "assistant":
             conversation.append({"from": "gpt", "value": turn.content})
         elif turn.role == "tool":
@@ -260,15 +267,9 @@ def sharegpt_record(source: Source) -> dict[str, Any]:
     }
 
 
-def _one_or_list(values: list[str]) -> str:
-    return values[0] if len(values) == 1 else json.dumps([_maybe_json(value) for value in values], ensure_ascii=False)
-
-
-def _maybe_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+def _one_or_list(results: list[str]) -> str:
+    """One result as it is; parallel calls' results as a JSON list of their texts, unaltered."""
+    return results[0] if len(results) == 1 else json.dumps(results, ensure_ascii=False)
 
 
 def atif_record(source: Source) -> dict[str, Any]:
