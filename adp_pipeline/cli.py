@@ -115,10 +115,13 @@ def main() -> None:
     default=None,
     help="local: run here; redis: enqueue for `adp worker` processes on REDIS_URL [env ADP_MODE; default local].",
 )
-def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None, mode: str | None) -> None:
+@click.option("--fresh", is_flag=True, help="Start a file's run over instead of resuming one that crashed.")
+def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None, mode: str | None, fresh: bool) -> None:
     """Materialise every asset for FILES (JSONL task files) in this process.
 
-    With no FILES, runs TASK_FILE. Prints a summary per file; exits non-zero when a run failed.
+    With no FILES, runs TASK_FILE. A file whose earlier run crashed (same policy, model and
+    token budget) resumes it: only the tasks without a committed trajectory run. Prints a
+    summary per file; exits non-zero when a run failed.
     """
     from adp_pipeline.materialize import run_task_files  # imports dagster: keep `adp --help` fast
 
@@ -142,7 +145,7 @@ def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None, mode
     with progress:
         bar = progress.add_task("materialising", total=len(paths))
         try:
-            runs = run_task_files(paths, settings, on_file_done=lambda _run: progress.advance(bar))
+            runs = run_task_files(paths, settings, on_file_done=lambda _run: progress.advance(bar), fresh=fresh)
         except AdpError as exc:
             failure = str(exc)
         except Exception as exc:  # the disk filled up, or went read-only, under the run
@@ -151,6 +154,11 @@ def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None, mode
             failure = f"data dir {settings.data_dir}: {reason}"
     if failure is not None:  # after the progress bar's last line, so the error is the last one
         _fail(failure)
+    for resumed in (run for run in runs if run.resumed):
+        click.echo(
+            f"{resumed.registered.key}: resumed a crashed run: {resumed.resumed:,} of {resumed.tasks:,} tasks "
+            f"done before; ran {resumed.tasks - resumed.resumed:,}"
+        )
     succeeded = [run.registered.key for run in runs if run.success]
     if succeeded:
         _print_run_summary(succeeded, settings)

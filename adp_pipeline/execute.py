@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import uuid
-from collections import Counter
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
+from adp_pipeline.checkpoint import Checkpoint, RunIdentity, open_checkpoint, remove_output_leftovers
 from adp_pipeline.storage import Lake
-from adp_pipeline.storage.names import task_file_stem
-from adp_pipeline.storage.rows import TASK_COLUMNS, named, select, step_rows, task_from_row, trajectory_row
+from adp_pipeline.storage.rows import TASK_COLUMNS, select, task_from_row
 from runtimes import scale
-from runtimes.agent import AgentLimits, run_tasks
+from runtimes.agent import AgentLimits, stream_tasks
 from runtimes.core import TaskSpec, TaskType, Trajectory
 from runtimes.settings import Settings
+
+_READ_ROWS = 1000
+_READ_MEMORY_MB = 256
 
 
 @dataclass(frozen=True)
@@ -42,40 +39,130 @@ class ExecuteSummary:
     llm_retries: int
 
 
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where a running batch stands: said when it starts and after each committed chunk."""
+
+    batch: str
+    total: int  # accepted tasks
+    resumed: int  # done by an earlier run of the batch that crashed
+    done: int  # resumed + done by this run, committed
+    succeeded: int  # verified successes among this run's committed ones
+    chunks: int
+
+
 def load_tasks(lake: Lake, batch: str) -> list[TaskSpec]:
-    """The accepted tasks of ``batch``, in file order."""
+    """The accepted tasks of ``batch``, in file order (all at once: for a batch of any size,
+    :func:`iter_tasks`)."""
+    return list(iter_tasks(lake, batch))
+
+
+def iter_tasks(lake: Lake, batch: str, skip: set[str] | frozenset[str] = frozenset()) -> Iterator[TaskSpec]:
+    """The accepted tasks of ``batch`` not in ``skip``, read from the lake a chunk at a time."""
+    with lake.connect(settings={"memory_limit": f"{_READ_MEMORY_MB}MB"}) as connection:
+        # One partition is one file, read in its (file) order: no sort of wide rows.
+        reader = connection.sql(f"SELECT {select(TASK_COLUMNS)} FROM tasks WHERE batch = ?", params=[batch])
+        reader = reader.to_arrow_reader(_READ_ROWS)
+        for chunk in reader:
+            for row in chunk.to_pylist():
+                if row["task_id"] not in skip:
+                    yield task_from_row(row)
+
+
+def count_tasks(lake: Lake, batch: str) -> int:
     with lake.connect() as connection:
-        cursor = connection.execute(
-            f"SELECT {select(TASK_COLUMNS)} FROM tasks WHERE batch = ? ORDER BY line_number", [batch]
-        )
-        return [task_from_row(row) for row in named(cursor)]
+        (count,) = connection.execute("SELECT count(*) FROM tasks WHERE batch = ?", [batch]).fetchone() or (0,)
+    return int(count)
+
+
+def run_identity(settings: Settings) -> RunIdentity:
+    """What a re-run must share with a crashed run to resume it."""
+    return RunIdentity(settings.policy, settings.llm_model if settings.policy == "llm" else None, settings.token_budget)
 
 
 def execute_batch(
-    lake: Lake, batch: str, settings: Settings, on_done: Callable[[Trajectory], None] | None = None
+    lake: Lake,
+    batch: str,
+    settings: Settings,
+    on_done: Callable[[Trajectory], None] | None = None,
+    *,
+    fresh: bool = False,
+    on_progress: Callable[[BatchProgress], None] | None = None,
 ) -> ExecuteSummary:
-    """Run every task of ``batch`` with ``settings.policy``; replace its trajectories and steps."""
-    tasks = load_tasks(lake, batch)
-    trajectories = run_task_specs(batch, tasks, settings, on_done)
-    created_at = datetime.now(UTC)
-    rows = [trajectory_row(t, created_at) for t in trajectories]
-    _store(lake, batch, trajectories, rows, settings.output_dir / "trajectories")
-    # Counted by the lake's view, as every other count is: one definition of a verified success.
+    """Run the tasks of ``batch`` with ``settings.policy`` and replace its trajectories and steps.
+
+    Tasks stream from the lake and trajectories leave memory once committed: finished ones are
+    committed in chunks (every ADP_COMMIT_EVERY_TASKS tasks or ADP_COMMIT_EVERY_SECONDS) to the
+    batch's working area, then the batch goes into the lake at once. A run that finds committed
+    chunks of a crashed run with the same policy, model and token budget runs only the tasks
+    they lack (``fresh``: start over).
+
+    Raises:
+        BatchBusyError: another process is running ``batch``.
+    """
+    output = settings.output_dir / "trajectories"
+    remove_output_leftovers(output, batch)
+    with open_checkpoint(lake, batch, run_identity(settings), fresh=fresh) as checkpoint:
+        total = count_tasks(lake, batch)
+        succeeded = 0
+        state = {"flushed_at": time.monotonic()}
+
+        def say() -> None:
+            if on_progress is not None:
+                on_progress(BatchProgress(batch, total, checkpoint.resumed, len(checkpoint.done) - checkpoint.pending,
+                                          succeeded, checkpoint.chunks))  # fmt: skip
+
+        def flush() -> None:
+            checkpoint.flush(output)
+            state["flushed_at"] = time.monotonic()
+            say()
+
+        def done(trajectory: Trajectory) -> None:
+            nonlocal succeeded
+            if trajectory.task_id in checkpoint.done:
+                return  # a second result for a task (a redelivery): the first one counts
+            checkpoint.add(trajectory)
+            succeeded += trajectory.success and bool(trajectory.verifier and trajectory.verifier.passed)
+            if on_done is not None:
+                on_done(trajectory)
+            if (
+                checkpoint.pending >= settings.commit_every_tasks
+                or time.monotonic() - state["flushed_at"] >= settings.commit_every_seconds
+            ):
+                flush()
+
+        say()
+        run_task_stream(batch, iter_tasks(lake, batch, skip=frozenset(checkpoint.done)), settings, done, checkpoint)
+        flush()
+        checkpoint.commit()
+    return summarise(lake, batch, settings.policy)
+
+
+def summarise(lake: Lake, batch: str, policy: str) -> ExecuteSummary:
+    """The batch's outcome as the lake's view counts it: one definition of a verified success."""
     with lake.connect() as connection:
         counted = connection.execute(
             "SELECT task_type, count(*), count(*) FILTER (WHERE verified_success) FROM trajectories "
             "WHERE batch = ? GROUP BY 1",
             [batch],
         ).fetchall()
+        errors = connection.execute(
+            "SELECT error_type, count(*) FROM trajectories WHERE batch = ? AND error_type IS NOT NULL GROUP BY 1",
+            [batch],
+        ).fetchall()
+        calls, retries = connection.execute(
+            "SELECT coalesce(sum(llm_calls), 0), coalesce(sum(llm_retries), 0) FROM trajectories WHERE batch = ?",
+            [batch],
+        ).fetchone() or (0, 0)
     outcomes = {task_type: TypeOutcome(n, verified) for task_type, n, verified in counted}
     by_type = {task_type.value: outcomes.get(task_type.value, TypeOutcome(0, 0)) for task_type in TaskType}
     return ExecuteSummary(
         batch=batch,
-        policy=settings.policy,
+        policy=policy,
         by_type=by_type,
-        error_types=dict(Counter(t.error_type.value for t in trajectories if t.error_type)),
-        llm_calls=sum(row["llm_calls"] for row in rows),
-        llm_retries=sum(row["llm_retries"] for row in rows),
+        error_types={str(kind): int(n) for kind, n in errors},
+        llm_calls=int(calls),
+        llm_retries=int(retries),
     )
 
 
@@ -84,26 +171,53 @@ def run_task_specs(
 ) -> list[Trajectory]:
     """One trajectory per task, in order, with ``settings.policy``: in this process (local mode)
     or on `adp worker`s (redis mode, under ``batch``'s result stream). Nothing is stored."""
+    results: dict[str, Trajectory] = {}
+
+    def keep(trajectory: Trajectory) -> None:
+        results.setdefault(trajectory.task_id, trajectory)
+        if on_done is not None:
+            on_done(trajectory)
+
+    run_task_stream(batch, iter(tasks), settings, keep, None)
+    return [results[task.task_id] for task in tasks]
+
+
+def run_task_stream(
+    batch: str,
+    tasks: Iterator[TaskSpec],
+    settings: Settings,
+    on_done: Callable[[Trajectory], None],
+    checkpoint: Checkpoint | None,
+) -> None:
+    """Run ``tasks`` as they come with ``settings.policy``, handing each trajectory to
+    ``on_done``: in this process (local mode) or on `adp worker`s (redis mode)."""
     if settings.mode == "redis":
-        return _run_on_workers(batch, tasks, settings, on_done)
-    return asyncio.run(_run(tasks, settings, on_done))
+        _run_on_workers(batch, list(tasks), settings, on_done)
+    else:
+        asyncio.run(_run(tasks, settings, on_done))
 
 
-async def _run(
-    tasks: list[TaskSpec], settings: Settings, on_done: Callable[[Trajectory], None] | None
-) -> list[Trajectory]:
+async def _run(tasks: Iterator[TaskSpec], settings: Settings, on_done: Callable[[Trajectory], None]) -> None:
     sandbox = settings.sandbox_config.build(settings.max_concurrent_tasks)
     limits = AgentLimits(token_budget=settings.token_budget)
     browser = settings.browser_config.build()
+    following: list[TaskSpec] = []  # the mock policy's server scripts itself from the tasks it is given
+
+    def feed() -> Iterator[TaskSpec]:
+        for task in tasks:
+            if settings.policy == "mock":
+                following.append(task)
+            yield task
+
     try:
-        async with settings.policy_config.open(settings.policy, tasks) as policy:
-            return await run_tasks(
-                tasks,
+        async with settings.policy_config.open(settings.policy, following) as policy:
+            await stream_tasks(
+                feed(),
                 policy,
                 sandbox,
                 max_concurrent=settings.max_concurrent_tasks,
                 limits=limits,
-                on_done=on_done,
+                on_done=lambda _, trajectory: on_done(trajectory),
                 browser=browser,
             )
     finally:
@@ -112,8 +226,8 @@ async def _run(
 
 
 def _run_on_workers(
-    batch: str, tasks: list[TaskSpec], settings: Settings, on_done: Callable[[Trajectory], None] | None
-) -> list[Trajectory]:
+    batch: str, tasks: list[TaskSpec], settings: Settings, on_done: Callable[[Trajectory], None]
+) -> None:
     """Enqueue the batch for `adp worker`s and collect one trajectory per task.
 
     Raises:
@@ -123,27 +237,4 @@ def _run_on_workers(
     client = config.connect()
     client.delete(scale.result_stream(batch))  # a rerun of the batch collects its own results
     scale.enqueue(client, batch, tasks, settings.policy)
-    results = scale.collect(
-        client, batch, [task.task_id for task in tasks], deadline_s=config.deadline, on_result=on_done
-    )
-    return [results[task.task_id] for task in tasks]
-
-
-def _store(lake: Lake, batch: str, trajectories: list[Trajectory], rows: list[dict[str, Any]], output: Path) -> None:
-    """Write the batch's per-task JSON files and its lake partitions, all or nothing visible.
-
-    The JSON files are written to a staging folder first, so a failure (a full disk, say) stops
-    before the lake changes; ``trajectories`` is written last, after ``steps``, since it is
-    what the checks and readers count; then the files are renamed into place.
-    """
-    staging = output / f".staging-{uuid.uuid4().hex}"
-    staging.mkdir(parents=True)
-    try:
-        for trajectory in trajectories:
-            (staging / f"{task_file_stem(trajectory.task_id)}.json").write_text(trajectory.model_dump_json(indent=2))
-        lake.write_partition("steps", batch, [row for t in trajectories for row in step_rows(t)])
-        lake.write_partition("trajectories", batch, rows)
-        for path in staging.iterdir():
-            os.replace(path, output / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    scale.collect(client, batch, [task.task_id for task in tasks], deadline_s=config.deadline, on_result=on_done)

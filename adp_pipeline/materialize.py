@@ -11,6 +11,7 @@ import dagster as dg
 from adp_pipeline.builder import build_definitions
 from adp_pipeline.defs.jobs import nightly, process_task_file
 from adp_pipeline.defs.partitions import task_files
+from adp_pipeline.defs.trajectories.assets import FRESH_TAG
 from adp_pipeline.instance import open_instance, process_tags
 from adp_pipeline.task_files import RegisteredTaskFile, register_task_file
 from runtimes.settings import Settings
@@ -25,17 +26,26 @@ class FileRun:
     success: bool
     run_id: str
     failure: str | None = None
+    resumed: int = 0  # tasks a crashed earlier run had committed: this run did not run them again
+    tasks: int = 0
 
 
 def run_task_files(
-    files: Sequence[Path], settings: Settings, on_file_done: Callable[[FileRun], None] | None = None
+    files: Sequence[Path],
+    settings: Settings,
+    on_file_done: Callable[[FileRun], None] | None = None,
+    *,
+    fresh: bool = False,
 ) -> list[FileRun]:
-    """Register each file as a partition and run `process_task_file` for it, in order.
+    """Register each file as a partition and run `process_task_file` for it, in order; a file
+    whose earlier run crashed resumes it (``fresh``: starts over).
 
     Raises:
         TaskFileError: a file is missing or unreadable (raised before anything runs).
     """
-    registered = [register_task_file(path, settings.data_dir) for path in files]
+    registered = [
+        register_task_file(path, settings.data_dir, max_line_bytes=settings.max_task_line_bytes) for path in files
+    ]
     job = build_definitions(settings, lake_wide=False).resolve_job_def(process_task_file.name)
     instance = open_instance(settings)
     instance.add_dynamic_partitions(task_files.name, sorted({item.key for item in registered}))
@@ -46,13 +56,24 @@ def run_task_files(
             instance=instance,
             run_config=_QUIET_RUN_CONFIG,
             raise_on_error=False,
-            tags=process_tags(),
+            tags={**process_tags(), **({FRESH_TAG: "true"} if fresh else {})},
         )
-        run = FileRun(item, result.success, result.run_id, None if result.success else failure_reason(result))
+        run = FileRun(
+            item, result.success, result.run_id, None if result.success else failure_reason(result), *_resumed(result)
+        )
         runs.append(run)
         if on_file_done:
             on_file_done(run)
     return runs
+
+
+def _resumed(result: dg.ExecuteInProcessResult) -> tuple[int, int]:
+    """(tasks done by a crashed earlier run, tasks) of the run's trajectories materialisation."""
+    for materialization in result.asset_materializations_for_node("trajectories"):
+        metadata = materialization.metadata
+        resumed, tasks = metadata.get("resumed"), metadata.get("tasks")
+        return int(resumed.value if resumed else 0), int(tasks.value if tasks else 0)  # type: ignore[arg-type]
+    return 0, 0
 
 
 def failure_reason(result: dg.ExecuteInProcessResult) -> str:

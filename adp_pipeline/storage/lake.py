@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from adp_pipeline.faults import fault_point
 from adp_pipeline.storage.confine import confined_connection
 from adp_pipeline.storage.tables import COMPUTED_COLUMNS, DERIVED_VIEWS, TABLES
 
 SCHEMA_PARTITION = "__schema__"
 _DATA_FILE = "data.parquet"
+_MERGE_ROWS = 1000
 _LAID_OUT: set[Path] = set()  # lake roots whose layout this process has checked
 
 
@@ -45,6 +47,46 @@ class Lake:
         arrow_table = pa.Table.from_pylist(list(rows), schema=schema)
         return self._replace(self.partition_file(table, batch), arrow_table)
 
+    def commit_batch(self, batch: str, chunks: Sequence[tuple[Path, Path]], commit_id: str) -> None:
+        """Replace ``batch``'s steps and trajectories with the rows of ``chunks`` (pairs of a steps
+        file and a trajectories file, in the tables' schemas), as commit ``commit_id``.
+
+        Streams (memory stays flat however large the batch) and is atomic for readers: the steps
+        are written first, as a file of their own that the ``steps`` view shows only once the
+        batch's trajectories are at ``commit_id``; the trajectories file is then replaced in one
+        rename, and readers see the whole new batch or the whole previous one. Steps of commits
+        older than the previous one are removed (the previous one stays a commit longer, for a
+        reader that listed the files just before the switch).
+        """
+        self.ensure_layout()
+        trajectories = self.partition_file("trajectories", batch)
+        previous = _commit_of(trajectories)
+        steps_folder = self.partition_file("steps", batch).parent
+        self._merge([steps for steps, _ in chunks], steps_folder / _steps_file(commit_id), "steps", commit_id)
+        fault_point("commit:steps_written")
+        self._merge([rows for _, rows in chunks], trajectories, "trajectories", commit_id)
+        fault_point("commit:trajectories_written")
+        keep = {_steps_file(commit_id), _steps_file(previous)}
+        for path in steps_folder.glob("*.parquet"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def _merge(self, sources: Sequence[Path], target: Path, table: str, commit_id: str) -> None:
+        schema = _schema(table)
+        position = schema.get_field_index("commit_id")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent.parent / f".{target.parent.name}.{uuid.uuid4().hex}.partial"
+        try:
+            with pq.ParquetWriter(temporary, schema) as writer:
+                for source in sources:
+                    for rows in pq.ParquetFile(source).iter_batches(batch_size=_MERGE_ROWS):
+                        part = pa.Table.from_batches([rows]).cast(schema)
+                        commit = pa.array([commit_id] * part.num_rows, pa.string())
+                        writer.write_table(part.set_column(position, schema.field(position), commit))
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+
     def ensure_layout(self) -> None:
         """Create every table's folder and its schema placeholder (rewritten when a schema changes).
 
@@ -61,13 +103,22 @@ class Lake:
 
     def view_query(self, table: str) -> str:
         """The query of the view of ``table``: every partition in the lake, with the columns
-        computed from the stored ones (``COMPUTED_COLUMNS``: ``trajectories.verified_success``)."""
+        computed from the stored ones (``COMPUTED_COLUMNS``: ``trajectories.verified_success``);
+        a batch's ``steps`` only of the commit its ``trajectories`` are at."""
         _schema(table)
-        pattern = str(self.root / table / "*" / "*.parquet").replace("'", "''")
         computed = "".join(f", {sql} AS {name}" for name, sql in COMPUTED_COLUMNS.get(table, {}).items())
+        if table == "steps":
+            return (
+                f"SELECT s.* FROM {self._scan('steps')} s SEMI JOIN (SELECT DISTINCT batch, commit_id FROM "
+                f"{self._scan('trajectories')}) t ON s.batch = t.batch AND s.commit_id IS NOT DISTINCT FROM t.commit_id"
+            )
+        return f"SELECT *{computed} FROM {self._scan(table)}"
+
+    def _scan(self, table: str) -> str:
+        pattern = str(self.root / table / "*" / "*.parquet").replace("'", "''")
         return (
-            f"SELECT *{computed} FROM read_parquet('{pattern}', "
-            "hive_partitioning = true, union_by_name = true, hive_types = {'batch': VARCHAR})"
+            f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true, "
+            "hive_types = {'batch': VARCHAR})"
         )
 
     def connect(self, settings: Mapping[str, str | int | bool] | None = None) -> duckdb.DuckDBPyConnection:
@@ -106,6 +157,20 @@ class Lake:
         finally:
             temporary.unlink(missing_ok=True)
         return target
+
+
+def _steps_file(commit_id: str | None) -> str:
+    """A batch's steps file of a commit (``data.parquet``: a partition written whole)."""
+    return f"data-{commit_id}.parquet" if commit_id else _DATA_FILE
+
+
+def _commit_of(trajectories: Path) -> str | None:
+    """The commit a trajectories partition file is at (None: none, or written whole)."""
+    try:
+        column = pq.read_table(trajectories, columns=["commit_id"]).column("commit_id")
+    except (FileNotFoundError, KeyError, pa.ArrowInvalid):
+        return None
+    return next((value for value in column.to_pylist() if value), None)
 
 
 def unwritable_reason(folder: Path) -> str | None:

@@ -11,6 +11,10 @@ import pyarrow as pa
 _INGESTED_AT = pa.field("ingested_at", pa.timestamp("us", tz="UTC"))
 _GENERATION = pa.field("generation", pa.int32())  # 0: written by a person; N: synthesized
 _LINEAGE = pa.field("lineage", pa.string())  # JSON text; null unless synthesized
+# The batch commit a row of trajectories or steps belongs to: a batch's steps are visible only
+# with the trajectories of their commit (STEPS_FOLLOW_TRAJECTORIES), so a reader never sees
+# steps without their trajectories, whatever moment it reads at. Null in partitions written whole.
+_COMMIT_ID = pa.field("commit_id", pa.string())
 
 TABLES: dict[str, pa.Schema] = {
     "tasks": pa.schema(
@@ -60,6 +64,7 @@ TABLES: dict[str, pa.Schema] = {
             pa.field("created_at", pa.timestamp("us", tz="UTC")),
             _GENERATION,
             _LINEAGE,
+            _COMMIT_ID,
         ]
     ),
     "steps": pa.schema(
@@ -75,6 +80,7 @@ TABLES: dict[str, pa.Schema] = {
             pa.field("error_message", pa.string()),
             pa.field("duration", pa.float64(), nullable=False),
             pa.field("timestamp", pa.timestamp("us", tz="UTC")),
+            _COMMIT_ID,
         ]
     ),
     "essences": pa.schema(

@@ -2,7 +2,7 @@
 models, the verifiers, and the batch runner that gives every task exactly one trajectory."""
 
 from runtimes.agent._loop import AgentLimits, run_task
-from runtimes.agent._runner import run_tasks
+from runtimes.agent._runner import run_tasks, stream_tasks
 from runtimes.agent._tools import (
     TOOL_ARGS,
     TOOLS_BY_TYPE,
@@ -22,6 +22,7 @@ __all__ = [
     "normalise_answer",
     "run_task",
     "run_tasks",
+    "stream_tasks",
     "tool_schema",
     "tools_for",
     "verify_task",

@@ -5,10 +5,12 @@ from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.defs.tasks.assets import task_batch
 from adp_pipeline.defs.trajectories.checks import CHECK_SPECS, evaluate_checks
-from adp_pipeline.execute import ExecuteSummary, execute_batch
+from adp_pipeline.execute import BatchProgress, ExecuteSummary, execute_batch
 from runtimes.core import Trajectory, redact
 
 _PROGRESS_EVERY = 25
+# A run tag that makes the trajectories of a partition start over instead of resuming a crashed run.
+FRESH_TAG = "adp/fresh"
 _BATCHES_CHARTED = 15
 
 
@@ -30,9 +32,43 @@ def trajectories(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Mate
         if done % _PROGRESS_EVERY == 0:
             context.log.info(redact(f"{done} tasks done (last: {trajectory.task_id}, success={trajectory.success})"))
 
-    summary = execute_batch(adp.lake(), context.partition_key, adp.settings(), on_done=progress)
+    started: list[BatchProgress] = []
+
+    def committed(state: BatchProgress) -> None:
+        """The run's progress in its log and, as an observation of the partition, in the asset's
+        page: done of total and verified successes so far, at the start and after every chunk."""
+        if not started:
+            started.append(state)
+            if state.resumed:
+                running = state.total - state.resumed
+                context.log.info(
+                    f"resuming: {state.resumed:,} of {state.total:,} tasks done before; running {running:,}"
+                )
+        else:
+            context.log.info(
+                f"chunk {state.chunks} committed: {state.done:,} of {state.total:,} tasks done, "
+                f"{state.succeeded:,} verified successes in this run so far"
+            )
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=context.asset_key,
+                partition=context.partition_key,
+                metadata={
+                    "done": dg.MetadataValue.int(state.done),
+                    "total": dg.MetadataValue.int(state.total),
+                    "resumed": dg.MetadataValue.int(state.resumed),
+                    "verified_successes_so_far": dg.MetadataValue.int(state.succeeded),
+                },
+            )
+        )
+
+    fresh = context.run.tags.get(FRESH_TAG) == "true"
+    summary = execute_batch(
+        adp.lake(), context.partition_key, adp.settings(), on_done=progress, fresh=fresh, on_progress=committed
+    )
     context.log.info(f"{done} tasks done with policy {summary.policy}")
-    metadata = {**_metadata(summary), **_charts(adp, context.partition_key)}
+    resumed = started[0].resumed if started else 0
+    metadata = {**_metadata(summary), "resumed": dg.MetadataValue.int(resumed), **_charts(adp, context.partition_key)}
     checks = evaluate_checks(adp, context.partition_key)
     return dg.MaterializeResult(metadata=for_people(metadata), check_results=checks)
 

@@ -1,0 +1,219 @@
+"""A batch's work in progress: finished trajectories committed in chunks as the batch runs,
+so that a crashed run loses at most the chunk in hand, and a re-run runs only what is missing.
+
+Layout: ``<data_dir>/checkpoints/<batch>/`` holds ``run.json`` (what the run is: policy, model,
+token budget, and the key that results of this run carry) and, per chunk, ``<n>.steps.parquet``
+then ``<n>.trajectories.parquet``: the trajectories file, renamed into place last, is the
+chunk's commit. The folder is the partition's working area, outside the lake: readers never see
+it. When every task has its trajectory, :meth:`Checkpoint.commit` writes the batch into the lake
+at once (:meth:`Lake.commit_batch`) and removes the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from adp_pipeline.faults import fault_point
+from adp_pipeline.storage import Lake
+from adp_pipeline.storage.names import task_file_stem
+from adp_pipeline.storage.rows import step_rows, trajectory_row
+from adp_pipeline.storage.tables import TABLES
+from runtimes.core import AdpError, Trajectory
+
+_RUN_FILE = "run.json"
+_STEPS = ".steps.parquet"
+_TRAJECTORIES = ".trajectories.parquet"
+
+
+class BatchBusyError(AdpError):
+    """Another process is running this batch now."""
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What makes two runs of a batch the same run: a re-run with the same identity resumes."""
+
+    policy: str
+    model: str | None
+    token_budget: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"policy": self.policy, "model": self.model, "token_budget": self.token_budget}
+
+
+def checkpoint_dir(data_dir: Path, batch: str) -> Path:
+    return Path(data_dir).absolute() / "checkpoints" / batch
+
+
+class Checkpoint:
+    """The working area of one run of ``batch``, open (and locked) for the ``with`` block of
+    :func:`open_checkpoint`."""
+
+    def __init__(self, lake: Lake, batch: str, folder: Path, run_key: str, resumed: set[str]) -> None:
+        self.lake = lake
+        self.batch = batch
+        self.folder = folder
+        self.run_key = run_key  # carried by this run's results on the workers' result stream
+        self.done: set[str] = resumed  # task ids with a committed trajectory
+        self.resumed = len(resumed)  # of them, committed by an earlier (crashed) attempt
+        self.chunks = len(self._chunks())
+        self._pending: list[Trajectory] = []
+
+    def add(self, trajectory: Trajectory) -> None:
+        """Hold ``trajectory`` for the next chunk (a task already done is ignored: first wins)."""
+        if trajectory.task_id in self.done:
+            return
+        self.done.add(trajectory.task_id)
+        self._pending.append(trajectory)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self, output: Path) -> int:
+        """Commit the held trajectories as one chunk: their JSON files into ``output``, their
+        steps, then their trajectories (the commit). Returns how many were committed."""
+        trajectories, self._pending = self._pending, []
+        if not trajectories:
+            return 0
+        created_at = datetime.now(UTC)
+        output.mkdir(parents=True, exist_ok=True)
+        for trajectory in trajectories:
+            _write_atomically(
+                output / f"{task_file_stem(trajectory.task_id)}.json",
+                trajectory.model_dump_json(indent=2).encode(),
+                self.batch,
+            )
+        number = self.chunks
+        steps = [row for trajectory in trajectories for row in step_rows(trajectory)]
+        _write_table(self.folder / f"{number:06d}{_STEPS}", steps, "steps")
+        fault_point("chunk:steps_written")
+        rows = [trajectory_row(trajectory, created_at) for trajectory in trajectories]
+        _write_table(self.folder / f"{number:06d}{_TRAJECTORIES}", rows, "trajectories")
+        fault_point("chunk:committed")
+        self.chunks += 1
+        return len(trajectories)
+
+    def commit(self) -> None:
+        """Write every committed chunk into the lake as the batch (atomically for readers), then
+        remove the working area."""
+        chunks = self._chunks()
+        self.lake.commit_batch(self.batch, chunks, uuid.uuid4().hex)
+        fault_point("commit:done")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _chunks(self) -> list[tuple[Path, Path]]:
+        return _committed(self.folder)
+
+
+@contextlib.contextmanager
+def open_checkpoint(lake: Lake, batch: str, identity: RunIdentity, *, fresh: bool = False) -> Iterator[Checkpoint]:
+    """The working area of ``batch``, resumed when an earlier run with the same ``identity``
+    left committed chunks (unless ``fresh``); otherwise started over. Leftovers of dead runs
+    (half-written chunks, temporary files) are removed first.
+
+    Raises:
+        BatchBusyError: another process holds the batch.
+    """
+    folder = checkpoint_dir(lake.root.parent, batch)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _batch_lock(folder / ".lock", batch):
+        run_file = folder / _RUN_FILE
+        recorded = _read_json(run_file)
+        if fresh or recorded is None or recorded.get("identity") != identity.as_json():
+            for path in folder.iterdir():
+                if path.name != ".lock":
+                    path.unlink() if path.is_file() else shutil.rmtree(path)
+            recorded = {"identity": identity.as_json(), "run_key": uuid.uuid4().hex}
+            _write_atomically(run_file, json.dumps(recorded).encode(), batch)
+        _remove_leftovers(lake, folder, batch)
+        done: set[str] = set()
+        for _, rows in _committed(folder):
+            done.update(str(task_id) for task_id in pq.read_table(rows, columns=["task_id"]).column(0).to_pylist())
+        yield Checkpoint(lake, batch, folder, str(recorded["run_key"]), done)
+
+
+def _committed(folder: Path) -> list[tuple[Path, Path]]:
+    return [
+        (path.with_name(path.name.replace(_TRAJECTORIES, _STEPS)), path)
+        for path in sorted(folder.glob(f"*{_TRAJECTORIES}"))
+    ]
+
+
+def _remove_leftovers(lake: Lake, folder: Path, batch: str) -> None:
+    """A chunk's steps without its trajectories (a run died between the two), and temporary
+    files of dead runs in the working area and the batch's lake partitions."""
+    committed = {steps.name for steps, _ in _committed(folder)}
+    for path in folder.glob(f"*{_STEPS}"):
+        if path.name not in committed:
+            path.unlink(missing_ok=True)
+    partials = [*folder.glob(".*.partial")]
+    for table in ("steps", "trajectories"):
+        partials += (lake.root / table).glob(f".batch={batch}.*.partial")
+    for partial in partials:
+        partial.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _batch_lock(path: Path, batch: str) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BatchBusyError(f"batch {batch} is being run by another process; wait for it to end") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _write_table(path: Path, rows: list[dict[str, Any]], table: str) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        pq.write_table(pa.Table.from_pylist(rows, schema=TABLES[table]), temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _write_atomically(path: Path, data: bytes, batch: str) -> None:
+    """``path`` whole or not at all; its temporary name carries the batch, so the next run of the
+    batch can remove what a killed one left (:func:`remove_output_leftovers`)."""
+    temporary = path.with_name(f".{batch}.{uuid.uuid4().hex}.partial")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def remove_output_leftovers(output: Path, batch: str) -> None:
+    """Temporary files a killed run of ``batch`` left in ``output``, and the staging folders of
+    the earlier whole-batch writer."""
+    if not output.is_dir():
+        return
+    for partial in output.glob(f".{batch}.*.partial"):
+        partial.unlink(missing_ok=True)
+    for staging in output.glob(".staging-*"):
+        shutil.rmtree(staging, ignore_errors=True)
