@@ -12,6 +12,7 @@ from adp_pipeline.storage.locks import file_lock
 from adp_pipeline.storage.rows import task_row
 from adp_pipeline.task_files import RegisteredTaskFile
 from runtimes.core import (
+    DEFAULT_MAX_TASK_LINES,
     LineWarning,
     ParsedTaskFile,
     RejectedLine,
@@ -36,12 +37,19 @@ class IngestSummary:
 
 
 def ingest_task_file(
-    lake: Lake, registered: RegisteredTaskFile, *, max_line_bytes: int, default_timeout: int, max_memory_mb: int
+    lake: Lake,
+    registered: RegisteredTaskFile,
+    *,
+    max_line_bytes: int,
+    default_timeout: int,
+    max_memory_mb: int,
+    max_lines: int = DEFAULT_MAX_TASK_LINES,
 ) -> IngestSummary:
     """Parse ``registered``, drop ids accepted by other batches, and replace its lake partitions.
 
     A line asking more sandbox memory than ``max_memory_mb`` (ADP_SANDBOX_MAX_MEMORY_MB) is a
-    reject, with the ceiling in its reason: the host could not afford it.
+    reject, with the ceiling in its reason: the host could not afford it. Past ``max_lines``
+    non-blank lines (ADP_MAX_TASK_LINES) the file is not parsed: one reject names the rest.
 
     Reading the ids of other batches and writing this one's happen under one lock of the data
     dir, so two batches ingested at the same moment (two `adp run`, or a run and the sensor's)
@@ -51,8 +59,10 @@ def ingest_task_file(
         registered.path,
         source_name=registered.source_path,
         max_line_bytes=max_line_bytes,
+        max_lines=max_lines,
         default_timeout=default_timeout,
         max_memory_mb=max_memory_mb,
+        copy_of_sha256=registered.sha256,  # the copy's placeholders stand for lines not kept
     )
     with file_lock(lake.root.parent / INGEST_LOCK):
         parsed = reject_known_task_ids(parsed, _ids_in_other_batches(lake, registered.key, parsed))

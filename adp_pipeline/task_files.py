@@ -3,12 +3,13 @@
 A task file becomes the partition ``<stem>-<sha256[:8]>`` of its content. Registering copies
 the bytes that were hashed into ``<data_dir>/task_files/<key>.jsonl``, so a partition always
 re-materialises from exactly the content its key names, even after the original is edited,
-moved or deleted.
+moved or deleted. Only lines over ADP_MAX_TASK_LINE_BYTES are not copied: each is a placeholder
+holding its number and size (:func:`runtimes.core.store_task_lines`), rejected at every
+materialisation as the line itself was. The key still hashes every byte of the original.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,11 +22,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from runtimes.core import TaskFileError
+from runtimes.core import DEFAULT_MAX_LINE_BYTES, TaskFileError, store_task_lines
 
 TASK_FILE_SUFFIX = ".jsonl"
 _STEM_MAX_CHARS = 64
-_COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,10 @@ class RegisteredTaskFile:
     sha256: str
     size: int
     registered_at: str
+    max_line_bytes: int | None = None
+    """The size limit the copy was made under (None: registered before copies left lines out)."""
+    lines_not_stored: int = 0
+    """Lines over that limit, kept in the copy as placeholders: their number and size, not their bytes."""
 
 
 def task_files_dir(data_dir: Path) -> Path:
@@ -48,17 +52,24 @@ def partition_key_for(stem: str, sha256: str) -> str:
     return f"{safe}-{sha256[:8]}"
 
 
-def register_task_file(path: Path, data_dir: Path, *, follow_symlinks: bool = True) -> RegisteredTaskFile:
+def register_task_file(
+    path: Path, data_dir: Path, *, follow_symlinks: bool = True, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> RegisteredTaskFile:
     """Copy ``path`` into the data dir under its partition key and return the registration.
 
     The copy keeps the source's permissions (never more open than the source's), so a task
-    file only its owner may read stays so in the data dir.
+    file only its owner may read stays so in the data dir. Lines over ``max_line_bytes`` are
+    read through but not copied (a placeholder keeps their number and size). The same content
+    always registers to the same key; it is copied again only when the copy left lines out
+    under a smaller ``max_line_bytes`` than this one, so raising the limit and registering the
+    file again brings those lines back.
 
     Args:
         path: the task file.
         data_dir: ADP_DATA_DIR.
         follow_symlinks: False for files found in the inbox: a symlink there could point
             anywhere the sensor's user can read, so it is refused.
+        max_line_bytes: ADP_MAX_TASK_LINE_BYTES.
 
     Raises:
         TaskFileError: ``path`` is missing, a symlink (when not followed), not a regular file
@@ -67,8 +78,7 @@ def register_task_file(path: Path, data_dir: Path, *, follow_symlinks: bool = Tr
     source = Path(path)
     store = task_files_dir(data_dir)
     temporary = store / f".{uuid.uuid4().hex}.partial"
-    digest = hashlib.sha256()
-    size = 0
+    temporary_record = temporary.with_suffix(".record")
     try:
         flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
         try:
@@ -86,37 +96,53 @@ def register_task_file(path: Path, data_dir: Path, *, follow_symlinks: bool = Tr
             os.set_blocking(reader.fileno(), True)
             store.mkdir(parents=True, exist_ok=True)
             permissions = stat.S_IMODE(mode) & 0o666
-            writer_fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, permissions)
+            writer_fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, permissions)
             os.fchmod(writer_fd, permissions)  # exactly the source's, whatever the umask
-            with os.fdopen(writer_fd, "wb") as writer:
-                while chunk := reader.read(_COPY_CHUNK):
-                    digest.update(chunk)
-                    writer.write(chunk)
-                    size += len(chunk)
-        sha256 = digest.hexdigest()
-        key = partition_key_for(source.stem, sha256)
+            with os.fdopen(writer_fd, "w+b") as writer:
+                copied = store_task_lines(reader, writer, max_line_bytes=max_line_bytes)
+        key = partition_key_for(source.stem, copied.sha256)
         stored = store / f"{key}{TASK_FILE_SUFFIX}"
-        if not stored.exists():
-            os.replace(temporary, stored)
         record = store / f"{key}.json"
-        if not record.exists():
+        earlier = _read_record(record)
+        if earlier is None or not stored.exists() or _copy_is_short(earlier, max_line_bytes):
+            # Copy first, record second: the copy alone is what a materialisation reads.
+            os.replace(temporary, stored)
             registration = {
                 "key": key,
-                "source_path": str(source.absolute()),
-                "sha256": sha256,
-                "size": size,
-                "registered_at": datetime.now(UTC).isoformat(),
+                "source_path": earlier.get("source_path") if earlier else str(source.absolute()),
+                "sha256": copied.sha256,
+                "size": copied.size,
+                "registered_at": earlier.get("registered_at") if earlier else datetime.now(UTC).isoformat(),
+                "max_line_bytes": max_line_bytes,
+                "lines_not_stored": copied.lines_not_stored,
             }
-            record_fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, permissions)
+            record_fd = os.open(temporary_record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, permissions)
             os.fchmod(record_fd, permissions)
             with os.fdopen(record_fd, "w") as writer:
                 writer.write(json.dumps(registration, ensure_ascii=False, indent=2))
-            os.replace(temporary, record)
+            os.replace(temporary_record, record)
     except OSError as exc:
         raise TaskFileError(f"{source}: cannot register task file: {exc.strerror or exc}") from exc
     finally:
         temporary.unlink(missing_ok=True)
+        temporary_record.unlink(missing_ok=True)
     return registered_task_file(data_dir, key)
+
+
+def _read_record(record: Path) -> dict[str, object] | None:
+    try:
+        fields = json.loads(record.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
+def _copy_is_short(record: dict[str, object], max_line_bytes: int) -> bool:
+    """The stored copy lacks lines this limit would read, or predates copies that leave lines out."""
+    made_under = record.get("max_line_bytes")
+    if not isinstance(made_under, int):
+        return True  # it may hold huge lines whole: store it bounded
+    return bool(record.get("lines_not_stored")) and made_under < max_line_bytes
 
 
 def registered_task_file(data_dir: Path, key: str) -> RegisteredTaskFile:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runtimes.core import DEFAULT_MAX_LINE_BYTES
+from runtimes.core import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_TASK_LINES
 
 # The training-set formats: adp_pipeline.export.formats.REGISTRY has one Format for each.
 ExportFormat = Literal["openai", "trl", "sharegpt", "atif"]
@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     """A file in TASKS_DIR is picked up only once unmodified this long (it may still be written)."""
     sensor_interval_seconds: int = Field(30, ge=1, validation_alias=_env("ADP_SENSOR_INTERVAL_SECONDS"))
     max_task_line_bytes: int = Field(DEFAULT_MAX_LINE_BYTES, ge=1024, validation_alias=_env("ADP_MAX_TASK_LINE_BYTES"))
+    """Longer task lines are rejected unread, and the copy in ``task_files/`` keeps only their size."""
+    max_task_lines: int = Field(DEFAULT_MAX_TASK_LINES, ge=1, validation_alias=_env("ADP_MAX_TASK_LINES"))
+    """Non-blank lines of one task file that are parsed; the rest become one reject naming them."""
     task_timeout: int = Field(300, ge=1, validation_alias=_env("TASK_TIMEOUT"))
     """Seconds a task may run when its line gives no ``timeout``."""
     max_concurrent_tasks: int = Field(10, ge=1, validation_alias=_env("MAX_CONCURRENT_TASKS"))

@@ -63,7 +63,7 @@ def task_line(task_id: str, task_type: str = "code", **fields: object) -> str:
 
 def materialize_file(path: Path, settings: Settings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """Register ``path`` and run the per-file job for its partition in-process, as `adp run` does."""
-    key = register_task_file(path, settings.data_dir).key
+    key = register_task_file(path, settings.data_dir, max_line_bytes=settings.max_task_line_bytes).key
     instance.add_dynamic_partitions(task_files.name, [key])
     job = build_definitions(settings).resolve_job_def(process_task_file.name)
     return job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)

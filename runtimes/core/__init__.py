@@ -66,19 +66,23 @@ from runtimes.core._protocol import (
 from runtimes.core._redact import redact
 from runtimes.core._taskfile import (
     DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_MAX_TASK_LINES,
     RAW_PREVIEW_CHARS,
     AcceptedTask,
     LineWarning,
     ParsedTaskFile,
     RejectedLine,
+    StoredTaskLines,
     memory_over_ceiling,
     parse_task_bytes,
     parse_task_file,
     reject_known_task_ids,
+    store_task_lines,
 )
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
+    "DEFAULT_MAX_TASK_LINES",
     "RAW_PREVIEW_CHARS",
     "RUNTIME_ID",
     "SCHEMA_VERSION",
@@ -128,6 +132,7 @@ __all__ = [
     "Select",
     "Snapshot",
     "Step",
+    "StoredTaskLines",
     "StructuredAnswerError",
     "TaskFileError",
     "TaskSpec",
@@ -145,5 +150,6 @@ __all__ = [
     "parse_task_file",
     "redact",
     "reject_known_task_ids",
+    "store_task_lines",
     "write_text_atomically",
 ]

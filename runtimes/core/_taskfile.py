@@ -2,14 +2,27 @@
 
 Every non-blank line ends up in exactly one of the two lists, so a caller can always show
 ``accepted + rejected == non-blank lines``. A rejected line keeps its line number, the field
-at fault (when one is), a reason a person can act on, and a bounded preview of its bytes.
+at fault (when one is), a reason a person can act on, and a bounded preview of its bytes. Two
+bounds keep memory flat whatever the file: a line over ``max_line_bytes`` is rejected unread,
+and past ``max_lines`` task lines the rest of the file is not parsed but becomes one reject that
+names the lines left unread.
+
+:func:`store_task_lines` writes the copy of a task file that adp keeps (``task_files/``): every
+line as it is, except lines over the size limit, whose bytes are not kept. Each becomes a
+placeholder line holding its number, its size and the sha256 of the whole original file; given
+that sha256, the parser rejects the placeholder exactly as it rejected the line. No line of a
+file can hold its own file's sha256, so a placeholder is never confused with a line a person
+wrote.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-from collections.abc import Iterator, Mapping
+import re
+import secrets
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,9 +33,14 @@ from runtimes.core._errors import TaskFileError
 from runtimes.core._protocol import TaskSpec
 
 DEFAULT_MAX_LINE_BYTES = 256 * 1024
+DEFAULT_MAX_TASK_LINES = 1_000_000
 MEMORY_FIELD = "constraints.sandbox.memory_mb"
 RAW_PREVIEW_CHARS = 2000
 _UTF8_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 20
+# A placeholder is one JSON object, so a person reading the copy sees what stood there.
+_NOT_STORED_PREFIX = b'{"adp_line_not_stored":{"file_sha256":"'
+_NOT_STORED_REST = re.compile(rb'","line":(\d+),"bytes":(\d+),"limit":(\d+)\}\}\r?\n?')
 
 
 class RejectedLine(BaseModel):
@@ -58,15 +76,30 @@ class ParsedTaskFile:
     accepted: list[AcceptedTask] = field(default_factory=list)
     rejected: list[RejectedLine] = field(default_factory=list)
     non_blank_lines: int = 0
+    """Non-blank lines looked at. Past the line limit, the first unread line is counted and the
+    rest are not: that line's reject row stands for all of them, so accepted + rejected still
+    equals this."""
     warnings: list[LineWarning] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StoredTaskLines:
+    """What :func:`store_task_lines` copied: the original's digest and size, and the lines left out."""
+
+    sha256: str
+    size: int
+    lines_not_stored: int
 
 
 @dataclass(frozen=True)
 class _Line:
     number: int
-    content: bytes | None  # None when the line is over the size limit
+    content: bytes | None  # None when the line is over the size limit, or a placeholder for one
     preview: bytes
-    size: int
+    size: int  # of the line in the original file, without its line break
+    ending: bytes  # b"\n", or b"" for a last line without one
+    length: int  # bytes of the original file the line took, its line break included
+    stored_limit: int | None = None  # a placeholder's: the size limit its line was left out under
 
 
 def parse_task_file(
@@ -74,8 +107,10 @@ def parse_task_file(
     *,
     source_name: str | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_lines: int = DEFAULT_MAX_TASK_LINES,
     default_timeout: int | None = None,
     max_memory_mb: int | None = None,
+    copy_of_sha256: str | None = None,
 ) -> ParsedTaskFile:
     """Parse the task file at ``path``.
 
@@ -83,10 +118,14 @@ def parse_task_file(
         path: the JSONL file to read.
         source_name: the name recorded with rejects (defaults to ``str(path)``).
         max_line_bytes: lines longer than this are rejected unread, so one bad line cannot
-            exhaust memory.
+            exhaust memory (ADP_MAX_TASK_LINE_BYTES).
+        max_lines: non-blank lines parsed at most (ADP_MAX_TASK_LINES); the rest of the file
+            becomes one reject naming the lines not read.
         default_timeout: the timeout given to tasks whose line has none (TASK_TIMEOUT).
         max_memory_mb: lines whose ``constraints.sandbox.memory_mb`` asks more are rejected
             (ADP_SANDBOX_MAX_MEMORY_MB; None: the format's own bound only).
+        copy_of_sha256: ``path`` is a copy :func:`store_task_lines` made of the file with this
+            sha256: its placeholders are rejected as the lines they stand for.
 
     Raises:
         TaskFileError: the file cannot be opened or read.
@@ -94,8 +133,8 @@ def parse_task_file(
     name = source_name or str(path)
     try:
         with path.open("rb") as handle:
-            lines = _read_lines(handle, max_line_bytes)
-            return _parse_lines(lines, name, max_line_bytes, default_timeout, max_memory_mb=max_memory_mb)
+            lines = _read_lines(handle, max_line_bytes, copy_of_sha256=copy_of_sha256)
+            return _parse_lines(lines, name, max_line_bytes, max_lines, default_timeout, max_memory_mb=max_memory_mb)
     except OSError as exc:
         raise TaskFileError(f"{name}: cannot read task file: {exc.strerror or exc}") from exc
 
@@ -105,6 +144,7 @@ def parse_task_bytes(
     *,
     source_name: str,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_lines: int = DEFAULT_MAX_TASK_LINES,
     default_timeout: int | None = None,
     max_memory_mb: int | None = None,
 ) -> ParsedTaskFile:
@@ -115,7 +155,7 @@ def parse_task_bytes(
     never accepts a line that ingest would then refuse: one parser, one set of limits.
     """
     lines = _read_lines(io.BytesIO(data), max_line_bytes)
-    return _parse_lines(lines, source_name, max_line_bytes, default_timeout, max_memory_mb=max_memory_mb)
+    return _parse_lines(lines, source_name, max_line_bytes, max_lines, default_timeout, max_memory_mb=max_memory_mb)
 
 
 def reject_known_task_ids(parsed: ParsedTaskFile, known: Mapping[str, str]) -> ParsedTaskFile:
@@ -147,29 +187,104 @@ def reject_known_task_ids(parsed: ParsedTaskFile, known: Mapping[str, str]) -> P
     return result
 
 
-def _read_lines(handle: BinaryIO, max_line_bytes: int) -> Iterator[_Line]:
+def store_task_lines(source: BinaryIO, target: BinaryIO, *, max_line_bytes: int) -> StoredTaskLines:
+    """Copy the task file ``source`` into ``target``, except the bytes of lines over ``max_line_bytes``.
+
+    Each such line becomes one placeholder line (its number, its size, ``max_line_bytes`` and the
+    sha256 of all of ``source``), so the copy keeps the original's line numbers and non-blank
+    lines, and :func:`parse_task_file` with ``copy_of_sha256`` gives the same result on the copy
+    as on the original (but no preview of those lines). One line is held at a time, at most
+    ``max_line_bytes`` of it: a 2 GB line is read through and neither kept nor copied.
+
+    ``target`` is opened for reading and writing: the sha256 is known only at the end, so the
+    placeholders are written with a random token of its width and it is written over them.
+    """
+    digest = hashlib.sha256()
+    size = 0
+
+    def seen(chunk: bytes) -> None:
+        nonlocal size
+        digest.update(chunk)
+        size += len(chunk)
+
+    token = secrets.token_hex(32).encode()  # unguessable, so no line of ``source`` holds it
+    start = target.tell()
+    not_stored = 0
+    for line in _read_lines(source, max_line_bytes, on_read=seen):
+        if line.content is not None:
+            target.write(line.content)
+            continue
+        not_stored += 1
+        target.write(_placeholder(token, line.number, line.size, max_line_bytes) + line.ending)
+    sha256 = digest.hexdigest()
+    if not_stored:
+        _write_over_token(target, start, token, sha256.encode(), max_line_bytes)
+    return StoredTaskLines(sha256, size, not_stored)
+
+
+def _placeholder(file_sha256: bytes, number: int, size: int, limit: int) -> bytes:
+    return _NOT_STORED_PREFIX + file_sha256 + b'","line":%d,"bytes":%d,"limit":%d}}' % (number, size, limit)
+
+
+def _write_over_token(target: BinaryIO, start: int, token: bytes, sha256: bytes, max_line_bytes: int) -> None:
+    marker = _NOT_STORED_PREFIX + token
+    target.flush()
+    target.seek(start)
+    offset = start
+    # Every line of the copy is at most max_line_bytes plus its break, or a short placeholder.
+    while line := target.readline(max(max_line_bytes, 1024) + 2):
+        if line.startswith(marker):
+            target.seek(offset + len(_NOT_STORED_PREFIX))
+            target.write(sha256)
+            target.seek(offset + len(line))
+        offset += len(line)
+    target.flush()
+
+
+def _read_lines(
+    handle: BinaryIO,
+    max_line_bytes: int,
+    *,
+    copy_of_sha256: str | None = None,
+    on_read: Callable[[bytes], None] | None = None,
+) -> Iterator[_Line]:
+    """The lines of ``handle``, none held beyond ``max_line_bytes`` (+1); ``on_read`` sees every byte."""
+    placeholder = _NOT_STORED_PREFIX + copy_of_sha256.encode() if copy_of_sha256 else None
     number = 0
     while True:
         chunk = handle.readline(max_line_bytes + 1)
         if not chunk:
             return
+        if on_read:
+            on_read(chunk)
         number += 1
         if len(chunk) <= max_line_bytes or chunk.endswith(b"\n"):
-            yield _Line(number, chunk, chunk, len(chunk.rstrip(b"\r\n")))
+            ending = b"\n" if chunk.endswith(b"\n") else b""
+            if placeholder and chunk.startswith(placeholder):
+                stands_for = _NOT_STORED_REST.fullmatch(chunk, len(placeholder))
+                if stands_for and int(stands_for[1]) == number:
+                    size, limit = int(stands_for[2]), int(stands_for[3])
+                    yield _Line(number, None, b"", size, ending, size + len(ending), stored_limit=limit)
+                    continue
+            yield _Line(number, chunk, chunk, len(chunk.rstrip(b"\r\n")), ending, len(chunk))
             continue
-        preview, size = chunk[:RAW_PREVIEW_CHARS], len(chunk)
+        preview, length = chunk[:RAW_PREVIEW_CHARS], len(chunk)
         while not chunk.endswith(b"\n"):
-            chunk = handle.readline(1 << 20)
+            chunk = handle.readline(_CHUNK)
             if not chunk:
                 break
-            size += len(chunk)
-        yield _Line(number, None, preview, size - (1 if chunk.endswith(b"\n") else 0))
+            if on_read:
+                on_read(chunk)
+            length += len(chunk)
+        ending = b"\n" if chunk.endswith(b"\n") else b""
+        yield _Line(number, None, preview, length - len(ending), ending, length)
 
 
 def _parse_lines(
     lines: Iterator[_Line],
     source: str,
     max_line_bytes: int,
+    max_lines: int,
     default_timeout: int | None,
     *,
     max_memory_mb: int | None = None,
@@ -182,6 +297,10 @@ def _parse_lines(
             content = content[len(_UTF8_BOM) :]
         if content is not None and not content.strip():
             continue
+        if parsed.non_blank_lines == max_lines:
+            parsed.non_blank_lines += 1
+            parsed.rejected.append(_lines_not_read(source, line, lines, max_lines))
+            break
         parsed.non_blank_lines += 1
 
         def reject(reason: str, field: str | None = None, task_id: str | None = None, *, _line: _Line = line) -> None:
@@ -198,7 +317,7 @@ def _parse_lines(
             )
 
         if content is None:
-            reject(f"line is {line.size} bytes, over the limit of {max_line_bytes} (ADP_MAX_TASK_LINE_BYTES)")
+            reject(_over_size(line, max_line_bytes))
             continue
         try:
             text = content.decode("utf-8")
@@ -247,6 +366,37 @@ def _parse_lines(
                 )
             )
     return parsed
+
+
+def _over_size(line: _Line, max_line_bytes: int) -> str:
+    if line.stored_limit is None or line.size > max_line_bytes:
+        return f"line is {line.size} bytes, over the limit of {max_line_bytes} (ADP_MAX_TASK_LINE_BYTES)"
+    # The limit was raised since the copy was made: the line would fit now, but it is gone.
+    return (
+        f"line is {line.size} bytes, over the limit of {line.stored_limit} (ADP_MAX_TASK_LINE_BYTES) when the "
+        f"file was registered, so its bytes were not kept; register the file again (`adp run FILE`) to read it "
+        f"under the limit of {max_line_bytes}"
+    )
+
+
+def _lines_not_read(source: str, first: _Line, rest: Iterator[_Line], max_lines: int) -> RejectedLine:
+    """The one reject standing for ``first`` and every line after it: counted, never parsed."""
+    last, task_lines, size = first.number, 1, first.length
+    for line in rest:
+        last, size = line.number, size + line.length
+        task_lines += line.content is None or bool(line.content.strip())
+    where = f"line {first.number}" if last == first.number else f"lines {first.number}\u2013{last}"
+    return RejectedLine(
+        source_file=source,
+        line_number=first.number,
+        field=None,
+        reason=(
+            f"the file has more than {max_lines} task lines (ADP_MAX_TASK_LINES): {where} "
+            f"({task_lines} task line{'s' if task_lines > 1 else ''}, {size} bytes) not read"
+        ),
+        raw="",
+        raw_bytes=size,
+    )
 
 
 def memory_over_ceiling(task: TaskSpec, max_memory_mb: int | None) -> str | None:

@@ -25,6 +25,7 @@ def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Materi
         adp.lake(),
         registered,
         max_line_bytes=adp.max_task_line_bytes,
+        max_lines=adp.settings().max_task_lines,
         default_timeout=adp.task_timeout,
         max_memory_mb=adp.settings().sandbox_max_memory_mb,
     )

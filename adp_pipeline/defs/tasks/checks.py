@@ -29,8 +29,12 @@ def evaluate_checks(adp: AdpResource, batch: str) -> list[dg.AssetCheckResult]:
 def every_line_accounted_for(adp: AdpResource, batch: str) -> dg.AssetCheckResult:
     registered = registered_task_file(adp.data_path, batch)
     with registered.path.open("rb") as lines:
-        # Counted without the parser, so a parser that loses lines fails this check.
+        # Counted without the parser, so a parser that loses lines fails this check. The copy
+        # holds no line over ADP_MAX_TASK_LINE_BYTES (a short placeholder stands for each).
         expected = sum(1 for line in lines if line.strip())
+    # Past ADP_MAX_TASK_LINES, one reject row stands for all the lines not read.
+    max_lines = adp.settings().max_task_lines
+    expected = min(expected, max_lines) + (expected > max_lines)
     with adp.lake().connect() as connection:
         row = connection.execute(
             "SELECT (SELECT count(*) FROM tasks WHERE batch = $1),"

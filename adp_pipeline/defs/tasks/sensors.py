@@ -25,7 +25,9 @@ def build_task_file_sensor(minimum_interval_seconds: int) -> dg.SensorDefinition
         new_keys: list[str] = []
         for path in changed:
             try:
-                key = register_task_file(path, adp.data_path, follow_symlinks=False).key
+                key = register_task_file(
+                    path, adp.data_path, follow_symlinks=False, max_line_bytes=adp.max_task_line_bytes
+                ).key
             except TaskFileError as exc:
                 context.log.warning(redact(str(exc)))
                 next_cursor.files.pop(path.name, None)  # look again next tick
