@@ -13,8 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from adp_pipeline.checkpoint import checkpoint_dir
+from adp_pipeline.instance import open_instance
 from adp_pipeline.storage import Lake
 from adp_pipeline.task_files import partition_key_for
+from runtimes.settings import Settings
 from tests.helpers import adp, code_task
 
 TASKS = 120
@@ -143,3 +145,10 @@ def test_a_second_run_of_a_running_batch_is_refused(tmp_path: Path) -> None:
     ):
         pass
     assert os.path.isdir(checkpoint_dir(lake.root.parent, "b-1"))
+
+
+def test_the_instance_retries_a_failed_run_twice(settings: Settings) -> None:
+    """A crashed nightly partition is retried by the daemon and resumes its committed chunks."""
+    instance = open_instance(settings)
+    assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+    assert instance.run_retries_retry_on_asset_or_op_failure
