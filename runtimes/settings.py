@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     task_timeout: int = Field(300, ge=1, validation_alias=_env("TASK_TIMEOUT"))
     """Seconds a task may run when its line gives no ``timeout``."""
     max_concurrent_tasks: int = Field(10, ge=1, validation_alias=_env("MAX_CONCURRENT_TASKS"))
+    commit_every_tasks: int = Field(200, ge=1, validation_alias=_env("ADP_COMMIT_EVERY_TASKS"))
+    """A running batch commits its finished trajectories every this many tasks (or seconds, below):
+    a crash loses at most that much work, and a re-run resumes after it."""
+    commit_every_seconds: float = Field(30.0, gt=0, validation_alias=_env("ADP_COMMIT_EVERY_SECONDS"))
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL"))
     enable_cache: bool = Field(True, validation_alias=_env("ENABLE_CACHE"))
     cache_ttl: int = Field(3600, ge=0, validation_alias=_env("CACHE_TTL"))
@@ -112,9 +116,7 @@ class Settings(BaseSettings):
     """Estimated Jaccard similarity (word pairs) at or above which a candidate is a near duplicate."""
     synth_min_success: float = Field(0.8, ge=0, le=1, validation_alias=_env("ADP_SYNTH_MIN_SUCCESS"))
     """The check on synthesized tasks: their verified success rate per generation is at least this."""
-    export_format: ExportFormat = Field(
-        "openai", validation_alias=_env("ADP_EXPORT_FORMAT")
-    )
+    export_format: ExportFormat = Field("openai", validation_alias=_env("ADP_EXPORT_FORMAT"))
     """The training_dataset asset's record format (`adp export --format` for one-off files)."""
     export_val_fraction: float = Field(0.05, ge=0, lt=1, validation_alias=_env("ADP_EXPORT_VAL_FRACTION"))
     """Share of task ids (by hash) the training_dataset asset puts in split=validation."""

@@ -8,6 +8,7 @@ new one, never half of one, and never waits for a writer. Each table also holds 
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,11 +42,22 @@ class Lake:
         return self.root / table / f"batch={batch}" / _DATA_FILE
 
     def write_partition(self, table: str, batch: str, rows: Iterable[Mapping[str, Any]]) -> Path:
-        """Replace partition ``batch`` of ``table`` with ``rows``; readers never see a partial file."""
+        """Replace partition ``batch`` of ``table`` with ``rows``, taken and written a thousand at a
+        time (a generator's rows never all sit in memory); readers never see a partial file."""
         schema = _schema(table)
         self.ensure_layout()
-        arrow_table = pa.Table.from_pylist(list(rows), schema=schema)
-        return self._replace(self.partition_file(table, batch), arrow_table)
+        target = self.partition_file(table, batch)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent.parent / f".{target.parent.name}.{uuid.uuid4().hex}.partial"
+        try:
+            with pq.ParquetWriter(temporary, schema) as writer:
+                remaining = iter(rows)
+                while part := list(itertools.islice(remaining, _MERGE_ROWS)):
+                    writer.write_table(pa.Table.from_pylist(part, schema=schema))
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return target
 
     def commit_batch(self, batch: str, chunks: Sequence[tuple[Path, Path]], commit_id: str) -> None:
         """Replace ``batch``'s steps and trajectories with the rows of ``chunks`` (pairs of a steps
