@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from adp_pipeline.execute import load_tasks
+import duckdb
+
 from adp_pipeline.storage import Lake
-from adp_pipeline.storage.rows import STEP_COLUMNS, named, select, step_from_row
+from adp_pipeline.storage.rows import STEP_COLUMNS, TASK_COLUMNS, named, select, step_from_row, task_from_row
 from runtimes.core import (
     ConfigError,
     EssenceExtractionError,
@@ -23,52 +25,90 @@ from runtimes.llm import HOW_TO_CONFIGURE
 from runtimes.settings import Settings
 from synthesis.essence import Essence, extract_structural, extract_with_model
 
+_CHUNK_TASKS = 1000
 
-@dataclass(frozen=True)
+
+@dataclass
 class EssenceSummary:
     batch: str
-    trajectories: int
-    essences: list[Essence]  # one per verified trajectory
-    model_failures: list[str]  # tasks whose model extraction failed: they kept the structural essence
-
-    @property
-    def by_type(self) -> dict[str, int]:
-        return dict(Counter(essence.task_type.value for essence in self.essences))
+    trajectories: int = 0
+    essences: int = 0  # one per verified trajectory
+    by_type: Counter[str] = field(default_factory=Counter)
+    sample: Essence | None = None
+    model_failures: list[str] = field(default_factory=list)  # tasks whose model extraction failed: structural
 
 
 def extract_batch_essences(lake: Lake, batch: str, settings: Settings) -> EssenceSummary:
     """One essence per verified trajectory of ``batch`` (ADP_ESSENCE_EXTRACTOR); replaces its partition.
 
+    Works through the batch a thousand verified trajectories at a time (their tasks and steps
+    read for them alone), so memory stays flat however large the batch.
+
     Raises:
         ConfigError: the llm extractor is chosen and no model is configured.
     """
-    tasks = {task.task_id: task for task in load_tasks(lake, batch)}
-    with lake.connect() as connection:
-        trajectories = connection.execute(
-            "SELECT task_id, verifier, verified_success FROM trajectories WHERE batch = ?",
-            [batch],
-        ).fetchall()
-        step_rows = named(
+    summary = EssenceSummary(batch)
+    if settings.essence_extractor == "llm" and settings.llm_config.endpoint() is None:
+        raise ConfigError(f"ADP_ESSENCE_EXTRACTOR=llm needs a model: {HOW_TO_CONFIGURE}")
+    created_at = datetime.now(UTC)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        with lake.connect() as listing, lake.connect() as lookup:
+            ((summary.trajectories,),) = listing.execute(
+                "SELECT count(*) FROM trajectories WHERE batch = ?", [batch]
+            ).fetchall()
+            verified = listing.sql(
+                "SELECT task_id, verifier FROM trajectories WHERE batch = ? AND verified_success ORDER BY task_id",
+                params=[batch],
+            ).to_arrow_reader(_CHUNK_TASKS)
+            for chunk in verified:
+                verifiers = {row["task_id"]: row["verifier"] for row in chunk.to_pylist()}
+                for essence in _essences(lookup, batch, verifiers, settings, summary.model_failures):
+                    summary.essences += 1
+                    summary.by_type[essence.task_type.value] += 1
+                    if summary.sample is None:
+                        summary.sample = essence
+                    yield _row(essence, created_at)
+
+    lake.write_partition("essences", batch, rows())
+    return summary
+
+
+def _essences(
+    connection: duckdb.DuckDBPyConnection,
+    batch: str,
+    verifiers: dict[str, str],
+    settings: Settings,
+    failures: list[str],
+) -> list[Essence]:
+    """The essences of one chunk of verified trajectories (task id → verifier JSON)."""
+    ids = list(verifiers)
+    tasks = {
+        row["task_id"]: task_from_row(row)
+        for row in named(
             connection.execute(
-                f"SELECT {select(STEP_COLUMNS)} FROM steps WHERE batch = ? ORDER BY task_id, step_id", [batch]
+                f"SELECT {select(TASK_COLUMNS)} FROM tasks WHERE batch = ? AND task_id IN (SELECT unnest(?))",
+                [batch, ids],
             )
         )
+    }
     steps: dict[str, list[Step]] = defaultdict(list)
-    for row in step_rows:
+    for row in named(
+        connection.execute(
+            f"SELECT {select(STEP_COLUMNS)} FROM steps WHERE batch = ? AND task_id IN (SELECT unnest(?)) "
+            "ORDER BY task_id, step_id",
+            [batch, ids],
+        )
+    ):
         steps[row["task_id"]].append(step_from_row(row))
     inputs = [
         (tasks[task_id], steps[task_id], VerifierResult.model_validate_json(verifier))
-        for task_id, verifier, verified in trajectories
-        if verified and task_id in tasks
+        for task_id, verifier in verifiers.items()
+        if task_id in tasks
     ]
-    failures: list[str] = []
     if settings.essence_extractor == "llm":
-        essences = asyncio.run(_with_model(inputs, batch, settings, failures))
-    else:
-        essences = [extract_structural(task, batch, task_steps, verifier) for task, task_steps, verifier in inputs]
-    created_at = datetime.now(UTC)
-    lake.write_partition("essences", batch, [_row(essence, created_at) for essence in essences])
-    return EssenceSummary(batch, len(trajectories), essences, failures)
+        return asyncio.run(_with_model(inputs, batch, settings, failures))
+    return [extract_structural(task, batch, task_steps, verifier) for task, task_steps, verifier in inputs]
 
 
 async def _with_model(

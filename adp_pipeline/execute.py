@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from adp_pipeline.checkpoint import Checkpoint, RunIdentity, open_checkpoint, remove_output_leftovers
+from adp_pipeline.faults import fault_point
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.rows import TASK_COLUMNS, select, task_from_row
 from runtimes import scale
@@ -17,6 +21,7 @@ from runtimes.settings import Settings
 
 _READ_ROWS = 1000
 _READ_MEMORY_MB = 256
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,12 +54,6 @@ class BatchProgress:
     done: int  # resumed + done by this run, committed
     succeeded: int  # verified successes among this run's committed ones
     chunks: int
-
-
-def load_tasks(lake: Lake, batch: str) -> list[TaskSpec]:
-    """The accepted tasks of ``batch``, in file order (all at once: for a batch of any size,
-    :func:`iter_tasks`)."""
-    return list(iter_tasks(lake, batch))
 
 
 def iter_tasks(lake: Lake, batch: str, skip: set[str] | frozenset[str] = frozenset()) -> Iterator[TaskSpec]:
@@ -192,7 +191,7 @@ def run_task_stream(
     """Run ``tasks`` as they come with ``settings.policy``, handing each trajectory to
     ``on_done``: in this process (local mode) or on `adp worker`s (redis mode)."""
     if settings.mode == "redis":
-        _run_on_workers(batch, list(tasks), settings, on_done)
+        _run_on_workers(batch, tasks, settings, on_done, checkpoint)
     else:
         asyncio.run(_run(tasks, settings, on_done))
 
@@ -226,15 +225,69 @@ async def _run(tasks: Iterator[TaskSpec], settings: Settings, on_done: Callable[
 
 
 def _run_on_workers(
-    batch: str, tasks: list[TaskSpec], settings: Settings, on_done: Callable[[Trajectory], None]
+    batch: str,
+    tasks: Iterator[TaskSpec],
+    settings: Settings,
+    on_done: Callable[[Trajectory], None],
+    checkpoint: Checkpoint | None,
 ) -> None:
     """Enqueue the batch for `adp worker`s and collect one trajectory per task.
+
+    The result stream is the checkpoint: with a ``checkpoint`` whose run is the batch's current
+    run on the queue (a resumed attempt), the results workers already published are handed to
+    ``on_done`` and only the tasks that are neither done nor on the queue are enqueued. To know
+    which those are, this reads the batch's whole ordered task stream (``tasks`` is then not
+    used: the tasks an earlier attempt enqueued are a prefix of it). Results of another run are
+    ignored, and once a chunk is committed the results it holds are trimmed off the stream.
 
     Raises:
         DeadlineError: not every task had a result within ADP_REDIS_DEADLINE.
     """
     config = scale.BrokerConfig.from_settings(settings)
     client = config.connect()
-    client.delete(scale.result_stream(batch))  # a rerun of the batch collects its own results
-    scale.enqueue(client, batch, tasks, settings.policy)
-    scale.collect(client, batch, [task.task_id for task in tasks], deadline_s=config.deadline, on_result=on_done)
+    if checkpoint is None:  # nothing to resume into: a run of its own
+        run = scale.BatchRun.open(client, batch, uuid.uuid4().hex)
+        ordered: Iterator[TaskSpec] = tasks
+        done: set[str] = set()
+    else:
+        run = scale.BatchRun.open(client, batch, checkpoint.run_key)
+        ordered, done = iter_tasks(checkpoint.lake, batch), checkpoint.done
+        if run.enqueued and _task_at(checkpoint.lake, batch, run.enqueued - 1) != run.last:
+            # The batch's tasks are not in the order the earlier attempt enqueued them (they
+            # should be: one partition, one file). Enqueue every task not done again: some may
+            # run twice, none is lost, the first result of each counts.
+            _log.warning("batch %s: task order changed since it was enqueued; enqueueing again", batch)
+            run.restart()
+    committed_chunks = checkpoint.chunks if checkpoint is not None else 0
+
+    def hand(trajectory: Trajectory) -> None:
+        nonlocal committed_chunks
+        on_done(trajectory)
+        if checkpoint is not None and checkpoint.chunks != committed_chunks and checkpoint.pending == 0:
+            committed_chunks = checkpoint.chunks
+            reader.forget_read()  # every result read so far is committed in the working area
+
+    reader = run.results(hand)
+    enqueued_before = run.enqueued
+
+    def missing() -> Iterator[tuple[int, TaskSpec]]:
+        """The tasks without a result yet, numbered by position; those an earlier attempt
+        enqueued are expected, not yielded. No result is read before they are all expected."""
+        for position, task in enumerate(ordered):
+            if task.task_id in done:
+                continue
+            reader.expect(task.task_id)
+            if position >= enqueued_before:
+                yield position, task
+
+    def after_chunk() -> None:
+        fault_point("redis:enqueued")
+        reader.drain()  # commit what is done while the rest is being enqueued
+
+    run.enqueue(missing(), settings.policy, after_chunk)
+    reader.wait(config.deadline)
+
+
+def _task_at(lake: Lake, batch: str, position: int) -> str | None:
+    """The id of the task at ``position`` of the batch's ordered task stream."""
+    return next((task.task_id for task in itertools.islice(iter_tasks(lake, batch), position, None)), None)

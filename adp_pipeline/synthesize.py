@@ -45,10 +45,10 @@ from typing import Any
 
 from pydantic_core import PydanticSerializationError
 
-from adp_pipeline.execute import load_tasks, run_task_specs
+from adp_pipeline.execute import run_task_specs
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.locks import file_lock
-from adp_pipeline.storage.rows import named, task_line
+from adp_pipeline.storage.rows import TASK_COLUMNS, named, select, task_from_row, task_line
 from runtimes.core import (
     RAW_PREVIEW_CHARS,
     CandidateError,
@@ -70,6 +70,7 @@ from synthesis.selfcheck import judge, null_variant
 
 STAGES = ("model", "validation", "self_check", "dedupe", "guard")
 _INDEX_FILE = "dedupe-index.npz"
+_ESSENCE_POOL = 5000  # essences of one batch the sampler draws from (see _load_essences)
 
 
 @dataclass
@@ -122,8 +123,8 @@ def synthesize_batch(
     ``log`` hears one line per step (what it did, how long it took), for long batches.
     """
     created_at = datetime.now(UTC)
-    essences = _load_essences(lake, batch)
-    summary = SynthesisSummary(batch, len(essences))
+    total, essences = _load_essences(lake, batch)
+    summary = SynthesisSummary(batch, total)
     tasks_left, tokens_left = _budget_left(lake, settings, created_at)
     if settings.synth_max_generation == 0:
         summary.stopped.append("synthesis is off (ADP_SYNTH_MAX_GENERATION=0)")
@@ -134,7 +135,7 @@ def synthesize_batch(
         with_model = endpoint is not None and tokens_left > 0
         if endpoint is not None and tokens_left <= 0:
             summary.stopped.append(_used_up("ADP_SYNTH_DAILY_TOKENS", settings.synth_daily_tokens, "token"))
-        parents = _as_synthesized(lake, load_tasks(lake, batch))
+        parents = _as_synthesized(lake, _tasks_of(lake, batch, [essence.task_id for essence in essences]))
         essences = [
             essence.model_copy(update={"generation": parents[essence.task_id].generation})
             if essence.task_id in parents
@@ -183,15 +184,37 @@ def _timed(summary: SynthesisSummary, step: str, log: Callable[[str], None] | No
             log(f"synthesis {step}: {left} of {len(summary.candidates)} candidates left ({seconds:.1f} s)")
 
 
-def _load_essences(lake: Lake, batch: str) -> list[Essence]:
+def _load_essences(lake: Lake, batch: str) -> tuple[int, list[Essence]]:
+    """How many essences ``batch`` has, and those the sampler draws from: all of them, or for a
+    batch of more than ``_ESSENCE_POOL``, a reproducible pseudo-random sample of that many (a
+    draw of a few dozen candidates needs no more, and memory stays flat)."""
     with lake.connect() as connection:
-        rows = named(connection.execute("SELECT * FROM essences WHERE batch = ? ORDER BY essence_id", [batch]))
-    return [
+        ((total,),) = connection.execute("SELECT count(*) FROM essences WHERE batch = ?", [batch]).fetchall()
+        rows = named(
+            connection.execute(
+                "SELECT * FROM essences WHERE batch = ? AND essence_id IN (SELECT essence_id FROM essences "
+                "WHERE batch = ? ORDER BY hash(essence_id), essence_id LIMIT ?) ORDER BY essence_id",
+                [batch, batch, _ESSENCE_POOL],
+            )
+        )
+    essences = [
         Essence.model_validate(
             {**row, "success_pattern": SuccessPattern.model_validate_json(row["success_pattern"])}, strict=False
         )
         for row in rows
     ]
+    return int(total), essences
+
+
+def _tasks_of(lake: Lake, batch: str, task_ids: list[str]) -> list[TaskSpec]:
+    with lake.connect() as connection:
+        rows = named(
+            connection.execute(
+                f"SELECT {select(TASK_COLUMNS)} FROM tasks WHERE batch = ? AND task_id IN (SELECT unnest(?))",
+                [batch, task_ids],
+            )
+        )
+    return [task_from_row(row) for row in rows]
 
 
 def _budget_left(lake: Lake, settings: Settings, now: datetime) -> tuple[int, int]:

@@ -22,16 +22,16 @@ from runtimes.core import redact
 @failures_redacted()
 def task_essences(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
     summary = extract_batch_essences(adp.lake(), context.partition_key, adp.settings())
-    context.log.info(f"{len(summary.essences)} essences from {summary.trajectories} trajectories")
+    context.log.info(f"{summary.essences} essences from {summary.trajectories} trajectories")
     if summary.model_failures:
         context.log.warning(f"the model gave no valid essence for {len(summary.model_failures)} tasks: structural")
-    sample = summary.essences[0].model_dump(mode="json") if summary.essences else {}
+    sample = summary.sample.model_dump(mode="json") if summary.sample else {}
     return dg.MaterializeResult(
         metadata=for_people(
             {
                 "trajectories": dg.MetadataValue.int(summary.trajectories),
-                "essences": dg.MetadataValue.int(len(summary.essences)),
-                "by_type": dg.MetadataValue.json(summary.by_type),
+                "essences": dg.MetadataValue.int(summary.essences),
+                "by_type": dg.MetadataValue.json(dict(summary.by_type)),
                 "model_failures": dg.MetadataValue.int(len(summary.model_failures)),
                 "sample": dg.MetadataValue.json(sample),
             }
