@@ -243,6 +243,7 @@ def test_foreign_and_malformed_messages_are_dead_lettered_and_the_worker_goes_on
         {"batch": "b", "policy": "rm -rf", "task": seed_line},
         {"batch": "b", "policy": "oracle", "task": task_line("a_web_task", "web")},
         {"batch": "b", "policy": "oracle", "task": b"\xff\xfe not utf-8"},
+        {"batch": "b", "policy": "oracle", "task": seed_line, "run": "../" + "x" * 100},
     ]
     for fields in foreign:
         client.xadd("tasks:code", fields)
@@ -251,6 +252,7 @@ def test_foreign_and_malformed_messages_are_dead_lettered_and_the_worker_goes_on
     assert reasons[0].startswith("missing batch, policy")
     assert "invalid task" in reasons[2] and "unknown policy 'rm -rf'" in reasons[3]
     assert "a web task on tasks:code" in reasons[4] and "invalid task" in reasons[5]
+    assert reasons[6].startswith("invalid run '../xxx")
     assert client.xpending("tasks:code", GROUP)["pending"] == 0  # acked: never redelivered
 
     path = batch_file(tmp_path / "after.jsonl", 3)  # the same worker still runs real tasks

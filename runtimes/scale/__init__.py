@@ -3,15 +3,19 @@ collect), the ``adp worker`` process that runs a stream's tasks, and its Prometh
 
 from runtimes.scale._broker import (
     DEAD_LETTERS,
+    ENQUEUE_CHUNK,
     GROUP,
+    BatchRun,
     BrokerConfig,
     Consumer,
     Delivery,
+    ResultReader,
     collect,
     connect,
     enqueue,
     ensure_group,
     result_stream,
+    run_state,
     task_stream,
 )
 from runtimes.scale._metrics import WorkerMetrics
@@ -19,10 +23,13 @@ from runtimes.scale._worker import Worker, run_worker
 
 __all__ = [
     "DEAD_LETTERS",
+    "ENQUEUE_CHUNK",
     "GROUP",
+    "BatchRun",
     "BrokerConfig",
     "Consumer",
     "Delivery",
+    "ResultReader",
     "Worker",
     "WorkerMetrics",
     "collect",
@@ -30,6 +37,7 @@ __all__ = [
     "enqueue",
     "ensure_group",
     "result_stream",
+    "run_state",
     "run_worker",
     "task_stream",
 ]

@@ -7,13 +7,20 @@ a message whose worker died stays pending and is reclaimed (XAUTOCLAIM) once idl
 task's timeout plus a grace period; after ``max_deliveries`` deliveries it ends as a
 classified failure on the result stream and in ``tasks:dead`` — never silently. The
 collector keeps the first result per task, so a result delivered twice is stored once.
+
+A run of a batch has a key (``run_key``) that its messages and results carry. ``run:<batch>``
+says which run is the batch's current one and how far its enqueueing got, written in the same
+MULTI as each chunk of XADDs: a re-run with the same key (a resumed attempt) reads the results
+already published and enqueues only the rest; results of another run are ignored, and workers
+skip the queued tasks of a run that was superseded (:class:`BatchRun`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -29,6 +36,9 @@ GROUP = "workers"
 _Messages = list[tuple[str, dict[str, str]]]
 _Streams = list[tuple[str, _Messages]] | None
 DEAD_LETTERS = "tasks:dead"
+ENQUEUE_CHUNK = 500  # XADDs per pipeline: one round trip, and the unit of enqueue progress
+_READ_COUNT = 500
+_RUN_KEY = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
 def task_stream(task_type: TaskType | str) -> str:
@@ -37,6 +47,11 @@ def task_stream(task_type: TaskType | str) -> str:
 
 def result_stream(batch: str) -> str:
     return f"results:{batch}"
+
+
+def run_state(batch: str) -> str:
+    """The hash naming the batch's current run (``run``) and how far its enqueueing got."""
+    return f"run:{batch}"
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ class Delivery:
     policy: str
     task: TaskSpec
     deliveries: int
+    run: str = ""  # the run_key of the run that enqueued it; "" from an enqueuer that gave none
 
 
 class BrokerConfig(BaseModel):
@@ -98,21 +114,116 @@ def missing_group(error: redis.RedisError) -> bool:
     return isinstance(error, redis.ResponseError) and str(error).startswith("NOGROUP")
 
 
-def enqueue(client: redis.Redis, batch: str, tasks: Sequence[TaskSpec], policy: str) -> int:
-    """Put every task on its type's stream, with the batch and the policy the run chose."""
-    pipe = client.pipeline(transaction=False)
-    for stream in {task_stream(task.task_type) for task in tasks}:
-        ensure_group(client, stream)
-    for task in tasks:
-        fields: dict[Any, Any] = {
-            "batch": batch,
-            "policy": policy,
-            "task": task.model_dump_json(),
-            "enqueued_at": str(time.time()),
-        }
-        pipe.xadd(task_stream(task.task_type), fields)
-    pipe.execute()
-    return len(tasks)
+def _task_fields(batch: str, policy: str, run_key: str, task: TaskSpec) -> dict[Any, Any]:
+    fields: dict[Any, Any] = {"batch": batch, "policy": policy, "task": task.model_dump_json()}
+    if run_key:
+        fields["run"] = run_key
+    fields["enqueued_at"] = str(time.time())
+    return fields
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def enqueue(client: redis.Redis, batch: str, tasks: Iterable[TaskSpec], policy: str, *, run_key: str = "") -> int:
+    """Put every task on its type's stream, with the batch, the policy the run chose and the
+    run's key, a pipeline of :data:`ENQUEUE_CHUNK` XADDs at a time (``tasks`` may be an
+    iterator of any length). Returns how many. A resumable run enqueues with :class:`BatchRun`."""
+    enqueued = 0
+    groups: set[str] = set()
+    for chunk in _chunks(tasks, ENQUEUE_CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for task in chunk:
+            stream = task_stream(task.task_type)
+            if stream not in groups:
+                ensure_group(client, stream)
+                groups.add(stream)
+            pipe.xadd(stream, _task_fields(batch, policy, run_key, task))
+        pipe.execute()
+        enqueued += len(chunk)
+    return enqueued
+
+
+class BatchRun:
+    """One run of a batch on the queue, resumable across attempts of the dispatcher.
+
+    ``run:<batch>`` holds the batch's current run key, ``enqueued`` (how many tasks of the
+    batch's ordered task stream are on the queue: the position after the last one enqueued) and
+    ``last`` (that task's id, to check the order on resume). It is written in the same MULTI as
+    each chunk of XADDs, so it never says more or less than what the streams hold, and it goes
+    with them if Redis loses its data.
+    """
+
+    def __init__(self, client: redis.Redis, batch: str, run_key: str, enqueued: int, last: str) -> None:
+        self.client = client
+        self.batch = batch
+        self.run_key = run_key
+        self.enqueued = enqueued
+        self.last = last
+
+    @classmethod
+    def open(cls, client: redis.Redis, batch: str, run_key: str) -> BatchRun:
+        """Resume ``run_key`` if it is the batch's current run; otherwise make it the current run:
+        the results of the one before are deleted, and workers skip its tasks still queued.
+
+        Raises:
+            ValueError: ``run_key`` is not 1-64 letters, digits, ``-`` or ``_``.
+        """
+        if not _RUN_KEY.fullmatch(run_key):
+            raise ValueError(f"run key {run_key!r}: 1-64 letters, digits, - or _")
+        state = cast(dict[str, str], client.hgetall(run_state(batch)))
+        if state.get("run") == run_key:
+            return cls(client, batch, run_key, int(state.get("enqueued") or 0), state.get("last", ""))
+        run = cls(client, batch, run_key, 0, "")
+        run.restart()
+        return run
+
+    def restart(self) -> None:
+        """Start the run's enqueueing (and its results) from nothing."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(result_stream(self.batch), run_state(self.batch))
+        pipe.hset(run_state(self.batch), mapping={"run": self.run_key, "enqueued": 0, "last": ""})
+        pipe.execute()
+        self.enqueued, self.last = 0, ""
+
+    def enqueue(
+        self,
+        tasks: Iterable[tuple[int, TaskSpec]],
+        policy: str,
+        after_chunk: Callable[[], None] | None = None,
+    ) -> int:
+        """Enqueue ``tasks``, each numbered by its position in the batch's ordered task stream
+        (increasing), in MULTI chunks that also record the progress; ``after_chunk`` runs after
+        each. Returns how many were enqueued."""
+        enqueued = 0
+        groups: set[str] = set()
+        for chunk in _chunks(tasks, ENQUEUE_CHUNK):
+            pipe = self.client.pipeline(transaction=True)
+            for _, task in chunk:
+                stream = task_stream(task.task_type)
+                if stream not in groups:
+                    ensure_group(self.client, stream)  # outside the MULTI: it may answer BUSYGROUP
+                    groups.add(stream)
+                pipe.xadd(stream, _task_fields(self.batch, policy, self.run_key, task))
+            position, last = chunk[-1][0] + 1, chunk[-1][1].task_id
+            pipe.hset(run_state(self.batch), mapping={"enqueued": position, "last": last})
+            pipe.execute()
+            self.enqueued, self.last = position, last
+            enqueued += len(chunk)
+            if after_chunk is not None:
+                after_chunk()
+        return enqueued
+
+    def results(self, on_result: Callable[[Trajectory], None]) -> ResultReader:
+        return ResultReader(self.client, self.batch, self.run_key, on_result)
 
 
 class Consumer:
@@ -135,13 +246,19 @@ class Consumer:
         self.grace = grace
         self.max_deliveries = max_deliveries
         self.last_id = "0"  # the newest message this consumer took from the stream
+        self.superseded = 0  # tasks of a superseded run acked without running
         ensure_group(client, self.stream)
 
     def next(self, block_ms: int = 1000) -> Delivery | None:
         """An abandoned message reclaimed from a dead worker, else a new one, else None."""
-        reclaimed = self._reclaim()
-        if reclaimed is not None:
-            return reclaimed
+        delivery = self._reclaim() or self._read(block_ms)
+        if delivery is not None and self._superseded(delivery):
+            self.client.xack(self.stream, GROUP, delivery.message_id)
+            self.superseded += 1
+            return None
+        return delivery
+
+    def _read(self, block_ms: int) -> Delivery | None:
         answer = cast(_Streams, self.client.xreadgroup(GROUP, self.name, {self.stream: ">"}, count=1, block=block_ms))
         for _, messages in answer or []:
             for message_id, fields in messages:
@@ -152,11 +269,25 @@ class Consumer:
                     self._reject(message_id, fields, str(exc))
         return None
 
+    def _superseded(self, delivery: Delivery) -> bool:
+        """Whether the task's run is no longer its batch's current run (a fresh run, another
+        policy, started since): its result would be ignored, so it is not run. A message of no
+        run, or of a batch with no recorded run, is run."""
+        if not delivery.run:
+            return False
+        current = cast(str | None, self.client.hget(run_state(delivery.batch), "run"))
+        return current is not None and current != delivery.run
+
     def publish(self, delivery: Delivery, trajectory: Trajectory) -> None:
         """Publish the trajectory, then ack: a crash in between means a second delivery, not a loss."""
         self.client.xadd(
             result_stream(delivery.batch),
-            {"task_id": trajectory.task_id, "trajectory": trajectory.model_dump_json(), "worker": self.name},
+            {
+                "task_id": trajectory.task_id,
+                "trajectory": trajectory.model_dump_json(),
+                "worker": self.name,
+                "run": delivery.run,
+            },
         )
         self.client.xack(self.stream, GROUP, delivery.message_id)
 
@@ -234,7 +365,10 @@ class Consumer:
             raise MalformedMessageError(f"invalid task: {where}: {first['msg']}") from None
         if task_stream(task.task_type) != self.stream:
             raise MalformedMessageError(f"a {task.task_type} task on {self.stream}")
-        return Delivery(self.stream, message_id, fields["batch"], fields["policy"], task, deliveries)
+        run = fields.get("run", "")
+        if run and not _RUN_KEY.fullmatch(run):
+            raise MalformedMessageError(f"invalid run {run[:80]!r}: 1-64 letters, digits, - or _")
+        return Delivery(self.stream, message_id, fields["batch"], fields["policy"], task, deliveries, run)
 
     def _reject(self, message_id: str, fields: dict[str, str], reason: str) -> None:
         """Dead-letter a message no worker can run, with the reason, and ack it: the worker goes on."""
@@ -245,47 +379,112 @@ class Consumer:
         self.client.xack(self.stream, GROUP, message_id)
 
 
+class ResultReader:
+    """Reads ``results:<batch>`` from its start and hands ``on_result`` the first result of each
+    expected task (:meth:`expect`) published by the run ``run_key`` (``None``: by any run).
+    Results of another run, or without a run key when one is wanted, are counted in ``ignored``
+    and never handed; a second result of a task is dropped. Keeps task ids, not trajectories."""
+
+    def __init__(
+        self, client: redis.Redis, batch: str, run_key: str | None, on_result: Callable[[Trajectory], None]
+    ) -> None:
+        self.client = client
+        self.batch = batch
+        self.run_key = run_key
+        self.on_result = on_result
+        self.outstanding: set[str] = set()  # expected, no result yet
+        self.expected = 0
+        self.handed = 0
+        self.ignored = 0
+        self.last_id = "0-0"  # the newest result read
+
+    def expect(self, task_id: str) -> None:
+        if task_id not in self.outstanding:
+            self.outstanding.add(task_id)
+            self.expected += 1
+
+    def read(self, block_ms: int | None = None) -> int:
+        """Read the next results (waiting up to ``block_ms`` for one; ``None``: not at all).
+        Returns how many messages were read."""
+        answer = cast(
+            _Streams, self.client.xread({result_stream(self.batch): self.last_id}, count=_READ_COUNT, block=block_ms)
+        )
+        read = 0
+        for _, messages in answer or []:
+            for message_id, fields in messages:
+                self.last_id = message_id
+                read += 1
+                if self.run_key is not None and fields.get("run") != self.run_key:
+                    self.ignored += 1
+                    continue
+                task_id = fields.get("task_id", "")
+                if task_id in self.outstanding:
+                    trajectory = Trajectory.model_validate_json(fields["trajectory"])
+                    self.outstanding.discard(task_id)
+                    self.handed += 1
+                    self.on_result(trajectory)
+        return read
+
+    def drain(self) -> None:
+        """Read every result published so far."""
+        while self.read():
+            pass
+
+    def wait(self, deadline_s: float) -> None:
+        """Read until every expected task has its result.
+
+        Raises:
+            DeadlineError: ``deadline_s`` passed first.
+        """
+        stop_at = time.monotonic() + deadline_s
+        while self.outstanding:
+            remaining = stop_at - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineError(self._missing_message(deadline_s))
+            try:
+                self.read(int(min(remaining, 1.0) * 1000) or 1)
+            except redis.ConnectionError:  # Redis restarting; results are in its AOF
+                time.sleep(0.2)
+
+    def forget_read(self) -> None:
+        """Trim the results read so far off the stream: call it once every result handed has been
+        committed elsewhere, so that the stream holds only what is not (Redis memory stays
+        bounded by the commit interval, not the batch)."""
+        milliseconds, _, sequence = self.last_id.partition("-")
+        self.client.xtrim(result_stream(self.batch), minid=f"{milliseconds}-{int(sequence or 0) + 1}")
+
+    def _missing_message(self, deadline_s: float) -> str:
+        queues = {stream: self.client.xlen(stream) for stream in (task_stream(t) for t in TaskType)}
+        ignored = (
+            f"; {self.ignored} results of other runs ignored (or without a run key: workers older than this adp?)"
+            if self.ignored
+            else ""
+        )
+        return (
+            f"{len(self.outstanding)} of {self.expected} tasks of batch {self.batch} have no result after "
+            f"{deadline_s:g} s; are `adp worker` processes running against this REDIS_URL? "
+            f"queue lengths: {json.dumps(queues)}{ignored}"
+        )
+
+
 def collect(
     client: redis.Redis,
     batch: str,
-    task_ids: Sequence[str],
+    task_ids: Iterable[str],
     *,
     deadline_s: float,
+    run_key: str | None = None,
     on_result: Callable[[Trajectory], None] | None = None,
-) -> dict[str, Trajectory]:
-    """Read ``results:<batch>`` until every task has a trajectory (the first one wins).
+) -> int:
+    """Read ``results:<batch>`` until every task has a trajectory (the first one wins), handing
+    each to ``on_result``; only results of the run ``run_key`` count, if given. Keeps no
+    trajectory. Returns how many were handed.
 
     Raises:
         DeadlineError: ``deadline_s`` passed first.
     """
-    wanted = set(task_ids)
-    results: dict[str, Trajectory] = {}
-    last_id = "0-0"
-    stop_at = time.monotonic() + deadline_s
-    while wanted - results.keys():
-        remaining = stop_at - time.monotonic()
-        if remaining <= 0:
-            missing = len(wanted - results.keys())
-            queues = {stream: client.xlen(stream) for stream in (task_stream(t) for t in TaskType)}
-            raise DeadlineError(
-                f"{missing} of {len(wanted)} tasks of batch {batch} have no result after {deadline_s:g} s; "
-                f"are `adp worker` processes running against this REDIS_URL? queue lengths: {json.dumps(queues)}"
-            )
-        try:
-            answer = cast(
-                _Streams,
-                client.xread({result_stream(batch): last_id}, count=500, block=int(min(remaining, 1.0) * 1000)),
-            )
-        except redis.ConnectionError:  # Redis restarting; results are in its AOF
-            time.sleep(0.2)
-            continue
-        for _, messages in answer or []:
-            for message_id, fields in messages:
-                last_id = message_id
-                task_id = fields.get("task_id")
-                if task_id in wanted and task_id not in results:
-                    trajectory = Trajectory.model_validate_json(fields["trajectory"])
-                    results[task_id] = trajectory
-                    if on_result is not None:
-                        on_result(trajectory)
-    return results
+    reader = ResultReader(client, batch, run_key, on_result or (lambda _: None))
+    for task_id in task_ids:
+        reader.expect(task_id)
+    reader.wait(deadline_s)
+    return reader.handed

@@ -26,6 +26,12 @@ class WorkerMetrics:
         self.tasks_failed = Counter(
             "tasks_failed", "Failed tasks by error type.", ["runtime", "error_type"], registry=r
         )
+        self.tasks_superseded = Counter(
+            "tasks_superseded",
+            "Tasks of a superseded run of their batch (a fresh run, another policy), acked without running.",
+            ["runtime"],
+            registry=r,
+        )
         self.task_duration = Histogram(
             "task_duration_seconds",
             "Wall time per task.",

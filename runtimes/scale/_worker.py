@@ -66,6 +66,7 @@ class Worker:
                 if len(in_flight) >= self.slots:
                     await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                     continue
+                superseded = self.consumer.superseded
                 try:
                     delivery = await asyncio.to_thread(self.consumer.next, 500)
                 except redis.RedisError as exc:  # Redis restarting: wait for it, lose nothing
@@ -81,6 +82,8 @@ class Worker:
                     continue
                 self.metrics.runtime_health.labels(runtime).set(1)
                 self.last_poll = time.time()
+                if self.consumer.superseded > superseded:
+                    self.metrics.tasks_superseded.labels(runtime).inc(self.consumer.superseded - superseded)
                 if delivery is None:
                     continue
                 if delivery.policy not in policies:
