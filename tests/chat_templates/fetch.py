@@ -33,8 +33,10 @@ def missing(upstream: Path = UPSTREAM) -> list[ChatTemplate]:
 
 
 def _download(requirement: str, into: Path) -> Path:
-    # The sdist is what carries llama.cpp's templates; a wheel is enough for TRL's.
-    binary = ["--no-binary", ":all:"] if requirement.startswith("llama-cpp-python") else ["--only-binary", ":all:"]
+    # The sdist is what carries llama.cpp's templates, a wheel TRL's; the sdist's build dependencies
+    # (pip prepares its metadata) stay wheels: `--no-binary :all:` would build them all from source.
+    name = requirement.split("==")[0]
+    binary = ["--no-binary", name] if name == "llama-cpp-python" else ["--only-binary", name]
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
          *binary, "--dest", str(into), requirement],
