@@ -53,13 +53,19 @@ def markdown_text(value: object) -> str:
 
 
 def markdown_table(
-    header: Sequence[str], rows: Sequence[Sequence[object]], *, shown: int | None = None, where_the_rest_is: str = ""
+    header: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    shown: int | None = None,
+    where_the_rest_is: str = "",
+    total: int | None = None,
 ) -> dg.MetadataValue:
     """``rows`` (the first ``shown`` of them) under ``header``, and how many more there are
-    (``where_the_rest_is``: adp's own Markdown); every cell and heading is :func:`markdown_text`."""
+    (``where_the_rest_is``: adp's own Markdown); every cell and heading is :func:`markdown_text`.
+    ``total``: the rows there are in all, when ``rows`` holds only the first ones."""
     lines = [f"| {' | '.join(markdown_text(name) for name in header)} |", f"|{'---|' * len(header)}"]
     lines += ["| " + " | ".join(markdown_text(cell) for cell in row) + " |" for row in rows[:shown]]
-    if shown is not None and (more := len(rows) - shown) > 0:
+    if shown is not None and (more := (len(rows) if total is None else total) - shown) > 0:
         lines.append(f"\n…and {more} more{where_the_rest_is}")
     return dg.MetadataValue.md("\n".join(lines))
 

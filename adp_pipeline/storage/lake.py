@@ -8,10 +8,10 @@ new one, never half of one, and never waits for a writer. Each table also holds 
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +44,41 @@ class Lake:
     def write_partition(self, table: str, batch: str, rows: Iterable[Mapping[str, Any]]) -> Path:
         """Replace partition ``batch`` of ``table`` with ``rows``, taken and written a thousand at a
         time (a generator's rows never all sit in memory); readers never see a partial file."""
-        schema = _schema(table)
+        with self.partition_writers(batch, (table,)) as (append,):
+            for row in rows:
+                append(row)
+        return self.partition_file(table, batch)
+
+    @contextlib.contextmanager
+    def partition_writers(
+        self, batch: str, tables: Sequence[str]
+    ) -> Iterator[list[Callable[[Mapping[str, Any]], None]]]:
+        """Replace partition ``batch`` of each of ``tables`` with the rows given to its append
+        function (yielded in the order of ``tables``), written a thousand at a time.
+
+        Each table's rows go to a temporary file beside the table. Only when the block ends
+        without an exception are the files completed and renamed into place, one table after
+        another in the order of ``tables`` (put last the table readers take as "the batch is
+        in"); on an exception no partition changes and the temporary files are removed.
+        """
         self.ensure_layout()
-        target = self.partition_file(table, batch)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.parent.parent / f".{target.parent.name}.{uuid.uuid4().hex}.partial"
+        targets = [self.partition_file(table, batch) for table in tables]
+        temporaries = [_partial(target) for target in targets]
+        files: list[_RowFile] = []
         try:
-            with pq.ParquetWriter(temporary, schema) as writer:
-                remaining = iter(rows)
-                while part := list(itertools.islice(remaining, _MERGE_ROWS)):
-                    writer.write_table(pa.Table.from_pylist(part, schema=schema))
-            os.replace(temporary, target)
+            for table, temporary, target in zip(tables, temporaries, targets, strict=True):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                files.append(_RowFile(temporary, _schema(table)))
+            yield [file.append for file in files]
+            for file in files:
+                file.finish()
+            for temporary, target in zip(temporaries, targets, strict=True):
+                os.replace(temporary, target)
         finally:
-            temporary.unlink(missing_ok=True)
-        return target
+            for file in files:
+                file.close()
+            for temporary in temporaries:
+                temporary.unlink(missing_ok=True)
 
     def commit_batch(self, batch: str, chunks: Sequence[tuple[Path, Path]], commit_id: str) -> None:
         """Replace ``batch``'s steps and trajectories with the rows of ``chunks`` (pairs of a steps
@@ -162,13 +183,47 @@ class Lake:
 
     def _replace(self, target: Path, arrow_table: pa.Table) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.parent.parent / f".{target.parent.name}.{uuid.uuid4().hex}.partial"
+        temporary = _partial(target)
         try:
             pq.write_table(arrow_table, temporary)
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
         return target
+
+
+class _RowFile:
+    """A Parquet file of ``schema`` taking rows one at a time, written a thousand at a time."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._schema = schema
+        self._writer = pq.ParquetWriter(path, schema)
+        self._pending: list[Mapping[str, Any]] = []
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= _MERGE_ROWS:
+            self._flush()
+
+    def finish(self) -> None:
+        """Write the rows still pending and complete the file."""
+        self._flush()
+        self._writer.close()
+
+    def close(self) -> None:
+        """Close the file, complete or not (a no-op after :meth:`finish`)."""
+        self._writer.close()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self._schema))
+            self._pending.clear()
+
+
+def _partial(target: Path) -> Path:
+    """A temporary file for ``target`` beside its table's folder (outside every partition, so no
+    reader's glob takes it), to be renamed onto ``target`` when complete."""
+    return target.parent.parent / f".{target.parent.name}.{uuid.uuid4().hex}.partial"
 
 
 def _steps_file(commit_id: str | None) -> str:

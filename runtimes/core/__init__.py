@@ -73,11 +73,14 @@ from runtimes.core._taskfile import (
     ParsedTaskFile,
     RejectedLine,
     StoredTaskLines,
+    TaskLineOutcome,
+    iter_task_file,
     memory_over_ceiling,
     parse_task_bytes,
     parse_task_file,
     reject_known_task_ids,
     store_task_lines,
+    without_known_task_ids,
 )
 
 __all__ = [
@@ -135,6 +138,7 @@ __all__ = [
     "StoredTaskLines",
     "StructuredAnswerError",
     "TaskFileError",
+    "TaskLineOutcome",
     "TaskSpec",
     "TaskType",
     "TokenUsage",
@@ -143,6 +147,7 @@ __all__ = [
     "VerifierResult",
     "Verify",
     "canonical_host",
+    "iter_task_file",
     "memory_over_ceiling",
     "parse_browser_action",
     "parse_endpoint",
@@ -151,5 +156,6 @@ __all__ = [
     "redact",
     "reject_known_task_ids",
     "store_task_lines",
+    "without_known_task_ids",
     "write_text_atomically",
 ]

@@ -1,9 +1,11 @@
 """Parse a JSONL task file into accepted TaskSpecs and rejected lines, losing none.
 
-Every non-blank line ends up in exactly one of the two lists, so a caller can always show
-``accepted + rejected == non-blank lines``. A rejected line keeps its line number, the field
-at fault (when one is), a reason a person can act on, and a bounded preview of its bytes. Two
-bounds keep memory flat whatever the file: a line over ``max_line_bytes`` is rejected unread,
+Every non-blank line ends up in exactly one of the two, so a caller can always show
+``accepted + rejected == non-blank lines``. :func:`iter_task_file` gives them one line at a
+time, in file order (ingest writes them as they come: memory flat in the file's length);
+:func:`parse_task_file` collects them into lists. A rejected line keeps its line number, the
+field at fault (when one is), a reason a person can act on, and a bounded preview of its bytes.
+Two bounds keep memory flat whatever the file: a line over ``max_line_bytes`` is rejected unread,
 and past ``max_lines`` task lines the rest of the file is not parsed but becomes one reject that
 names the lines left unread.
 
@@ -19,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,12 +58,6 @@ class RejectedLine(BaseModel):
     task_id: str | None = None
 
 
-@dataclass(frozen=True)
-class AcceptedTask:
-    line_number: int
-    task: TaskSpec
-
-
 class LineWarning(BaseModel):
     """Something about an accepted line a person should know: it ran, but maybe not as meant."""
 
@@ -68,6 +65,17 @@ class LineWarning(BaseModel):
     task_id: str
     field: str
     message: str
+
+
+@dataclass(frozen=True)
+class AcceptedTask:
+    line_number: int
+    task: TaskSpec
+    warnings: tuple[LineWarning, ...] = ()
+
+
+TaskLineOutcome = AcceptedTask | RejectedLine
+"""What one non-blank line of a task file became."""
 
 
 @dataclass
@@ -112,7 +120,34 @@ def parse_task_file(
     max_memory_mb: int | None = None,
     copy_of_sha256: str | None = None,
 ) -> ParsedTaskFile:
-    """Parse the task file at ``path``.
+    """Parse the task file at ``path`` into lists of every accepted task and every reject
+    (:func:`iter_task_file`, collected: for files a caller can afford to hold; same arguments)."""
+    name = source_name or str(path)
+    outcomes = iter_task_file(
+        path,
+        source_name=name,
+        max_line_bytes=max_line_bytes,
+        max_lines=max_lines,
+        default_timeout=default_timeout,
+        max_memory_mb=max_memory_mb,
+        copy_of_sha256=copy_of_sha256,
+    )
+    return _collect(outcomes, name)
+
+
+def iter_task_file(
+    path: Path,
+    *,
+    source_name: str | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_lines: int = DEFAULT_MAX_TASK_LINES,
+    default_timeout: int | None = None,
+    max_memory_mb: int | None = None,
+    copy_of_sha256: str | None = None,
+) -> Generator[TaskLineOutcome, None, None]:
+    """What each non-blank line of the task file at ``path`` became, in file order, one line
+    read at a time: an accepted task (with its warnings) or a reject. Nothing of a line is kept
+    once it is given, beyond the ids of the tasks accepted so far (duplicates within the file).
 
     Args:
         path: the JSONL file to read.
@@ -128,13 +163,15 @@ def parse_task_file(
             sha256: its placeholders are rejected as the lines they stand for.
 
     Raises:
-        TaskFileError: the file cannot be opened or read.
+        TaskFileError: the file cannot be opened or read (when the iteration reaches it).
     """
     name = source_name or str(path)
     try:
         with path.open("rb") as handle:
             lines = _read_lines(handle, max_line_bytes, copy_of_sha256=copy_of_sha256)
-            return _parse_lines(lines, name, max_line_bytes, max_lines, default_timeout, max_memory_mb=max_memory_mb)
+            yield from _parse_lines(
+                lines, name, max_line_bytes, max_lines, default_timeout, max_memory_mb=max_memory_mb
+            )
     except OSError as exc:
         raise TaskFileError(f"{name}: cannot read task file: {exc.strerror or exc}") from exc
 
@@ -155,7 +192,20 @@ def parse_task_bytes(
     never accepts a line that ingest would then refuse: one parser, one set of limits.
     """
     lines = _read_lines(io.BytesIO(data), max_line_bytes)
-    return _parse_lines(lines, source_name, max_line_bytes, max_lines, default_timeout, max_memory_mb=max_memory_mb)
+    outcomes = _parse_lines(lines, source_name, max_line_bytes, max_lines, default_timeout, max_memory_mb=max_memory_mb)
+    return _collect(outcomes, source_name)
+
+
+def _collect(outcomes: Iterable[TaskLineOutcome], source: str) -> ParsedTaskFile:
+    parsed = ParsedTaskFile(source)
+    for outcome in outcomes:
+        parsed.non_blank_lines += 1  # one outcome per non-blank line looked at
+        if isinstance(outcome, RejectedLine):
+            parsed.rejected.append(outcome)
+        else:
+            parsed.accepted.append(outcome)
+            parsed.warnings.extend(outcome.warnings)
+    return parsed
 
 
 def reject_known_task_ids(parsed: ParsedTaskFile, known: Mapping[str, str]) -> ParsedTaskFile:
@@ -170,21 +220,48 @@ def reject_known_task_ids(parsed: ParsedTaskFile, known: Mapping[str, str]) -> P
         earlier_batch = known.get(item.task.task_id)
         if earlier_batch is None:
             result.accepted.append(item)
-            continue
-        raw = item.task.model_dump_json()
-        result.rejected.append(
-            RejectedLine(
-                source_file=parsed.source_file,
-                line_number=item.line_number,
-                field="task_id",
-                reason=f"duplicate task_id {item.task.task_id!r}: already accepted in batch {earlier_batch}",
-                raw=raw[:RAW_PREVIEW_CHARS],
-                raw_bytes=len(raw.encode()),
-                task_id=item.task.task_id,
-            )
-        )
+        else:
+            result.rejected.append(_already_accepted(item, parsed.source_file, earlier_batch))
     result.rejected.sort(key=lambda rejected: rejected.line_number)
     return result
+
+
+def without_known_task_ids(
+    outcomes: Iterable[TaskLineOutcome],
+    known_of: Callable[[Sequence[str]], Mapping[str, str]],
+    *,
+    source_file: str,
+    chunk: int = 1000,
+) -> Iterator[TaskLineOutcome]:
+    """``outcomes``, in order, with each task whose id was accepted in an earlier batch turned into
+    a reject (as :func:`reject_known_task_ids` does).
+
+    ``known_of(ids)`` gives those of ``ids`` accepted in an earlier batch, each with that batch.
+    It is asked once per ``chunk`` outcomes, so at most ``chunk`` outcomes are held at a time,
+    however long the file.
+    """
+    remaining = iter(outcomes)
+    while part := list(itertools.islice(remaining, chunk)):
+        ids = [outcome.task.task_id for outcome in part if isinstance(outcome, AcceptedTask)]
+        known = known_of(ids) if ids else {}
+        for outcome in part:
+            if isinstance(outcome, AcceptedTask) and (earlier_batch := known.get(outcome.task.task_id)) is not None:
+                yield _already_accepted(outcome, source_file, earlier_batch)
+            else:
+                yield outcome
+
+
+def _already_accepted(item: AcceptedTask, source_file: str, earlier_batch: str) -> RejectedLine:
+    raw = item.task.model_dump_json()
+    return RejectedLine(
+        source_file=source_file,
+        line_number=item.line_number,
+        field="task_id",
+        reason=f"duplicate task_id {item.task.task_id!r}: already accepted in batch {earlier_batch}",
+        raw=raw[:RAW_PREVIEW_CHARS],
+        raw_bytes=len(raw.encode()),
+        task_id=item.task.task_id,
+    )
 
 
 def store_task_lines(source: BinaryIO, target: BinaryIO, *, max_line_bytes: int) -> StoredTaskLines:
@@ -288,84 +365,88 @@ def _parse_lines(
     default_timeout: int | None,
     *,
     max_memory_mb: int | None = None,
-) -> ParsedTaskFile:
-    parsed = ParsedTaskFile(source)
-    first_line_of: dict[str, int] = {}
+) -> Iterator[TaskLineOutcome]:
+    """One outcome per non-blank line of ``lines``; past ``max_lines`` of them, one reject for the rest."""
+    non_blank_lines = 0
+    first_line_of: dict[str, int] = {}  # the only thing kept across lines: a set of ids, in effect
     for line in lines:
         content = line.content
         if content is not None and line.number == 1 and content.startswith(_UTF8_BOM):
             content = content[len(_UTF8_BOM) :]
         if content is not None and not content.strip():
             continue
-        if parsed.non_blank_lines == max_lines:
-            parsed.non_blank_lines += 1
-            parsed.rejected.append(_lines_not_read(source, line, lines, max_lines))
-            break
-        parsed.non_blank_lines += 1
+        if non_blank_lines == max_lines:
+            yield _lines_not_read(source, line, lines, max_lines)
+            return
+        non_blank_lines += 1
+        outcome = _parse_line(line, content, source, max_line_bytes, default_timeout, max_memory_mb, first_line_of)
+        if isinstance(outcome, AcceptedTask):
+            first_line_of[outcome.task.task_id] = line.number
+        yield outcome
 
-        def reject(reason: str, field: str | None = None, task_id: str | None = None, *, _line: _Line = line) -> None:
-            parsed.rejected.append(
-                RejectedLine(
-                    source_file=source,
-                    line_number=_line.number,
-                    field=field,
-                    reason=reason,
-                    raw=_line.preview.decode("utf-8", errors="replace").rstrip("\r\n")[:RAW_PREVIEW_CHARS],
-                    raw_bytes=_line.size,
-                    task_id=task_id,
-                )
-            )
 
-        if content is None:
-            reject(_over_size(line, max_line_bytes))
-            continue
-        try:
-            text = content.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            reject(f"line is not valid UTF-8: byte 0x{content[exc.start]:02x} at offset {exc.start}")
-            continue
-        try:
-            data = json.loads(text, object_pairs_hook=_object_without_repeated_keys)
-        except _RepeatedKeyError as exc:
-            reject(f"key {exc.key!r} appears more than once in the object", field=exc.key)
-            continue
-        except json.JSONDecodeError as exc:
-            reject(f"invalid JSON: {exc.msg} at column {exc.colno}")
-            continue
-        if not isinstance(data, dict):
-            reject(f"expected a JSON object, got a JSON {_json_kind(data)}")
-            continue
-        task_id = data.get("task_id") if isinstance(data.get("task_id"), str) else None
-        if default_timeout is not None:
-            data.setdefault("timeout", default_timeout)
-        try:
-            task = TaskSpec.model_validate_json(json.dumps(data))
-        except ValidationError as exc:
-            field_name, reason = _describe_validation_error(exc)
-            reject(reason, field=field_name, task_id=task_id)
-            continue
-        if (over := memory_over_ceiling(task, max_memory_mb)) is not None:
-            reject(over, field=MEMORY_FIELD, task_id=task.task_id)
-            continue
-        if task.task_id in first_line_of:
-            reject(
-                f"duplicate task_id {task.task_id!r}: already on line {first_line_of[task.task_id]} of this file",
-                field="task_id",
-                task_id=task.task_id,
-            )
-            continue
-        first_line_of[task.task_id] = line.number
-        parsed.accepted.append(AcceptedTask(line.number, task))
-        for key in task.constraints.model_extra or {}:
-            parsed.warnings.append(
-                LineWarning(
-                    line_number=line.number,
-                    task_id=task.task_id,
-                    field=f"constraints.{key}",
-                    message=f"unknown constraints key {key!r}: kept, but adp does not use it",
-                )
-            )
-    return parsed
+def _parse_line(
+    line: _Line,
+    content: bytes | None,
+    source: str,
+    max_line_bytes: int,
+    default_timeout: int | None,
+    max_memory_mb: int | None,
+    first_line_of: Mapping[str, int],
+) -> TaskLineOutcome:
+    """What the non-blank ``line`` (``content``: its bytes, BOM removed; None: not read) became."""
+
+    def reject(reason: str, field: str | None = None, task_id: str | None = None) -> RejectedLine:
+        return RejectedLine(
+            source_file=source,
+            line_number=line.number,
+            field=field,
+            reason=reason,
+            raw=line.preview.decode("utf-8", errors="replace").rstrip("\r\n")[:RAW_PREVIEW_CHARS],
+            raw_bytes=line.size,
+            task_id=task_id,
+        )
+
+    if content is None:
+        return reject(_over_size(line, max_line_bytes))
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return reject(f"line is not valid UTF-8: byte 0x{content[exc.start]:02x} at offset {exc.start}")
+    try:
+        data = json.loads(text, object_pairs_hook=_object_without_repeated_keys)
+    except _RepeatedKeyError as exc:
+        return reject(f"key {exc.key!r} appears more than once in the object", field=exc.key)
+    except json.JSONDecodeError as exc:
+        return reject(f"invalid JSON: {exc.msg} at column {exc.colno}")
+    if not isinstance(data, dict):
+        return reject(f"expected a JSON object, got a JSON {_json_kind(data)}")
+    task_id = data.get("task_id") if isinstance(data.get("task_id"), str) else None
+    if default_timeout is not None:
+        data.setdefault("timeout", default_timeout)
+    try:
+        task = TaskSpec.model_validate_json(json.dumps(data))
+    except ValidationError as exc:
+        field_name, reason = _describe_validation_error(exc)
+        return reject(reason, field=field_name, task_id=task_id)
+    if (over := memory_over_ceiling(task, max_memory_mb)) is not None:
+        return reject(over, field=MEMORY_FIELD, task_id=task.task_id)
+    if task.task_id in first_line_of:
+        return reject(
+            f"duplicate task_id {task.task_id!r}: already on line {first_line_of[task.task_id]} of this file",
+            field="task_id",
+            task_id=task.task_id,
+        )
+    warnings = tuple(
+        LineWarning(
+            line_number=line.number,
+            task_id=task.task_id,
+            field=f"constraints.{key}",
+            message=f"unknown constraints key {key!r}: kept, but adp does not use it",
+        )
+        for key in task.constraints.model_extra or {}
+    )
+    return AcceptedTask(line.number, task, warnings)
 
 
 def _over_size(line: _Line, max_line_bytes: int) -> str:

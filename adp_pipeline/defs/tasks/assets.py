@@ -28,6 +28,7 @@ def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Materi
         max_lines=adp.settings().max_task_lines,
         default_timeout=adp.task_timeout,
         max_memory_mb=adp.settings().sandbox_max_memory_mb,
+        shown=_REJECTS_SHOWN,
     )
     try:
         ensure_catalog(adp.data_path)
@@ -35,7 +36,7 @@ def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Materi
         context.log.warning(redact(str(exc)))
     context.log.info(
         redact(
-            f"{summary.source_file}: {summary.accepted} accepted ({len(summary.warnings)} warnings), "
+            f"{summary.source_file}: {summary.accepted} accepted ({summary.warning_count} warnings), "
             f"{summary.rejected} rejected of {summary.non_blank_lines} non-blank lines"
         )
     )
@@ -52,13 +53,20 @@ def _metadata(summary: IngestSummary) -> dict[str, dg.MetadataValue]:
     }
     for task_type, count in summary.by_type.items():
         metadata[f"accepted_{task_type}"] = dg.MetadataValue.int(count)
-    metadata["warnings"] = dg.MetadataValue.int(len(summary.warnings))
+    metadata["warnings"] = dg.MetadataValue.int(summary.warning_count)
+    # The summary keeps only the first warnings and rejects; the counts say how many more there are.
     if summary.warnings:
         rows = [(w.line_number, w.task_id, w.field, w.message) for w in summary.warnings]
-        metadata["warning_lines"] = markdown_table(("line", "task", "field", "warning"), rows, shown=_REJECTS_SHOWN)
+        metadata["warning_lines"] = markdown_table(
+            ("line", "task", "field", "warning"), rows, shown=_REJECTS_SHOWN, total=summary.warning_count
+        )
     if summary.rejects:
         rows = [(r.line_number, r.field or "", r.reason) for r in summary.rejects]
         metadata["rejects"] = markdown_table(
-            ("line", "field", "reason"), rows, shown=_REJECTS_SHOWN, where_the_rest_is=" (query `task_rejects`)"
+            ("line", "field", "reason"),
+            rows,
+            shown=_REJECTS_SHOWN,
+            where_the_rest_is=" (query `task_rejects`)",
+            total=summary.rejected,
         )
     return metadata
