@@ -294,9 +294,9 @@ def nightly(data_dir: Path | None) -> None:
     "--format",
     "export_format",
     type=click.Choice(EXPORT_FORMATS),
-    default="openai",
-    show_default=True,
-    help="; ".join(f"{name}: {format_.summary}" for name, format_ in EXPORT_REGISTRY.items()) + ".",
+    default=None,
+    help="; ".join(f"{name}: {format_.summary}" for name, format_ in EXPORT_REGISTRY.items())
+    + "  [default: ADP_EXPORT_FORMAT, openai]",
 )
 @click.option("--where", default=None, help="SQL condition on the trajectories view, e.g. \"task_type = 'code'\".")
 @click.option("--include-failed", is_flag=True, help="Export every trajectory, not only verified successful ones.")
@@ -310,7 +310,7 @@ def nightly(data_dir: Path | None) -> None:
 @_data_dir_option
 def export(
     out: Path,
-    export_format: str,
+    export_format: str | None,
     where: str | None,
     include_failed: bool,
     val_fraction: float | None,
@@ -332,6 +332,7 @@ def export(
     lake = Lake(settings.data_dir)
     # The training_dataset asset's default too: both exports of one lake split alike.
     fraction = settings.export_val_fraction if val_fraction is None else val_fraction
+    export_format = export_format or settings.export_format
     request: dict[str, Any] = {"export_format": export_format, "where": where, "val_fraction": fraction}
     try:  # refused before the progress shows, and before anything is read or written
         check_export(lake, out, **request, overwrite=force)
@@ -364,6 +365,8 @@ def export(
         _fail(failure, code)
     splits = ", ".join(f"{split} {n}" for split, n in sorted(summary.by_split.items())) or "none"
     click.echo(printable(f"wrote {out}: {summary.rows} records ({export_format}; {splits})"))
+    if summary.sidecar is not None:
+        click.echo(printable(f"wrote {summary.sidecar}: adp's metadata of each record, in the same order"))
     if summary.excluded:
         click.echo(f"left out {len(summary.excluded)} trajectories with inconsistent messages:", err=True)
         for task_id, reason in summary.excluded[:_REJECTS_SHOWN]:

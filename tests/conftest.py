@@ -62,3 +62,13 @@ def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return root / "data"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The records each consumer check read (tests/test_export_consumers.py), after the run."""
+    from tests.helpers import CONSUMER_CHECKS
+
+    if CONSUMER_CHECKS:
+        terminalreporter.section("export records checked by their consumers")
+        for label, count in CONSUMER_CHECKS:
+            terminalreporter.write_line(f"{count:>6}  {label}")

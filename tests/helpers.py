@@ -10,7 +10,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -26,6 +28,8 @@ from runtimes.settings import Settings
 from runtimes.testing import MockLLMServer, MockScript, free_port, http_ok, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
+# (what was checked, records): printed at the end of the run by tests/conftest.py
+CONSUMER_CHECKS: list[tuple[str, int]] = []
 EXAMPLES = REPO / "examples" / "tasks.jsonl"
 ONE_MB = 1024 * 1024
 SANDBOX_UIDS = set(range(DEFAULT_UID_BASE, DEFAULT_UID_BASE + 64)) if os.geteuid() == 0 else {os.geteuid()}
@@ -155,6 +159,36 @@ def write_mixed(path: Path) -> Path:
     # The last line has no newline at the end, as editors sometimes leave it.
     path.write_bytes(b"\n".join(line for line, _ in MIXED))
     return path
+
+
+def lake_trajectory_row(
+    task_id: str, messages: list[dict[str, Any]], *, tools: str = "[]", created_at: datetime | None = None
+) -> dict[str, object]:
+    """A row of ``trajectories``: a verified code trajectory of ``task_id`` with ``messages``."""
+    return {
+        "task_id": task_id,
+        "task_type": "code",
+        "success": True,
+        "policy": "oracle",
+        "runtime_id": "test",
+        "n_steps": 1,
+        "total_duration": 0.5,
+        "final_result": "done",
+        "prompt_tokens": 9,
+        "completion_tokens": 1,
+        "total_tokens": 10,
+        "llm_calls": 1,
+        "llm_retries": 0,
+        "llm_cached_calls": 0,
+        "verified": True,
+        "verifier": json.dumps({"passed": True, "checks": {"expected_answer": True}, "details": ""}),
+        "attempts": 1,
+        "messages": json.dumps(messages),
+        "tools": tools,
+        "schema_version": 1,
+        "created_at": created_at or datetime.now(UTC),
+        "generation": 0,
+    }
 
 
 def lake_task_row(task_id: str) -> dict[str, object]:

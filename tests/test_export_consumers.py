@@ -22,9 +22,10 @@ from adp_pipeline.export import FORMATS, REGISTRY, export_training_set, sidecar_
 from adp_pipeline.export.formats import Source, check_messages, parquet_table
 from adp_pipeline.storage import Lake
 from runtimes.core import BrokenMessagesError, ExportError
+from runtimes.settings import Settings
 from tests.consumers.llamafactory import check_sharegpt
 from tests.consumers.openai_finetune import check_openai_line
-from tests.helpers import REPO
+from tests.helpers import CONSUMER_CHECKS, REPO, lake_trajectory_row
 
 KINDS = ("jsonl", "parquet")
 
@@ -50,7 +51,8 @@ def exports(demo_lake: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[t
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    # JSON lines end at "\n" alone: a string may hold U+2028 or U+0085, which splitlines() splits at
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
 
 
 def _loaded(path: Path, tmp_path: Path) -> datasets.Dataset:
@@ -59,7 +61,7 @@ def _loaded(path: Path, tmp_path: Path) -> datasets.Dataset:
 
 
 def _report(label: str, count: int) -> None:
-    print(f"\n[consumer check] {label}: {count} records")
+    CONSUMER_CHECKS.append((label, count))
 
 
 def _calls(messages: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -104,7 +106,7 @@ def test_trl_parquet_tool_call_arguments_read_back_exactly(
     assert written and all(isinstance(arguments, dict) for arguments in written)
     assert through_datasets == written
     assert through_pyarrow == written
-    _report("trl parquet arguments (datasets, pyarrow)", len(written))
+    _report("tool calls of trl parquet whose arguments read back exactly (datasets, pyarrow)", len(written))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -224,7 +226,7 @@ def test_the_docs_table_lists_every_format_and_its_load_recipes_run(
     assert {export_format for export_format, _, _ in blocks} == set(FORMATS)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
     for export_format, kind, code in blocks:
-        assert len(code.strip().splitlines()) == 3, code
+        assert len([line for line in code.split("\n") if line.strip()]) == 3, code
         folder = tmp_path / f"{export_format}-{kind}"
         folder.mkdir()
         source = exports[export_format, kind]
@@ -355,3 +357,66 @@ def test_parallel_calls_and_text_beside_calls_survive_every_format() -> None:
 def test_conversations_with_nothing_to_learn_are_left_out(messages: list[dict[str, Any]], reason: str) -> None:
     with pytest.raises(BrokenMessagesError, match=reason):
         check_messages(messages)
+
+
+def test_shapes_a_model_server_leaves_are_exported_and_a_trailing_nudge_is_no_sharegpt_turn() -> None:
+    """Ids reused from turn to turn (some servers number calls per turn), empty argument text
+    (the loop runs it as no arguments), and a run that ended on the loop's nudge."""
+    messages = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": None, "tool_calls": [_call("call_0", "lookup", "1")]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "one"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_0", "type": "function", "function": {"name": "complete_task", "arguments": ""}}
+        ]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "task completed"},
+        {"role": "assistant", "content": "done"},
+        {"role": "user", "content": "Use a tool or call complete_task."},
+    ]  # fmt: skip
+    check_messages(messages)
+    source = _source(messages)
+    trl = REGISTRY["trl"].record(source)
+    assert [c["id"] for m in trl["messages"] for c in m.get("tool_calls") or []] == [
+        tool_call_id("shapes", 0), tool_call_id("shapes", 1)
+    ]  # fmt: skip
+    assert trl["messages"][3]["tool_calls"][0]["function"]["arguments"] == {}
+    assert [m.get("tool_call_id") for m in trl["messages"] if m["role"] == "tool"] == [
+        tool_call_id("shapes", 0), tool_call_id("shapes", 1)
+    ]  # fmt: skip
+    sharegpt = REGISTRY["sharegpt"].record(source)
+    assert [turn["from"] for turn in sharegpt["conversations"]][-1] == "gpt"
+    check_sharegpt(sharegpt)
+    check_openai_line(REGISTRY["openai"].record(source))
+
+
+@pytest.mark.parametrize("value", [float("nan"), "\ud83d"], ids=["nan", "lone-surrogate"])
+def test_a_value_json_cannot_hold_leaves_its_record_out_not_the_file(
+    tmp_path: Path, value: object, settings: Settings
+) -> None:
+    lake = Lake(settings.data_dir)
+    good = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": None, "tool_calls": [_call("a", "complete_task", "ok")]},
+        {"role": "tool", "tool_call_id": "a", "content": "task completed"},
+    ]
+    bad = [dict(message) for message in good]
+    bad[1] = {**bad[1], "tool_calls": [{**_call("a", "complete_task", "x"), "function": {
+        "name": "complete_task", "arguments": json.dumps({"x": value}),
+    }}]}  # fmt: skip
+    rows = [lake_trajectory_row(task_id, messages) for task_id, messages in (("good", good), ("bad", bad))]
+    lake.write_partition("trajectories", "b-00000000", rows)
+    for export_format in FORMATS:
+        for kind in KINDS:
+            summary = export_training_set(lake, tmp_path / f"{export_format}.{kind}", export_format=export_format)
+            assert summary.rows == 1 and [task_id for task_id, _ in summary.excluded] == ["bad"], summary.excluded
+            assert "a value JSON cannot hold" in summary.excluded[0][1]
+
+
+def test_replacing_an_openai_export_with_another_format_removes_its_stale_metadata_file(
+    demo_lake: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "train.jsonl"
+    export_training_set(Lake(demo_lake), out, export_format="openai")
+    assert sidecar_path(out).exists()
+    export_training_set(Lake(demo_lake), out, export_format="trl", overwrite=True)
+    assert not sidecar_path(out).exists()  # it described the records just replaced

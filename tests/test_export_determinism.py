@@ -19,6 +19,7 @@ from adp_pipeline.storage import Lake
 from runtimes.agent import tools_for
 from runtimes.core import TaskType
 from runtimes.settings import Settings
+from tests.helpers import lake_trajectory_row
 
 TASKS = 2400
 
@@ -33,28 +34,8 @@ def trajectory_row(number: int, tools: str, created_at: datetime) -> dict[str, o
         {"role": "tool", "tool_call_id": "call_0", "content": str(number)},
     ]
     return {
-        "task_id": f"bench_{number:07d}",
-        "task_type": "code",
-        "success": True,
-        "policy": "oracle",
-        "runtime_id": "test",
-        "n_steps": 1,
-        "total_duration": 0.5,
+        **lake_trajectory_row(f"bench_{number:07d}", messages, tools=tools, created_at=created_at),
         "final_result": str(number),
-        "prompt_tokens": 9,
-        "completion_tokens": 1,
-        "total_tokens": 10,
-        "llm_calls": 1,
-        "llm_retries": 0,
-        "llm_cached_calls": 0,
-        "verified": True,
-        "verifier": json.dumps({"passed": True, "checks": {"expected_answer": True}, "details": ""}),
-        "attempts": 1,
-        "messages": json.dumps(messages),
-        "tools": tools,
-        "schema_version": 1,
-        "created_at": created_at,
-        "generation": 0,
     }
 
 
@@ -99,7 +80,7 @@ def test_two_exports_of_one_lake_are_the_same_bytes_in_task_id_order(
     if suffix == ".parquet":
         records = pq.read_table(path, columns=["task_id", "split"]).to_pylist()
     else:
-        records = [json.loads(line) for line in path.read_text().splitlines()]
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
     assert [r["task_id"] for r in records] == task_ids
     # The split is the task id's alone, at the default share that training_dataset uses too.
     fraction = Settings().export_val_fraction

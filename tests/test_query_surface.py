@@ -21,6 +21,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from adp_pipeline.cli import main
+from adp_pipeline.export import sidecar_path
 from adp_pipeline.storage import (
     MAX_NESTING,
     Lake,
@@ -84,7 +85,10 @@ def files_under(folder: Path) -> dict[str, str]:
 
 
 def exported_ids(path: Path) -> set[str]:
-    return {json.loads(line)["task_id"] for line in path.read_text().splitlines()}
+    """The task ids of an export (openai's are in its metadata file beside it)."""
+    metadata = sidecar_path(path)
+    lines = (metadata if metadata.exists() else path).read_text(encoding="utf-8").split("\n")
+    return {json.loads(line)["task_id"] for line in lines if line}
 
 
 # --- the attacks of issue #17, through the CLI ------------------------------------------------

@@ -75,7 +75,6 @@ def check_messages(messages: list[dict[str, Any]]) -> None:
     if "assistant" not in roles:
         raise BrokenMessagesError("no assistant turn: nothing to learn from")
     pending: list[str] = []
-    seen: set[str] = set()
     for position, message in enumerate(messages):
         role = message.get("role")
         if role not in {"system", "user", "assistant", "tool"}:
@@ -86,10 +85,11 @@ def check_messages(messages: list[dict[str, Any]]) -> None:
             if not message.get("content") and not message.get("tool_calls"):
                 raise BrokenMessagesError(f"message {position}: an assistant turn with neither text nor tool calls")
             for call in message.get("tool_calls") or []:
+                # Unique among the turn's calls: a server may reuse ids from turn to turn, and the
+                # export gives every call its own id anyway (tool_call_id).
                 call_id = call.get("id")
-                if not call_id or call_id in seen:
+                if not call_id or call_id in pending:
                     raise BrokenMessagesError(f"message {position}: a tool call without a unique id ({call_id!r})")
-                seen.add(call_id)
                 pending.append(call_id)
                 _arguments(call, position)
         elif role == "tool":
@@ -104,14 +104,30 @@ def check_messages(messages: list[dict[str, Any]]) -> None:
 
 
 def _arguments(call: dict[str, Any], position: int) -> dict[str, Any]:
+    """A call's arguments as an object; empty text is no arguments, as the agent loop runs it."""
     text = call.get("function", {}).get("arguments")
     try:
-        arguments = json.loads(text) if isinstance(text, str) else None
+        arguments = (json.loads(text) if text.strip() else {}) if isinstance(text, str) else None
     except json.JSONDecodeError:
         arguments = None
     if not isinstance(arguments, dict):
         raise BrokenMessagesError(f"message {position}: call {call.get('id')}: arguments are not a JSON object")
     return arguments
+
+
+def json_text(value: Any) -> str:
+    """``value`` as strict JSON (UTF-8 text, no NaN or infinity, which JSON has no words for).
+
+    Raises:
+        BrokenMessagesError: a number that is not JSON, or a string that is not Unicode text
+            (a lone surrogate).
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except ValueError as exc:  # UnicodeEncodeError is one
+        raise BrokenMessagesError(f"a value JSON cannot hold ({exc})") from None
+    return text
 
 
 def tool_call_id(task_id: str, position: int) -> str:
@@ -145,8 +161,9 @@ class _Turn:
 
 def _turns(source: Source) -> list[_Turn]:
     """``source``'s (checked) messages with every call id replaced by :func:`tool_call_id`."""
-    renamed: dict[str, _Call] = {}
+    renamed: dict[str, _Call] = {}  # a call's id (in its turn: ids may repeat across turns) to the call
     turns: list[_Turn] = []
+    position = 0
     for message in source.messages:
         role = message["role"]
         content = message.get("content") or ""
@@ -156,10 +173,9 @@ def _turns(source: Source) -> list[_Turn]:
             calls = []
             for call in message.get("tool_calls") or []:
                 renamed[call["id"]] = _Call(
-                    tool_call_id(source.task_id, len(renamed)),
-                    call["function"]["name"],
-                    json.loads(call["function"]["arguments"]),
+                    tool_call_id(source.task_id, position), call["function"]["name"], _arguments(call, position)
                 )
+                position += 1
                 calls.append(renamed[call["id"]])
             turns.append(_Turn("assistant", content, tuple(calls)))
         elif role == "tool":
@@ -167,7 +183,8 @@ def _turns(source: Source) -> list[_Turn]:
             turns.append(_Turn("tool", content, call_id=call.id, name=call.name))
         else:
             turns.append(_Turn(role, content))
-    if len({call.id for call in renamed.values()}) != len(renamed):  # 62**9 ids: never, but never silently
+    ids = [call.id for turn in turns for call in turn.calls]
+    if len(set(ids)) != len(ids):  # 62**9 ids: never, but never silently
         raise BrokenMessagesError("two tool calls were given the same id")
     return turns
 
@@ -181,11 +198,11 @@ def metadata_row(source: Source) -> dict[str, Any]:
         "batch": source.batch,
         "policy": source.policy,
         "model": source.model,
-        "verifier": json.loads(source.verifier) if source.verifier else None,
+        "verifier": source.verifier,  # JSON text: every reader of every version takes a string
         "n_steps": source.n_steps,
         "total_tokens": source.total_tokens,
         "generation": source.generation,
-        "lineage": json.loads(source.lineage) if source.lineage else None,
+        "lineage": source.lineage,
         "split": source.split,
     }
 
@@ -209,7 +226,7 @@ def _chat(turns: list[_Turn], *, openai: bool) -> list[dict[str, Any]]:
                     "type": "function",
                     "function": {
                         "name": call.name,
-                        "arguments": json.dumps(call.arguments, ensure_ascii=False) if openai else call.arguments,
+                        "arguments": json_text(call.arguments) if openai else call.arguments,
                     },
                 }
                 for call in turn.calls
@@ -250,7 +267,7 @@ def sharegpt_record(source: Source) -> dict[str, Any]:
             conversation.append({"from": "human", "value": turn.content})
         elif turn.role == "assistant" and turn.calls:
             calls = [{"name": call.name, "arguments": call.arguments} for call in turn.calls]
-            value = json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
+            value = json_text(calls[0] if len(calls) == 1 else calls)
             # The text a model writes before its calls: LLaMA-Factory's own "text<tool_call>calls</tool_call>".
             value = f"{turn.content}<tool_call>{value}</tool_call>" if turn.content else value
             conversation.append({"from": "function_call", "value": value})
@@ -258,18 +275,20 @@ def sharegpt_record(source: Source) -> dict[str, Any]:
             conversation.append({"from": "gpt", "value": turn.content})
         elif turn.role == "tool":
             results.append(turn.content)
+    while conversation and conversation[-1]["from"] in {"human", "observation"}:
+        conversation.pop()  # nothing follows to learn from; LLaMA-Factory drops such a row whole
     functions = [tool.get("function", tool) for tool in source.tools]
     return {
         "conversations": conversation,
         "system": system,
-        "tools": json.dumps(functions, ensure_ascii=False),
+        "tools": json_text(functions),
         **metadata_row(source),
     }
 
 
 def _one_or_list(results: list[str]) -> str:
     """One result as it is; parallel calls' results as a JSON list of their texts, unaltered."""
-    return results[0] if len(results) == 1 else json.dumps(results, ensure_ascii=False)
+    return results[0] if len(results) == 1 else json_text(results)
 
 
 def atif_record(source: Source) -> dict[str, Any]:
@@ -304,7 +323,11 @@ def atif_record(source: Source) -> dict[str, Any]:
             "total_completion_tokens": source.completion_tokens,
             "total_steps": len(steps),
         },
-        "extra": {key: value for key, value in metadata_row(source).items() if value is not None},
+        "extra": {
+            key: json.loads(value) if key in {"verifier", "lineage"} else value
+            for key, value in metadata_row(source).items()
+            if value is not None
+        },
     }
 
 
@@ -326,11 +349,11 @@ METADATA_SCHEMA = pa.schema(
         pa.field("batch", pa.string()),
         pa.field("policy", pa.string()),
         pa.field("model", pa.string()),
-        pa.field("verifier", _JSON),
+        pa.field("verifier", pa.string()),  # JSON text
         pa.field("n_steps", pa.int32()),
         pa.field("total_tokens", pa.int64()),
         pa.field("generation", pa.int32()),
-        pa.field("lineage", _JSON),
+        pa.field("lineage", pa.string()),  # JSON text
         pa.field("split", pa.string()),
     ]
 )
@@ -376,9 +399,9 @@ def _as_storage(data_type: pa.DataType, value: Any) -> Any:
     if value is None:
         return None
     if isinstance(data_type, pa.JsonType):
-        return json.dumps(value, ensure_ascii=False)
+        return json_text(value)
     if pa.types.is_list(data_type) and isinstance(data_type.value_type, pa.JsonType):
-        return [json.dumps(item, ensure_ascii=False) for item in value]
+        return [json_text(item) for item in value]
     return value
 
 

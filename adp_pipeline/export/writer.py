@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import uuid
 from collections import Counter
@@ -32,6 +31,7 @@ from adp_pipeline.export.formats import (
     ExportFormat,
     Source,
     check_messages,
+    json_text,
     metadata_row,
     parquet_table,
 )
@@ -129,17 +129,22 @@ def export_training_set(
                 else None
             )
             read = 0
+            previous: str | None = None
             for batch in _sources(lake, condition, include_failed, val_fraction, limits):
-                records: list[dict[str, Any]] = []
+                records: list[Any] = []
                 metadata: list[dict[str, Any]] = []
                 for source in batch:
+                    if source.task_id == previous:
+                        continue  # a second row of one task in one batch: the first (latest) is the record
+                    previous = source.task_id
                     try:
                         check_messages(source.messages)
                         record = format_.record(source)
+                        line = json_text(record)  # a value JSON cannot hold leaves this record out, not the file
                     except BrokenMessagesError as exc:
                         summary.excluded.append((source.task_id, str(exc)))
                         continue
-                    records.append(record)
+                    records.append(line if kind == "jsonl" else record)
                     if write_metadata is not None:
                         metadata.append(metadata_row(source))
                     summary.by_split[source.split] += 1
@@ -154,6 +159,9 @@ def export_training_set(
                 if on_progress is not None:
                     on_progress(read)
         _move_into_place(temporaries, overwrite)
+        if overwrite and summary.sidecar is None:
+            # The metadata file of an openai export this one replaced describes records that are gone.
+            sidecar_path(out).unlink(missing_ok=True)
     finally:
         for temporary in temporaries.values():
             temporary.unlink(missing_ok=True)
@@ -248,7 +256,7 @@ def _sink(path: Path, kind: str, schema: pa.Schema, what: str) -> Iterator[Calla
     if kind == "parquet":
         with pq.ParquetWriter(path, schema) as writer:
 
-            def write_rows(records: list[dict[str, Any]]) -> None:
+            def write_rows(records: list[Any]) -> None:
                 if records:
                     writer.write_table(parquet_table(schema, records, what))
 
@@ -256,8 +264,10 @@ def _sink(path: Path, kind: str, schema: pa.Schema, what: str) -> Iterator[Calla
     else:
         with path.open("w", encoding="utf-8") as handle:
 
-            def write_lines(records: list[dict[str, Any]]) -> None:
-                handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+            def write_lines(records: list[Any]) -> None:
+                handle.writelines(
+                    (record if isinstance(record, str) else json_text(record)) + "\n" for record in records
+                )
 
             yield write_lines
 
@@ -303,7 +313,7 @@ def _sources(
                     SELECT task_id, batch FROM selected
                     QUALIFY row_number() OVER (PARTITION BY task_id ORDER BY created_at DESC, batch DESC) = 1
                 )
-                SELECT {_COLUMNS} FROM selected JOIN chosen USING (task_id, batch) ORDER BY task_id
+                SELECT {_COLUMNS} FROM selected JOIN chosen USING (task_id, batch) ORDER BY task_id, created_at DESC
                 """,
             ).to_arrow_reader(_ROWS_PER_BATCH)
         except (duckdb.PermissionException, duckdb.OutOfMemoryException):
