@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,19 +22,10 @@ from adp_pipeline.export import export_training_set
 from adp_pipeline.storage import Lake
 from tests.chat_templates import catalog, fetch, render
 from tests.helpers import REPO, clean_env
+from tests.pinned import needs as _needs
 
 TF4_PYTHON = REPO / ".venv-tf4" / "bin" / "python"
 EXPORTS = (("trl", "jsonl"), ("trl", "parquet"), ("openai", "jsonl"))
-
-
-def _needs(ready: bool, reason: str) -> None:
-    """Skip on a developer's machine that has not run ``make setup`` since this test came; fail in
-    CI, where ``make setup`` provides it and a skip would hide a check that never ran."""
-    if ready:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}: `make setup` provides it, and CI runs it before the tests")
-    pytest.skip(f"{reason}: run `make setup`")
 
 
 @pytest.fixture(scope="session")

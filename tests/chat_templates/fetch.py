@@ -7,19 +7,11 @@ Run by ``make setup`` (scripts/setup.sh): ``python -m tests.chat_templates.fetch
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
-import tarfile
 import tempfile
-import zipfile
 from pathlib import Path
 
 from tests.chat_templates.catalog import TEMPLATES, UPSTREAM, ChatTemplate
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from tests.pinned import download, read_member, sha256
 
 
 def missing(upstream: Path = UPSTREAM) -> list[ChatTemplate]:
@@ -28,33 +20,8 @@ def missing(upstream: Path = UPSTREAM) -> list[ChatTemplate]:
         template
         for template in TEMPLATES
         if not (upstream / template.file).is_file()
-        or _sha256((upstream / template.file).read_bytes()) != template.sha256
+        or sha256((upstream / template.file).read_bytes()) != template.sha256
     ]
-
-
-def _download(requirement: str, into: Path) -> Path:
-    # The sdist is what carries llama.cpp's templates, a wheel TRL's; the sdist's build dependencies
-    # (pip prepares its metadata) stay wheels: `--no-binary :all:` would build them all from source.
-    name = requirement.split("==")[0]
-    binary = ["--no-binary", name] if name == "llama-cpp-python" else ["--only-binary", name]
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-         *binary, "--dest", str(into), requirement],
-        check=True,
-    )  # fmt: skip
-    (archive,) = into.iterdir()
-    return archive
-
-
-def _read(archive: Path, member: str) -> bytes:
-    if archive.suffix == ".whl":
-        with zipfile.ZipFile(archive) as wheel:
-            return wheel.read(member)
-    with tarfile.open(archive, "r:gz") as sdist:
-        extracted = sdist.extractfile(member)
-        if extracted is None:
-            raise FileNotFoundError(f"{archive.name}: {member} is not a file")
-        return extracted.read()
 
 
 def fetch(upstream: Path = UPSTREAM) -> list[str]:
@@ -71,12 +38,13 @@ def fetch(upstream: Path = UPSTREAM) -> list[str]:
     upstream.mkdir(parents=True, exist_ok=True)
     for package, templates in by_package.items():
         with tempfile.TemporaryDirectory() as tmp:
-            archive = _download(package, Path(tmp))
+            # The sdist is what carries llama.cpp's templates, a wheel TRL's.
+            archive = download(package, Path(tmp), sdist=package.startswith("llama-cpp-python=="))
             for template in templates:
-                data = _read(archive, template.member)
-                if _sha256(data) != template.sha256:
+                data = read_member(archive, template.member)
+                if sha256(data) != template.sha256:
                     raise ValueError(
-                        f"{package}: {template.member} has SHA-256 {_sha256(data)}, the catalog records "
+                        f"{package}: {template.member} has SHA-256 {sha256(data)}, the catalog records "
                         f"{template.sha256} for {template.name}"
                     )
                 staged = upstream / f".{template.file}.tmp"
