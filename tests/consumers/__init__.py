@@ -1,8 +1,8 @@
-"""Checkers built from each export format's consumer's own code or published text (issue #18).
+"""Checkers that hold an adp export against its consumer's own code (issue #18), none of it copied
+here (tests/consumers/README.md):
 
-Each module vendors the owner's rules with a header naming repository, path, commit and license,
-so a test can hold an adp export against what the consumer really does, not our reading of it:
-
-- ``llamafactory``: LLaMA-Factory's sharegpt-with-tools loader (``check_sharegpt``).
-- ``openai_finetune``: OpenAI's fine-tuning chat-format line (``check_openai_line``).
+- ``llamafactory``: LLaMA-Factory's sharegpt loading, run with the code of its pinned wheel, which
+  ``make setup`` unpacks into ``upstream/`` (``check_sharegpt``).
+- ``openai_finetune``: OpenAI's fine-tuning chat format, with the installed ``openai`` SDK's types
+  (``check_openai_line``).
 """

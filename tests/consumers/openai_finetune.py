@@ -1,41 +1,32 @@
-"""OpenAI's fine-tuning chat-format line (supervised method), checked with the owner's types and text.
+"""OpenAI's fine-tuning chat format (supervised method), one line at a time, checked with the owner's
+own types.
 
-Owner sources:
+The types are the ``openai`` Python SDK's (installed in .venv; generated from OpenAI's API
+specification): its ``TypedDict`` params for messages, tool calls and tools, validated with pydantic
+``TypeAdapter`` in strict mode, unknown keys forbidden (our ``with_config`` subclasses; the config
+reaches the SDK's nested TypedDicts, which carry none of their own). The line itself has no SDK
+type; its keys are those of OpenAI's reference for the chat training format,
+https://platform.openai.com/docs/api-reference/fine-tuning/chat-input (``messages``, ``tools``,
+``parallel_tool_calls``, the deprecated ``functions``; an assistant message may carry ``weight``,
+0 or 1, to be left out of training or not).
 
-- The OpenAPI spec, https://github.com/openai/openai-openapi ``openapi.yaml`` at commit
-  498c71ddf6f1c45b983f972ccabca795da211a3e (2025-04-29, the last version on ``main`` that still
-  carries the schema; MIT License, Copyright (c) OpenAI): ``FineTuneChatRequestInput`` ("The
-  per-line training example of a fine-tuning input file for chat models using the supervised
-  method") with the properties ``messages`` (``minItems: 1``; system, user,
-  ``FineTuneChatCompletionRequestAssistantMessage`` = assistant + ``weight`` 0/1, tool, and the
-  deprecated function message), ``tools`` (``ChatCompletionTool``), ``parallel_tool_calls`` and the
-  deprecated ``functions`` (1 to 128). The spec's current HEAD
-  (f85dbe223d40e1a31cba812ab2d755c7e98a92a3) still has ``FineTuneChatCompletionRequestAssistantMessage``.
-- The ``openai`` Python SDK installed in .venv (3.54.0), "generated from our OpenAPI spec": its
-  ``TypedDict`` params are the message, tool-call and tool schemas, validated here with pydantic
-  ``TypeAdapter`` in strict mode with extra keys forbidden (a ``with_config`` subclass; the config
-  reaches the SDK's nested TypedDicts, which have none of their own).
-- The cookbook notebook https://github.com/openai/openai-cookbook
-  ``examples/Chat_finetuning_data_prep.ipynb`` (commit 2e652704bf3df73cf35e46e26ebae692f5bd7b0c;
-  MIT License, Copyright (c) 2023 OpenAI), "Format validation". Its checks that still apply are
-  vendored in ``_cookbook_format_errors`` with its error names. Left out, because the notebook
-  predates ``tool_calls`` and the spec above supersedes it: ``message_missing_key`` (it wants a
-  ``content`` key on every message; the spec's own example has an assistant message with only
-  ``tool_calls``), ``message_unrecognized_key`` and ``unrecognized_role`` (they reject
-  ``tool_calls``, ``tool_call_id`` and the ``tool`` role; the SDK types above decide keys and
-  roles), and ``isinstance(content, str)`` (the spec also allows content-part arrays).
+What a type cannot say is checked in our own words, each with where it comes from:
 
-Rules from the spec's text that a type cannot hold are checked explicitly, each citing its line.
-Two come from the API's own error messages for the same message list (Chat Completions):
-"Messages with role 'tool' must be a response to a preceding message with 'tool_calls'" and
-"An assistant message with 'tool_calls' must be followed by tool messages responding to each
-'tool_call_id'" (quoted e.g. in microsoft/promptflow#3130); the spec's training example ends
-with an assistant message whose calls have no answer, so a trailing call-only turn is allowed.
+- a system, user or assistant message needs non-empty content (an assistant message may have tool
+  calls instead), and a line needs an assistant message: the format checks of OpenAI's data
+  preparation notebook, https://cookbook.openai.com/examples/chat_finetuning_data_prep;
+- tool messages answer, by ``tool_call_id``, the calls of the assistant message just before them,
+  and a call is answered before the next turn that is not a tool message: the Chat Completions API
+  refuses a message list otherwise (its errors are quoted in
+  https://github.com/microsoft/promptflow/issues/3130); a last assistant turn whose calls have no
+  answer is allowed (OpenAI's own training example for tool calls ends that way);
+- a function name is letters, digits, ``_`` and ``-``, at most 64 (the SDK's docstring of
+  ``FunctionDefinition.name``); a call's ``arguments`` are JSON text of an object (the SDK types
+  them as text "in JSON format", and a function's parameters are a JSON Schema object).
 
-Strictness beyond the spec: the spec does not set ``additionalProperties: false`` on the line;
-we forbid unknown keys because the fine-tuning file validator refuses them ("Invalid file format.
-Example N contains an extra ...", community.openai.com/t/966285) and issue #18 asks for exactly the
-format's keys.
+Unknown keys are refused although the reference does not forbid them: OpenAI's file validator
+refuses a line with an extra key (https://community.openai.com/t/966285), and issue #18 asks for
+exactly the format's keys.
 """
 
 from __future__ import annotations
@@ -65,40 +56,39 @@ _FORBID = ConfigDict(extra="forbid")
 
 @with_config(_FORBID)
 class SystemMessage(ChatCompletionSystemMessageParam, total=False):
-    """``ChatCompletionRequestSystemMessage``."""
+    """The SDK's system message, no other key."""
 
 
 @with_config(_FORBID)
 class UserMessage(ChatCompletionUserMessageParam, total=False):
-    """``ChatCompletionRequestUserMessage``."""
+    """The SDK's user message, no other key."""
 
 
 @with_config(_FORBID)
 class AssistantMessage(ChatCompletionAssistantMessageParam, total=False):
-    """``FineTuneChatCompletionRequestAssistantMessage``: the assistant message plus ``weight``."""
+    """The SDK's assistant message plus the training format's ``weight``, no other key."""
 
-    weight: Literal[0, 1]
-    """Controls whether the assistant message is trained against (0 or 1)"""
-    # The spec's ChatCompletionMessageToolCall is a function call ("Currently, only `function` is
-    # supported"); the SDK's union also admits the newer custom-tool call, which fine-tuning does not.
+    weight: Literal[0, 1]  # 0: the turn is context, not trained on
+    # Function calls only: the SDK's union also admits the newer custom-tool call, which the
+    # training format does not list.
     tool_calls: Iterable[ChatCompletionMessageFunctionToolCallParam]  # type: ignore[misc]
 
 
 @with_config(_FORBID)
 class ToolMessage(ChatCompletionToolMessageParam, total=False):
-    """``ChatCompletionRequestToolMessage``: role, content, tool_call_id, all required."""
+    """The SDK's tool message (role, content and tool_call_id, all required), no other key."""
 
 
 @with_config(_FORBID)
 class FunctionMessage(ChatCompletionFunctionMessageParam, total=False):
-    """``ChatCompletionRequestFunctionMessage`` (deprecated)."""
+    """The SDK's (deprecated) function message, no other key."""
 
 
 @with_config(_FORBID)
 class FineTuneChatRequestInput(TypedDict, total=False):
-    """``FineTuneChatRequestInput``; messages are checked one by one (by role) for clear paths."""
+    """One training line; messages are checked one by one (by role), for clear paths."""
 
-    # The spec lists no required keys; the cookbook counts a line without one "missing_messages_list".
+    # A line without messages has nothing to train on.
     messages: Required[Annotated[list[dict[str, Any]], Field(min_length=1)]]
     tools: list[ChatCompletionFunctionToolParam]
     parallel_tool_calls: bool
@@ -114,7 +104,7 @@ _MESSAGES: dict[str, TypeAdapter[Any]] = {
     "function": TypeAdapter(FunctionMessage),
 }
 
-# FunctionObject.name: "Must be a-z, A-Z, 0-9, or contain underscores and dashes, with a maximum length of 64."
+# The SDK's FunctionDefinition.name: letters, digits, underscores and dashes, 64 at most.
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
@@ -128,7 +118,7 @@ def check_openai_line(record: Any) -> None:
 def openai_line_problems(record: Any) -> list[str]:
     """The problems of one fine-tuning line, each as ``path: what``; empty when it is valid."""
     if not isinstance(record, dict):
-        return [f"line: {type(record).__name__}, not a JSON object"]  # cookbook: data_type
+        return [f"line: {type(record).__name__}, not a JSON object"]
     problems = _validate(_LINE, record, "")
     messages = record.get("messages")
     if not isinstance(messages, list):
@@ -144,7 +134,7 @@ def openai_line_problems(record: Any) -> list[str]:
             problems += _validate(_MESSAGES[role], message, path)
     if problems:  # the rules below read the shapes the schema guarantees
         return problems
-    return _cookbook_format_errors(record) + _spec_rules(record)
+    return _content_problems(record) + _call_problems(record)
 
 
 def _validate(adapter: TypeAdapter[Any], value: Any, path: str) -> list[str]:
@@ -196,35 +186,25 @@ def _union_tag(part: str) -> bool:
     return part[:1].isupper() or "[" in part or part in {"str", "int", "float", "bool", "none"}
 
 
-# --- openai-cookbook examples/Chat_finetuning_data_prep.ipynb, "Format error checks" (vendored) ---
-def _cookbook_format_errors(ex: dict[str, Any]) -> list[str]:
-    format_errors: list[str] = []
-    messages = ex.get("messages", None)  # noqa: SIM910 (the notebook's code)
-    if not messages:
-        format_errors.append("messages: missing_messages_list")
-        return format_errors
-
+def _content_problems(record: dict[str, Any]) -> list[str]:
+    """Turns with nothing in them, and lines without an assistant turn (module docstring)."""
+    problems: list[str] = []
+    messages: list[dict[str, Any]] = record["messages"]
     for index, message in enumerate(messages):
-        content = message.get("content", None)
-        function_call = message.get("function_call", None)
-        # The notebook: `if (not content and not function_call) or not isinstance(content, str)`.
-        # `tool_calls` replaced `function_call`; tool results may be empty (the notebook has no tool role).
-        if message["role"] in ("system", "user", "assistant") and not content and not function_call:
-            if message["role"] == "assistant" and message.get("tool_calls"):
-                continue
-            format_errors.append(
-                f"messages[{index}].content: missing_content (an {message['role']} message needs content"
-                + (" or tool_calls" if message["role"] == "assistant" else "")
-                + ")"
-            )
-
-    if not any(message.get("role", None) == "assistant" for message in messages):
-        format_errors.append("messages: example_missing_assistant_message")
-    return format_errors
+        role = message["role"]
+        if role not in ("system", "user", "assistant") or message.get("content"):
+            continue
+        if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
+            continue
+        alternative = " or tool calls" if role == "assistant" else ""
+        problems.append(f"messages[{index}].content: empty; {role} messages need text{alternative}")
+    if not any(message["role"] == "assistant" for message in messages):
+        problems.append("messages: no assistant message, nothing to train on")
+    return problems
 
 
-# --- rules from the spec's text ----------------------------------------------------------------
-def _spec_rules(record: dict[str, Any]) -> list[str]:
+def _call_problems(record: dict[str, Any]) -> list[str]:
+    """Function names, arguments, and tool messages against the calls they answer (module docstring)."""
     problems: list[str] = []
     for index, tool in enumerate(record.get("tools", [])):
         name = tool["function"]["name"]
@@ -237,8 +217,8 @@ def _spec_rules(record: dict[str, Any]) -> list[str]:
         role = message["role"]
         if role != "tool" and pending:
             problems += [
-                f"{call}: tool call {call_id!r} has no tool message before {path} (an assistant message with "
-                "'tool_calls' must be followed by tool messages responding to each 'tool_call_id')"
+                f"{call}: tool call {call_id!r} has no tool message before {path} (each call is answered by a "
+                "tool message right after its assistant message)"
                 for call_id, call in pending.items()
             ]
             pending = {}
@@ -247,7 +227,7 @@ def _spec_rules(record: dict[str, Any]) -> list[str]:
             if call_id not in pending:
                 problems.append(
                     f"{path}.tool_call_id: {call_id!r} answers no pending call of the preceding assistant message "
-                    "(messages with role 'tool' must be a response to a preceding message with 'tool_calls')"
+                    "(a tool message answers a call of the assistant message before it)"
                 )
             pending.pop(call_id, None)
         for number, call in enumerate(message.get("tool_calls", []) if role == "assistant" else []):
@@ -255,8 +235,7 @@ def _spec_rules(record: dict[str, Any]) -> list[str]:
             name, arguments = call["function"]["name"], call["function"]["arguments"]
             if not _FUNCTION_NAME.fullmatch(name):
                 problems.append(f"{call_path}.function.name: {name!r} must be a-z, A-Z, 0-9, _ or -, at most 64")
-            # function.arguments: "The arguments to call the function with ... in JSON format";
-            # FunctionParameters is a JSON Schema object, so the arguments are a JSON object.
+            # JSON text of an object: the parameters they fill are a JSON Schema object.
             try:
                 decoded = json.loads(arguments)
             except json.JSONDecodeError as err:
