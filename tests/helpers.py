@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,3 +246,49 @@ def scripted_model(monkeypatch: pytest.MonkeyPatch, script: MockScript, **env: s
         }.items():  # fmt: skip
             monkeypatch.setenv(name, value)
         yield server
+
+
+class Workers:
+    """`adp worker` processes against one Redis, each on its own metrics port and data dir."""
+
+    def __init__(self, redis_url: str, tmp: Path) -> None:
+        self.redis_url, self.tmp = redis_url, tmp
+        self.processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+
+    def start(self, name: str, runtime: str = "code") -> int:
+        port = free_port()
+        env = clean_env(
+            REDIS_URL=self.redis_url,
+            ADP_RECLAIM_GRACE="1",
+            MAX_CONCURRENT_TASKS="2",
+            ADP_DATA_DIR=str(self.tmp / f"worker-{name}"),
+            ADP_SANDBOX_UID_BASE=str(61100 + 10 * len(self.processes)),
+        )
+        log = (self.tmp / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [ADP, "worker", "--runtime", runtime, "--name", name, "--metrics-port", str(port)],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.processes[name] = (process, port)
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 60, f"worker {name}")
+        return port
+
+    def kill(self, name: str) -> None:
+        process, _ = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def metrics(self, name: str) -> str:
+        _, port = self.processes[name]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def stop_all(self) -> None:
+        for process, _ in self.processes.values():
+            process.terminate()
+        for process, _ in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,59 +20,15 @@ from runtimes.testing import RedisServer
 from tests.helpers import (
     ADP,
     REPO,
+    Workers,
     check_results,
     clean_env,
     code_task,
     free_port,
-    http_ok,
     materialize_file,
     task_line,
     wait_for,
 )
-
-
-class Workers:
-    def __init__(self, redis_url: str, tmp: Path) -> None:
-        self.redis_url, self.tmp = redis_url, tmp
-        self.processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-
-    def start(self, name: str, runtime: str = "code") -> int:
-        port = free_port()
-        env = clean_env(
-            REDIS_URL=self.redis_url,
-            ADP_RECLAIM_GRACE="1",
-            MAX_CONCURRENT_TASKS="2",
-            ADP_DATA_DIR=str(self.tmp / f"worker-{name}"),
-            ADP_SANDBOX_UID_BASE=str(61100 + 10 * len(self.processes)),
-        )
-        log = (self.tmp / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            [ADP, "worker", "--runtime", runtime, "--name", name, "--metrics-port", str(port)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.processes[name] = (process, port)
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 60, f"worker {name}")
-        return port
-
-    def kill(self, name: str) -> None:
-        process, _ = self.processes.pop(name)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-
-    def metrics(self, name: str) -> str:
-        _, port = self.processes[name]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            return response.read().decode()
-
-    def stop_all(self) -> None:
-        for process, _ in self.processes.values():
-            process.terminate()
-        for process, _ in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        self.processes.clear()
 
 
 @pytest.fixture

@@ -21,8 +21,7 @@ from adp_pipeline.task_files import partition_key_for
 from runtimes.core import ErrorType, TaskSpec, Trajectory
 from runtimes.scale import ENQUEUE_CHUNK, BatchRun, Consumer, Delivery, ResultReader, result_stream, run_state
 from runtimes.testing import RedisServer
-from tests.helpers import adp, code_task, wait_for
-from tests.test_redis_mode import Workers
+from tests.helpers import Workers, adp, code_task, wait_for
 
 TASKS = ENQUEUE_CHUNK + 100  # two chunks of XADDs: the kill lands between them
 

@@ -249,10 +249,9 @@ def trl_record(source: Source) -> dict[str, Any]:
 def sharegpt_record(source: Source) -> dict[str, Any]:
     """LLaMA-Factory's sharegpt with tools: human/observation turns at odd positions (from 1),
     gpt/function_call at even ones, ending with the assistant's turn. Parallel calls go in one
-    ``function_call`` turn (a JSON list of ``{"name", "arguments"}``; text the model wrote before
-    them goes first, the calls then in ``<tool_call>…</tool_call>``), their results in one
-    ``observation`` (a JSON list of their texts); ``tools`` is the JSON text of the function
-    definitions. The results of the
+    ``function_call`` turn (a JSON list of ``{"name", "arguments"}``; text the model wrote beside
+    them is left out: not every template can read it), their results in one ``observation`` (a
+    JSON list of their texts); ``tools`` is the JSON text of the function definitions. The results of the
     last calls are left out: LLaMA-Factory drops a conversation that ends with an observation,
     and no assistant turn follows them to learn from."""
     turns = _turns(source)
@@ -267,10 +266,9 @@ def sharegpt_record(source: Source) -> dict[str, Any]:
             conversation.append({"from": "human", "value": turn.content})
         elif turn.role == "assistant" and turn.calls:
             calls = [{"name": call.name, "arguments": call.arguments} for call in turn.calls]
-            value = json_text(calls[0] if len(calls) == 1 else calls)
-            # The text a model writes before its calls: LLaMA-Factory's own "text<tool_call>calls</tool_call>".
-            value = f"{turn.content}<tool_call>{value}</tool_call>" if turn.content else value
-            conversation.append({"from": "function_call", "value": value})
+            # The calls alone: text written beside them has no place every LLaMA-Factory template
+            # reads (16 of its 121, Mistral's and Gemma's among them, refuse "text<tool_call>...").
+            conversation.append({"from": "function_call", "value": json_text(calls[0] if len(calls) == 1 else calls)})
         elif turn.role == "assistant":
             conversation.append({"from": "gpt", "value": turn.content})
         elif turn.role == "tool":
