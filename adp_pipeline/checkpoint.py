@@ -28,12 +28,14 @@ import pyarrow.parquet as pq
 
 from adp_pipeline.faults import fault_point
 from adp_pipeline.storage import Lake
+from adp_pipeline.storage.lake import fsync_file
 from adp_pipeline.storage.names import task_file_stem
 from adp_pipeline.storage.rows import step_rows, trajectory_row
 from adp_pipeline.storage.tables import TABLES
 from runtimes.core import AdpError, Trajectory
 
 _RUN_FILE = "run.json"
+_COMMIT_KEYS = ("committing", "committed")  # run.json: the lake commit under way, and the last that landed
 _STEPS = ".steps.parquet"
 _TRAJECTORIES = ".trajectories.parquet"
 
@@ -62,13 +64,23 @@ class Checkpoint:
     """The working area of one run of ``batch``, open (and locked) for the ``with`` block of
     :func:`open_checkpoint`."""
 
-    def __init__(self, lake: Lake, batch: str, folder: Path, run_key: str, resumed: set[str]) -> None:
+    def __init__(
+        self,
+        lake: Lake,
+        batch: str,
+        folder: Path,
+        recorded: dict[str, Any],
+        resumed: set[str],
+        base: tuple[Path, Path] | None,
+    ) -> None:
         self.lake = lake
         self.batch = batch
         self.folder = folder
-        self.run_key = run_key  # carried by this run's results on the workers' result stream
+        self._recorded = recorded
+        self.run_key = str(recorded["run_key"])  # carried by this run's results on the workers' result stream
         self.done: set[str] = resumed  # task ids with a committed trajectory
-        self.resumed = len(resumed)  # of them, committed by an earlier (crashed) attempt
+        self.resumed = len(resumed)  # of them, committed by an earlier attempt (in chunks, or in the lake)
+        self.base = base  # the lake's (steps, trajectories) files of this run's last commit: kept by the next
         self.chunks = len(self._chunks())
         self._pending: list[Trajectory] = []
 
@@ -108,12 +120,24 @@ class Checkpoint:
         return len(trajectories)
 
     def commit(self) -> None:
-        """Write every committed chunk into the lake as the batch (atomically for readers), then
-        remove the working area."""
+        """Write the committed chunks into the lake as the batch, with what the lake already holds
+        of this run (atomically for readers); then record the commit and remove the chunks. The
+        run stays recorded: a later run with the same identity runs only what the lake lacks."""
         chunks = self._chunks()
-        self.lake.commit_batch(self.batch, chunks, uuid.uuid4().hex)
+        if not chunks and self.base is not None:
+            return  # nothing new: the lake holds the batch already
+        commit_id = uuid.uuid4().hex
+        # Said before it lands: if the run dies after the lake has it, the next knows its chunks are in.
+        self._record(committing=commit_id)
+        self.lake.commit_batch(self.batch, ([self.base] if self.base else []) + chunks, commit_id)
         fault_point("commit:done")
-        shutil.rmtree(self.folder, ignore_errors=True)
+        _remove_chunks(chunks)  # before the record says committed: chunks beside "committed" are new ones
+        self._record(committed=commit_id)
+        fault_point("commit:recorded")
+
+    def _record(self, **commit: str) -> None:
+        self._recorded = {key: value for key, value in self._recorded.items() if key not in _COMMIT_KEYS} | commit
+        _write_atomically(self.folder / _RUN_FILE, json.dumps(self._recorded).encode(), self.batch)
 
     def _chunks(self) -> list[tuple[Path, Path]]:
         return _committed(self.folder)
@@ -140,10 +164,25 @@ def open_checkpoint(lake: Lake, batch: str, identity: RunIdentity, *, fresh: boo
             recorded = {"identity": identity.as_json(), "run_key": uuid.uuid4().hex}
             _write_atomically(run_file, json.dumps(recorded).encode(), batch)
         _remove_leftovers(lake, folder, batch)
+        committing = recorded.get("committing")
+        base = lake.committed_batch(batch, committing)
+        if base is not None:  # the last commit landed and its run died before saying so: its chunks are in
+            _remove_chunks(_committed(folder))
+            recorded = {key: value for key, value in recorded.items() if key not in _COMMIT_KEYS}
+            recorded["committed"] = committing
+            _write_atomically(run_file, json.dumps(recorded).encode(), batch)
+        else:
+            base = lake.committed_batch(batch, recorded.get("committed"))
         done: set[str] = set()
-        for _, rows in _committed(folder):
-            done.update(str(task_id) for task_id in pq.read_table(rows, columns=["task_id"]).column(0).to_pylist())
-        yield Checkpoint(lake, batch, folder, str(recorded["run_key"]), done)
+        for steps, rows in _committed(folder):
+            try:
+                done.update(str(task) for task in pq.read_table(rows, columns=["task_id"]).column(0).to_pylist())
+            except (OSError, pa.ArrowInvalid):  # torn by a power cut: its tasks run again
+                rows.unlink(missing_ok=True)
+                steps.unlink(missing_ok=True)
+        if base is not None:
+            done.update(str(task) for task in pq.read_table(base[1], columns=["task_id"]).column(0).to_pylist())
+        yield Checkpoint(lake, batch, folder, recorded, done, base)
 
 
 def _committed(folder: Path) -> list[tuple[Path, Path]]:
@@ -151,6 +190,12 @@ def _committed(folder: Path) -> list[tuple[Path, Path]]:
         (path.with_name(path.name.replace(_TRAJECTORIES, _STEPS)), path)
         for path in sorted(folder.glob(f"*{_TRAJECTORIES}"))
     ]
+
+
+def _remove_chunks(chunks: list[tuple[Path, Path]]) -> None:
+    for steps, rows in chunks:
+        rows.unlink(missing_ok=True)  # the trajectories first: a steps file alone is a leftover
+        steps.unlink(missing_ok=True)
 
 
 def _remove_leftovers(lake: Lake, folder: Path, batch: str) -> None:
@@ -192,6 +237,7 @@ def _write_table(path: Path, rows: list[dict[str, Any]], table: str) -> None:
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
         pq.write_table(pa.Table.from_pylist(rows, schema=TABLES[table]), temporary)
+        fsync_file(temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -203,6 +249,7 @@ def _write_atomically(path: Path, data: bytes, batch: str) -> None:
     temporary = path.with_name(f".{batch}.{uuid.uuid4().hex}.partial")
     try:
         temporary.write_bytes(data)
+        fsync_file(temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

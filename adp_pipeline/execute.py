@@ -100,8 +100,8 @@ def execute_batch(
         BatchBusyError: another process is running ``batch``.
     """
     output = settings.output_dir / "trajectories"
-    remove_output_leftovers(output, batch)
     with open_checkpoint(lake, batch, run_identity(settings), fresh=fresh) as checkpoint:
+        remove_output_leftovers(output, batch)  # under the batch's lock: never a running run's files
         total = count_tasks(lake, batch)
         succeeded = 0
         state = {"flushed_at": time.monotonic()}

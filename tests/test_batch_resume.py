@@ -76,6 +76,10 @@ def consistent(data: Path, batch: str) -> tuple[int, int]:
     return rows, steps
 
 
+def chunks_left(data: Path, batch: str) -> list[Path]:
+    return sorted(checkpoint_dir(data, batch).glob("*.parquet"))
+
+
 def staging_left(data: Path) -> list[Path]:
     return [*data.rglob(".staging-*"), *data.rglob("*.partial")]
 
@@ -104,7 +108,7 @@ def test_killed_mid_batch_the_rerun_runs_only_what_is_missing(tmp_path: Path) ->
     assert len(last_step) == TASKS
     assert all(last_step[task_id] < killed_at for task_id in done_before)  # not run again
     assert all(last_step[task_id] > killed_at for task_id in set(last_step) - done_before)
-    assert staging_left(data) == [] and not checkpoint_dir(data, batch).exists()
+    assert staging_left(data) == [] and chunks_left(data, batch) == []
 
 
 @pytest.mark.parametrize(
@@ -128,9 +132,9 @@ def test_killed_anywhere_in_a_commit_readers_see_one_whole_batch(tmp_path: Path,
     again = adp("run", str(tasks), "--policy", "oracle", env=env(data))
     assert again.returncode == 0, again.stdout + again.stderr
     assert consistent(data, batch) == before
-    assert staging_left(data) == [] and not checkpoint_dir(data, batch).exists()
+    assert staging_left(data) == [] and chunks_left(data, batch) == []
     steps_files = sorted(path.name for path in (Lake(data).root / "steps" / f"batch={batch}").iterdir())
-    assert len(steps_files) <= 2, steps_files  # this commit's steps, and the previous commit's for a late reader
+    assert len(steps_files) <= 3, steps_files  # superseded commits' steps outlive a late reader, then go
 
 
 def test_a_second_run_of_a_running_batch_is_refused(tmp_path: Path) -> None:
@@ -152,3 +156,26 @@ def test_the_instance_retries_a_failed_run_twice(settings: Settings) -> None:
     instance = open_instance(settings)
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
     assert instance.run_retries_retry_on_asset_or_op_failure
+    assert instance.run_monitoring_enabled  # a killed run's worker is found dead, so it is retried
+
+
+def test_a_batch_already_in_the_lake_runs_nothing_again_unless_fresh(tmp_path: Path) -> None:
+    """A crash after the batch reached the lake (in essences, synthesis, the checks) or a later
+    run of the same file with the same policy: the committed trajectories stand."""
+    data, tasks = tmp_path / "data", batch_file(tmp_path, tasks=30)
+    batch = key_of(tasks)
+    first = adp("run", str(tasks), "--policy", "oracle", env=env(data, ADP_TEST_KILL_AT="commit:recorded"))
+    assert first.returncode == -signal.SIGKILL, first.stdout + first.stderr
+    with Lake(data).connect() as connection:
+        before = connection.execute("SELECT max(timestamp) FROM steps WHERE batch = ?", [batch]).fetchall()
+    again = adp("run", str(tasks), "--policy", "oracle", env=env(data))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "30 of 30 tasks done before; ran 0" in again.stdout
+    with Lake(data).connect() as connection:
+        assert connection.execute("SELECT max(timestamp) FROM steps WHERE batch = ?", [batch]).fetchall() == before
+        assert connection.execute("SELECT count(*) FROM trajectories WHERE batch = ?", [batch]).fetchall() == [(30,)]
+    fresh = adp("run", str(tasks), "--policy", "oracle", "--fresh", env=env(data))
+    assert fresh.returncode == 0 and "done before" not in fresh.stdout, fresh.stdout + fresh.stderr
+    with Lake(data).connect() as connection:
+        (later,) = connection.execute("SELECT max(timestamp) FROM steps WHERE batch = ?", [batch]).fetchall()
+    assert later > before[0]

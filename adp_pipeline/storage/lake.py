@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from adp_pipeline.storage.tables import COMPUTED_COLUMNS, DERIVED_VIEWS, TABLES
 SCHEMA_PARTITION = "__schema__"
 _DATA_FILE = "data.parquet"
 _MERGE_ROWS = 1000
+_STEPS_GRACE_SECONDS = 600  # a superseded commit's steps file outlives the queries that listed it
 _LAID_OUT: set[Path] = set()  # lake roots whose layout this process has checked
 
 
@@ -87,8 +89,8 @@ class Lake:
         Streams (memory stays flat however large the batch) and is atomic for readers: the steps
         are written first, as a file of their own that the ``steps`` view shows only once the
         batch's trajectories are at ``commit_id``; the trajectories file is then replaced in one
-        rename, and readers see the whole new batch or the whole previous one. Steps of commits
-        older than the previous one are removed (the previous one stays a commit longer, for a
+        rename, and readers see the whole new batch or the whole previous one. Steps files of commits
+        older than the previous one are removed once ten minutes old (the previous one always stays, for a
         reader that listed the files just before the switch).
         """
         self.ensure_layout()
@@ -100,9 +102,18 @@ class Lake:
         self._merge([rows for _, rows in chunks], trajectories, "trajectories", commit_id)
         fault_point("commit:trajectories_written")
         keep = {_steps_file(commit_id), _steps_file(previous)}
+        stale_before = time.time() - _STEPS_GRACE_SECONDS  # a query that listed it may still be reading
         for path in steps_folder.glob("*.parquet"):
-            if path.name not in keep:
+            if path.name not in keep and path.stat().st_mtime < stale_before:
                 path.unlink(missing_ok=True)
+
+    def committed_batch(self, batch: str, commit_id: str | None) -> tuple[Path, Path] | None:
+        """The (steps, trajectories) files of ``batch`` if its trajectories are at ``commit_id``."""
+        trajectories = self.partition_file("trajectories", batch)
+        if not commit_id or _commit_of(trajectories) != commit_id:
+            return None
+        steps = trajectories.parent.parent.parent / "steps" / trajectories.parent.name / _steps_file(commit_id)
+        return (steps, trajectories) if steps.exists() else None
 
     def _merge(self, sources: Sequence[Path], target: Path, table: str, commit_id: str) -> None:
         schema = _schema(table)
@@ -116,6 +127,7 @@ class Lake:
                         part = pa.Table.from_batches([rows]).cast(schema)
                         commit = pa.array([commit_id] * part.num_rows, pa.string())
                         writer.write_table(part.set_column(position, schema.field(position), commit))
+            fsync_file(temporary)
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
@@ -224,6 +236,16 @@ def _partial(target: Path) -> Path:
     """A temporary file for ``target`` beside its table's folder (outside every partition, so no
     reader's glob takes it), to be renamed onto ``target`` when complete."""
     return target.parent.parent / f".{target.parent.name}.{uuid.uuid4().hex}.partial"
+
+
+def fsync_file(path: Path) -> None:
+    """``path``'s bytes on disk before it is renamed into place: a power cut leaves the old file
+    or the whole new one, never an empty one under the new name."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _steps_file(commit_id: str | None) -> str:
