@@ -195,8 +195,10 @@ def _print_run_summary(batches: Sequence[str], settings: Settings) -> None:
             [list(batches), _REJECTS_SHOWN],
         ).fetchall()
         errors = connection.execute(
-            "SELECT error_type, count(*), any_value(error_message) FROM trajectories "
-            "WHERE batch IN (SELECT unnest(?)) AND NOT success GROUP BY 1 ORDER BY 2 DESC",
+            # The example is the first such task of its file: the same whatever order the tasks ended in.
+            "SELECT r.error_type, count(*), arg_min(r.error_message, (r.batch, t.line_number, r.task_id)) "
+            "FROM trajectories r LEFT JOIN tasks t USING (batch, task_id) "
+            "WHERE r.batch IN (SELECT unnest(?)) AND NOT r.success GROUP BY 1 ORDER BY 2 DESC, 1",
             [list(batches)],
         ).fetchall()
         synthesized = connection.execute(

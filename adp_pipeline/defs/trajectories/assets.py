@@ -85,8 +85,10 @@ def _charts(adp: AdpResource, batch: str) -> dict[str, dg.MetadataValue]:
             "SELECT n_steps, count(*) FROM trajectories WHERE batch = ? GROUP BY 1 ORDER BY 1", [batch]
         ).fetchall()
         errors = connection.execute(
-            "SELECT error_type, count(*), any_value(task_id), any_value(error_message) FROM trajectories "
-            "WHERE batch = ? AND error_type IS NOT NULL GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
+            "SELECT r.error_type, count(*), arg_min(r.task_id, (t.line_number, r.task_id)), "
+            "arg_min(r.error_message, (t.line_number, r.task_id)) FROM trajectories r "
+            "LEFT JOIN tasks t USING (batch, task_id) "
+            "WHERE r.batch = ? AND r.error_type IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5",
             [batch],
         ).fetchall()
     panels: dict[str, dg.MetadataValue] = {}
