@@ -22,6 +22,7 @@ import pytest
 from adp_pipeline.builder import build_definitions
 from adp_pipeline.defs.jobs import process_task_file
 from adp_pipeline.defs.partitions import task_files
+from adp_pipeline.defs.trajectories.assets import FRESH_TAG
 from adp_pipeline.storage import open_catalog
 from adp_pipeline.task_files import register_task_file
 from runtimes.core import ActionType, Step
@@ -67,12 +68,16 @@ def task_line(task_id: str, task_type: str = "code", **fields: object) -> str:
     return json.dumps(task, ensure_ascii=False)
 
 
-def materialize_file(path: Path, settings: Settings, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    """Register ``path`` and run the per-file job for its partition in-process, as `adp run` does."""
+def materialize_file(
+    path: Path, settings: Settings, instance: dg.DagsterInstance, *, fresh: bool = False
+) -> dg.ExecuteInProcessResult:
+    """Register ``path`` and run the per-file job for its partition in-process, as `adp run` does
+    (``fresh``: as `adp run --fresh`, every task again rather than what the lake lacks)."""
     key = register_task_file(path, settings.data_dir, max_line_bytes=settings.max_task_line_bytes).key
     instance.add_dynamic_partitions(task_files.name, [key])
     job = build_definitions(settings).resolve_job_def(process_task_file.name)
-    return job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+    tags = {FRESH_TAG: "true"} if fresh else None
+    return job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False, tags=tags)
 
 
 class Daemon:

@@ -126,7 +126,9 @@ def test_rerunning_a_batch_answers_every_llm_call_from_the_cache(
     assert materialize_file(path, settings, instance).success
     first = mock_server.stats.requests
     assert first == 12  # two turns per task
-    assert materialize_file(path, settings, instance).success
+    assert materialize_file(path, settings, instance).success  # the batch is in the lake: nothing runs again
+    assert mock_server.stats.requests == first
+    assert materialize_file(path, settings, instance, fresh=True).success  # every task again, from the cache
     assert mock_server.stats.requests == first  # not one more call
 
     assert query(settings, "SELECT count(*), sum(llm_calls), sum(llm_cached_calls) FROM trajectories") == [(6, 0, 12)]
