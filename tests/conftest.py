@@ -13,10 +13,14 @@ for _name in ("ADP_LLM_BASE_URL", "ADP_LLM_MODEL", "ADP_LLM_API_KEY", "GEMINI_AP
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+from collections.abc import Iterator  # noqa: E402
+
 import dagster as dg  # noqa: E402
 import pytest  # noqa: E402
 
 from runtimes.settings import Settings  # noqa: E402
+from runtimes.testing import RedisServer  # noqa: E402
+from tests.helpers import Workers  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -72,3 +76,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("export records checked by their consumers")
         for label, count in CONSUMER_CHECKS:
             terminalreporter.write_line(f"{count:>6}  {label}")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own, on a free port."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
+    """`adp worker` processes against ``redis_server``, stopped after the test."""
+    pool = Workers(redis_server.url, tmp_path)
+    yield pool
+    pool.stop_all()

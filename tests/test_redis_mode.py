@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -29,21 +28,6 @@ from tests.helpers import (
     task_line,
     wait_for,
 )
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(redis_server.url, tmp_path)
-    yield pool
-    pool.stop_all()
 
 
 def redis_settings(settings: Settings, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Settings:

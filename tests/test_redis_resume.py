@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import signal
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 import redis
 
 from adp_pipeline.checkpoint import checkpoint_dir
@@ -24,21 +22,6 @@ from runtimes.testing import RedisServer
 from tests.helpers import Workers, adp, code_task, wait_for
 
 TASKS = ENQUEUE_CHUNK + 100  # two chunks of XADDs: the kill lands between them
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(redis_server.url, tmp_path)
-    yield pool
-    pool.stop_all()
 
 
 def batch_file(folder: Path, tasks: int, *, sleep: float = 0.0) -> tuple[Path, str]:
