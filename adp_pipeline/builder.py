@@ -13,15 +13,16 @@ from adp_pipeline.defs.trajectories.assets import trajectories
 from runtimes.settings import Settings
 
 
-def build_definitions(settings: Settings | None = None, *, lake_wide: bool = True) -> dg.Definitions:
-    """Definitions configured from ``settings`` (by default, the environment and ``.env``).
+def build_definitions(settings: Settings, *, lake_wide: bool = True) -> dg.Definitions:
+    """Definitions configured from ``settings``, built by the caller (the one place that reads the
+    environment: the CLI, the code location module); every asset, check, sensor and schedule
+    gets them whole through the ``adp`` resource.
 
     Args:
         lake_wide: with the assets computed over the whole lake (the dbt models, the training
             set), their ``nightly`` job and schedule. `adp run` leaves them out: it runs only
             per-file work, and dagster-dbt alone takes over a second to import.
     """
-    settings = settings or Settings()
     # Each asset evaluates its own checks in its step.
     assets: list[dg.AssetsDefinition] = [task_batch, trajectories, task_essences, synthesized_tasks]
     resources: dict[str, object] = {"adp": AdpResource.from_settings(settings)}
@@ -30,11 +31,11 @@ def build_definitions(settings: Settings | None = None, *, lake_wide: bool = Tru
     if lake_wide:
         from adp_pipeline.defs.delivery.assets import training_dataset
         from adp_pipeline.defs.jobs import nightly
-        from adp_pipeline.defs.quality.assets import dbt_resource, quality_models
+        from adp_pipeline.defs.quality.assets import build_quality_assets
         from adp_pipeline.defs.schedules import build_nightly_schedule
 
+        quality_models, resources["dbt"] = build_quality_assets(settings)
         assets += [quality_models, training_dataset]
-        resources["dbt"] = dbt_resource()
         jobs.append(nightly)
         schedules.append(build_nightly_schedule(settings.nightly_cron, settings.timezone))
     return dg.Definitions(

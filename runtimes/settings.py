@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runtimes.core import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_TASK_LINES
+from runtimes.core import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_TASK_LINES, PolicyName
 
 # The training-set formats: adp_pipeline.export.formats.REGISTRY has one Format for each.
 ExportFormat = Literal["openai", "trl", "sharegpt", "atif"]
@@ -47,8 +47,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), validation_alias=_env("ADP_DATA_DIR"))
     """Root of the Parquet lake, the DuckDB catalog, registered task files and Dagster's instance."""
-    tasks_dir: Path = Field(Path("tasks"), validation_alias=_env("TASKS_DIR"))
-    """The folder the sensor watches for new ``*.jsonl`` task files."""
+    tasks_dir_override: Path | None = Field(None, validation_alias=_env("TASKS_DIR"))
+    """The folder the sensor watches for new ``*.jsonl`` task files (default ``<data_dir>/inbox``)."""
     task_file: Path | None = Field(None, validation_alias=_env("TASK_FILE"))
     """The file ``adp run`` processes when given none."""
     tasks_settle_seconds: float = Field(2.0, ge=0, validation_alias=_env("ADP_TASKS_SETTLE_SECONDS"))
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     browser_action_timeout: float = Field(10.0, gt=0, validation_alias=_env("ADP_BROWSER_ACTION_TIMEOUT"))
     chromium_path: Path = Field(Path("/usr/bin/chromium"), validation_alias=_env("ADP_CHROMIUM_PATH"))
     """The system Chromium Playwright drives (never a downloaded one)."""
-    policy: str = Field("llm", validation_alias=_env("ADP_POLICY"))
+    policy: PolicyName = Field("llm", validation_alias=_env("ADP_POLICY"))
     """Who acts in the agent loop: oracle (replays reference calls), mock, or llm."""
     output_dir_override: Path | None = Field(None, validation_alias=_env("ADP_OUTPUT_DIR"))
     """Per-task trajectory JSON goes to ``<output_dir>/trajectories/<task_id>.json``."""
@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     def output_dir(self) -> Path:
         """ADP_OUTPUT_DIR, by default ``<data_dir>/output``."""
         return self.output_dir_override or self.data_dir / "output"
+
+    @property
+    def tasks_dir(self) -> Path:
+        """TASKS_DIR, by default ``<data_dir>/inbox``: where synthesis writes and the sensor looks."""
+        return self.tasks_dir_override or self.data_dir / "inbox"
 
     @property
     def dagster_home(self) -> Path:

@@ -173,7 +173,7 @@ def run(stack: Stack, timeout: float) -> None:
     counts = {kind: list(expected.values()).count(kind) for kind in ("code", "web", "reasoning")}
     log(f"submitting {TASK_FILE}: {len(expected)} tasks {counts} and 1 bad line")
     # Written aside and renamed, as a producer should: the sensor never sees half a file.
-    write = f"cat > /data/tasks/.part && mv /data/tasks/.part /data/tasks/{TASK_FILE}"
+    write = f"cat > /data/inbox/.part && mv /data/inbox/.part /data/inbox/{TASK_FILE}"
     stack.compose("exec", "-T", "dagster-code", "sh", "-c", write, input_bytes=batch)
 
     submitted = time.monotonic()

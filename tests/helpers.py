@@ -90,10 +90,10 @@ class Daemon:
         self.cursor: str | None = None
 
     def tick(self) -> list[dg.RunRequest]:
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=self.instance, cursor=self.cursor, definitions=self.defs, resources=self.defs.resources
-        )
-        result = self.sensor(context)
+        ) as context:
+            result = self.sensor(context)
         assert isinstance(result, dg.SensorResult)
         self.cursor = result.cursor
         for request in result.dynamic_partitions_requests or []:

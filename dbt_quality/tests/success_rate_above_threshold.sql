@@ -4,4 +4,4 @@
 {{ config(severity='warn') }}
 select task_type, success_rate
 from {{ ref('success_by_type') }}
-where success_rate < {{ env_var('ADP_SUCCESS_THRESHOLD', '0.8') }}
+where success_rate < {{ var('adp_success_threshold', env_var('ADP_SUCCESS_THRESHOLD', '0.8')) }}

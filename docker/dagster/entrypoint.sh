@@ -14,6 +14,6 @@ if missing:
     sys.exit(f"dagster entrypoint: set {', '.join(missing)}")
 open(os.path.join(os.environ["DAGSTER_HOME"], "dagster.yaml"), "w").write(os.path.expandvars(template))
 PY
-# The folder the sensor watches, ready for `docker compose cp FILE dagster-code:/data/tasks/`.
-mkdir -p "${TASKS_DIR:-/data/tasks}"
+# The folder the sensor watches, ready for `docker compose cp FILE dagster-code:/data/inbox/`.
+mkdir -p "${TASKS_DIR:-/data/inbox}"
 exec "$@"

@@ -122,6 +122,9 @@ class Constraints(_TaskField):
 
 MutationName = Literal["parameter", "complexity", "breadth", "composition", "miniwob_reseed"]
 
+# Who acts in the agent loop (ADP_POLICY): replays reference calls, the scripted mock server, or a model.
+PolicyName = Literal["oracle", "mock", "llm"]
+
 
 class Lineage(_TaskField):
     """Where a synthesized task came from: its parents, the mutation that made it, its generation."""

@@ -8,16 +8,16 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 from pydantic import BaseModel, Field
 
-from runtimes.core import ConfigError, LLMError, OracleError, TaskSpec, TokenUsage
+from runtimes.core import ConfigError, LLMError, OracleError, PolicyName, TaskSpec, TokenUsage
 from runtimes.llm._cache import ResponseCache
 from runtimes.llm._client import LLMClient, LLMResponse
 from runtimes.llm._config import HOW_TO_CONFIGURE, LLMConfig, LLMEndpoint
 
-POLICY_NAMES = ("oracle", "mock", "llm")
+POLICY_NAMES: tuple[PolicyName, ...] = get_args(PolicyName)
 
 
 class Turn(BaseModel):
@@ -112,6 +112,27 @@ class PolicyConfig:
     mock_url: str | None = None
     """The mock policy talks to this running server (ADP_MOCK_LLM_URL) instead of starting one."""
     mock_latency: float = 0.0
+
+    def problem(self, name: str) -> str | None:
+        """Why policy ``name`` cannot run with this configuration, and how to fix it; None when it can.
+
+        A run checks this before any task starts: a policy that cannot act would end every task
+        failed, and the run would look like one whose tasks were merely hard.
+        """
+        if name not in POLICY_NAMES:
+            return f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}"
+        if name != "llm":
+            return None  # oracle replays the task's own calls; mock starts its own server
+        try:
+            endpoint = self.llm.endpoint()
+        except ConfigError as exc:
+            return f"policy llm: {exc}"
+        if endpoint is None:
+            return (
+                f"policy llm needs a model and none is configured: {HOW_TO_CONFIGURE}; "
+                "or choose another policy (ADP_POLICY=oracle or mock, `adp run --policy oracle`)"
+            )
+        return None
 
     @contextlib.asynccontextmanager
     async def open(self, name: str, tasks: Sequence[TaskSpec]) -> AsyncIterator[Policy]:

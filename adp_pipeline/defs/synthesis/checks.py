@@ -31,6 +31,7 @@ def evaluate_checks(adp: AdpResource, batch: str) -> list[dg.AssetCheckResult]:
 
 
 def synthesized_success_per_generation(adp: AdpResource, batch: str) -> dg.AssetCheckResult:
+    threshold = adp.settings().synth_min_success
     with adp.lake().connect() as connection:
         rates = connection.execute(
             "SELECT t.generation, count(*), count(*) FILTER (WHERE r.verified_success) "
@@ -38,7 +39,7 @@ def synthesized_success_per_generation(adp: AdpResource, batch: str) -> dg.Asset
             f"WHERE t.batch = ? AND {WRITTEN_BY_SYNTHESIS} GROUP BY 1 ORDER BY 1",
             [batch],
         ).fetchall()
-    below = [generation for generation, n, ok in rates if ok / n < adp.synth_min_success]
+    below = [generation for generation, n, ok in rates if ok / n < threshold]
     table = markdown_table(
         ("generation", "tasks", "verified", "rate"), [(g, n, ok, f"{ok / n:.1%}") for g, n, ok in rates]
     )
@@ -49,9 +50,9 @@ def synthesized_success_per_generation(adp: AdpResource, batch: str) -> dg.Asset
         description=(
             "no synthesized tasks ran in this batch"
             if not rates
-            else (f"below {adp.synth_min_success:.0%} in generation {below}" if below else None)
+            else (f"below {threshold:.0%} in generation {below}" if below else None)
         ),
-        metadata=for_people({"threshold": adp.synth_min_success, "rates": table}),
+        metadata=for_people({"threshold": threshold, "rates": table}),
     )
 
 

@@ -20,14 +20,15 @@ _REJECTS_SHOWN = 20
     check_specs=CHECK_SPECS,
 )
 def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
+    settings = adp.settings()
     registered = registered_task_file(adp.data_path, context.partition_key)
     summary = ingest_task_file(
         adp.lake(),
         registered,
-        max_line_bytes=adp.max_task_line_bytes,
-        max_lines=adp.settings().max_task_lines,
-        default_timeout=adp.task_timeout,
-        max_memory_mb=adp.settings().sandbox_max_memory_mb,
+        max_line_bytes=settings.max_task_line_bytes,
+        max_lines=settings.max_task_lines,
+        default_timeout=settings.task_timeout,
+        max_memory_mb=settings.sandbox_max_memory_mb,
         shown=_REJECTS_SHOWN,
     )
     try:

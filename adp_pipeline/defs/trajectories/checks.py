@@ -52,20 +52,21 @@ def one_trajectory_per_task(adp: AdpResource, batch: str) -> dg.AssetCheckResult
 
 
 def success_rate_per_type(adp: AdpResource, batch: str) -> dg.AssetCheckResult:
+    threshold = adp.settings().success_threshold
     with adp.lake().connect() as connection:
         rates = connection.execute(
             "SELECT task_type, count(*), count(*) FILTER (WHERE verified_success) FROM trajectories WHERE batch = ? "
             "GROUP BY 1 ORDER BY 1",
             [batch],
         ).fetchall()
-    below = {task_type: ok / n for task_type, n, ok in rates if ok / n < adp.success_threshold}
+    below = {task_type: ok / n for task_type, n, ok in rates if ok / n < threshold}
     table = markdown_table(("type", "tasks", "verified", "rate"), [(t, n, ok, f"{ok / n:.1%}") for t, n, ok in rates])
     return dg.AssetCheckResult(
         check_name="success_rate_per_type",
         passed=not below,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=None if not below else f"below {adp.success_threshold:.0%}: {', '.join(sorted(below))}",
-        metadata=for_people({"threshold": adp.success_threshold, "rates": table}),
+        description=None if not below else f"below {threshold:.0%}: {', '.join(sorted(below))}",
+        metadata=for_people({"threshold": threshold, "rates": table}),
     )
 
 
