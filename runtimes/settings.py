@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,9 +41,12 @@ def _env(name: str) -> AliasChoices:
 class Settings(BaseSettings):
     """Every setting adp reads, with its default."""
 
-    model_config = SettingsConfigDict(
-        env_file=_env_file(), extra="ignore", populate_by_name=True, frozen=True, env_ignore_empty=True
-    )
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True, env_ignore_empty=True)
+
+    def __init__(self, **values: Any) -> None:
+        # Which dotenv file is read when the settings are built, at the edge, never at import.
+        values.setdefault("_env_file", _env_file())
+        super().__init__(**values)
 
     data_dir: Path = Field(Path("data"), validation_alias=_env("ADP_DATA_DIR"))
     """Root of the Parquet lake, the DuckDB catalog, registered task files and Dagster's instance."""

@@ -31,8 +31,6 @@ def _inbox_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    # Settings the Dagster resource does not carry come from the environment.
-    monkeypatch.setenv("ADP_LLM_BACKOFF_BASE", "0.001")
     return Settings(
         data_dir=tmp_path / "data",
         tasks_dir=tmp_path / "inbox",
@@ -54,15 +52,16 @@ def instance() -> dg.DagsterInstance:
 def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The data directory of the demo's first run: every example task file (HumanEval code, MiniWoB
     web in Chromium, the mixed examples with reasoning) through ``adp run --policy oracle``, as a
-    user runs it. Failed trajectories are in it too (tasks the oracle cannot solve). Read-only for
-    the tests that share it: export into a directory of your own."""
+    user runs it (`make demo`): default settings but the data dir, so the synthesized generation-1
+    files are in ``data/inbox``. Failed trajectories are in it too (tasks the oracle cannot solve).
+    Read-only for the tests that share it: export into a directory of your own, copy it to change it."""
     from tests.helpers import REPO, adp
 
     root = tmp_path_factory.mktemp("demo")
     files = sorted(str(path) for path in (REPO / "examples").glob("*.jsonl"))
     result = adp(
         "run", *files, "--policy", "oracle",
-        env={"ADP_DATA_DIR": str(root / "data"), "TASKS_DIR": str(root / "inbox")},
+        env={"ADP_DATA_DIR": str(root / "data")},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return root / "data"

@@ -133,7 +133,7 @@ def test_the_model_extractor_validates_retries_on_invalid_json_and_is_cached(tmp
 
 
 def test_the_asset_uses_the_configured_model_and_keeps_structural_essences_where_it_fails(
-    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance
 ) -> None:
     script = MockScript(
         rules=[
@@ -144,9 +144,9 @@ def test_the_asset_uses_the_configured_model_and_keeps_structural_essences_where
     path = tmp_path / "batch.jsonl"
     path.write_text(code_task("double", "print(2 * 21)", "42") + "\n" + code_task("square", "print(49)", "49") + "\n")
     with MockLLMServer(script) as server:
-        monkeypatch.setenv("ADP_ESSENCE_EXTRACTOR", "llm")
-        monkeypatch.setenv("ADP_LLM_BASE_URL", server.base_url)
-        monkeypatch.setenv("ADP_LLM_MODEL", "mock-model")
+        settings = settings.model_copy(
+            update={"essence_extractor": "llm", "llm_base_url": server.base_url, "llm_model": "mock-model"}
+        )
         result = materialize_file(path, settings, instance)
     assert result.success
     (materialization,) = result.asset_materializations_for_node("task_essences")

@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 import dagster as dg
-import pytest
 import redis
 
 from adp_pipeline.execute import run_task_specs
@@ -30,10 +29,8 @@ from tests.helpers import (
 )
 
 
-def redis_settings(settings: Settings, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    monkeypatch.setenv("ADP_REDIS_DEADLINE", "120")
-    return settings.model_copy(update={"mode": "redis", "redis_url": redis_server.url})
+def redis_settings(settings: Settings, redis_server: RedisServer) -> Settings:
+    return settings.model_copy(update={"mode": "redis", "redis_url": redis_server.url, "redis_deadline": 120.0})
 
 
 def batch_file(path: Path, n: int, *, sleep: float = 0.0) -> Path:
@@ -55,7 +52,7 @@ def outcomes(data_dir: Path) -> list[tuple[object, ...]]:
 
 def test_redis_mode_with_two_workers_gives_the_same_trajectories_as_local_mode_and_metrics_count_them(
     tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, workers: Workers,
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
+    redis_server: RedisServer,
 ) -> None:  # fmt: skip
     path = batch_file(tmp_path / "batch.jsonl", 10)
     local = settings.model_copy(update={"data_dir": tmp_path / "local"})
@@ -63,7 +60,7 @@ def test_redis_mode_with_two_workers_gives_the_same_trajectories_as_local_mode_a
 
     workers.start("w1")
     workers.start("w2")
-    remote = redis_settings(settings, redis_server, monkeypatch)
+    remote = redis_settings(settings, redis_server)
     result = materialize_file(path, remote, instance)
     assert result.success and check_results(result)["one_trajectory_per_task"]
     assert outcomes(remote.data_dir) == outcomes(local.data_dir)
@@ -93,12 +90,12 @@ def _samples(text: str, prefix: str) -> list[float]:
 
 def test_a_worker_killed_mid_batch_loses_no_task(
     tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, workers: Workers,
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
+    redis_server: RedisServer,
 ) -> None:  # fmt: skip
     path = batch_file(tmp_path / "slow.jsonl", 6, sleep=1.0)
     workers.start("victim")
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    remote = redis_settings(settings, redis_server, monkeypatch)
+    remote = redis_settings(settings, redis_server)
 
     def kill_when_busy() -> None:
         wait_for(lambda: _pending_of(client, "victim") > 0, 60, "the victim to take a task")
@@ -123,11 +120,11 @@ def _pending_of(client: redis.Redis, consumer: str) -> int:
 
 def test_redis_restarted_mid_batch_loses_no_task(
     tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, workers: Workers,
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
+    redis_server: RedisServer,
 ) -> None:  # fmt: skip
     path = batch_file(tmp_path / "restart.jsonl", 8, sleep=0.5)
     workers.start("w1")
-    remote = redis_settings(settings, redis_server, monkeypatch)
+    remote = redis_settings(settings, redis_server)
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
 
     def restart_after_first_result() -> None:
@@ -169,7 +166,7 @@ def test_a_worker_without_redis_exits_with_the_url_and_no_password(tmp_path: Pat
 
 def test_foreign_and_malformed_messages_are_dead_lettered_and_the_worker_goes_on(
     tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, workers: Workers,
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
+    redis_server: RedisServer,
 ) -> None:  # fmt: skip
     workers.start("w1")
     client = redis.Redis.from_url(redis_server.url)
@@ -194,17 +191,17 @@ def test_foreign_and_malformed_messages_are_dead_lettered_and_the_worker_goes_on
     assert client.xpending("tasks:code", GROUP)["pending"] == 0  # acked: never redelivered
 
     path = batch_file(tmp_path / "after.jsonl", 3)  # the same worker still runs real tasks
-    result = materialize_file(path, redis_settings(settings, redis_server, monkeypatch), instance)
+    result = materialize_file(path, redis_settings(settings, redis_server), instance)
     assert result.success and len(outcomes(settings.data_dir)) == 5
     assert workers.processes["w1"][0].poll() is None
 
 
 def test_a_worker_scripts_its_mock_server_from_every_delivery_not_only_the_first_batch(
-    tmp_path: Path, settings: Settings, workers: Workers, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, settings: Settings, workers: Workers, redis_server: RedisServer
 ) -> None:
     # The worker opens the mock policy once; tasks delivered later must still be answered.
     workers.start("w1")
-    remote = redis_settings(settings, redis_server, monkeypatch).model_copy(update={"policy": "mock"})
+    remote = redis_settings(settings, redis_server).model_copy(update={"policy": "mock"})
     for batch in ("first", "second"):
         lines = [code_task(f"{batch}_{i}", f"print({i} + 1)", str(i + 1)) for i in range(3)]
         tasks = [TaskSpec.model_validate_json(line, strict=False) for line in lines]

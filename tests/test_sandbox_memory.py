@@ -65,10 +65,8 @@ def test_a_task_line_asking_8_gib_is_rejected_at_ingest_with_the_ceiling(
     assert "8192 MB" in reason and "ceiling of 1024 MB" in reason and "ADP_SANDBOX_MAX_MEMORY_MB" in reason
 
 
-def test_the_ceiling_is_the_setting(
-    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ADP_SANDBOX_MAX_MEMORY_MB", "2048")
+def test_the_ceiling_is_the_setting(tmp_path: Path, settings: Settings, instance: dg.DagsterInstance) -> None:
+    settings = settings.model_copy(update={"sandbox_max_memory_mb": 2048})
     path = tmp_path / "memory.jsonl"
     path.write_text("\n".join([_memory_line("two_gib", 2048), _memory_line("eight_gib", 8192)]) + "\n")
     assert materialize_file(path, settings, instance).success

@@ -9,7 +9,6 @@ import tracemalloc
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from adp_pipeline.builder import build_definitions
 from adp_pipeline.defs.jobs import process_task_file
@@ -51,9 +50,9 @@ def lake_rows(settings: Settings, key: str) -> tuple[list[tuple[object, ...]], l
 
 
 def test_a_file_over_the_line_limit_runs_its_first_lines_and_one_reject_names_the_rest(
-    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance
 ) -> None:
-    monkeypatch.setenv("ADP_MAX_TASK_LINES", "4")
+    settings = settings.model_copy(update={"max_task_lines": 4})
     lines = [
         code_task("t1", "print(1)", "1"),
         "",  # blank lines do not count against the limit

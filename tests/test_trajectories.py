@@ -106,9 +106,8 @@ def test_the_success_rate_check_fails_under_the_threshold(
 
 
 @pytest.fixture
-def mock_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockLLMServer]:
+def mock_server() -> Iterator[MockLLMServer]:
     with MockLLMServer(MockScript()) as server:
-        monkeypatch.setenv("ADP_MOCK_LLM_URL", server.base_url)
         yield server
 
 
@@ -119,7 +118,7 @@ def scripted(server: MockLLMServer, path: Path) -> None:
 def test_rerunning_a_batch_answers_every_llm_call_from_the_cache(
     tmp_path: Path, settings: Settings, instance: dg.DagsterInstance, mock_server: MockLLMServer
 ) -> None:
-    settings = settings.model_copy(update={"policy": "mock"})
+    settings = settings.model_copy(update={"policy": "mock", "mock_llm_url": mock_server.base_url})
     path = batch(tmp_path, good=6, wrong=0)
     scripted(mock_server, path)
 
@@ -140,10 +139,10 @@ def test_with_30_percent_of_llm_calls_failing_every_task_still_gets_one_trajecto
     settings: Settings,
     instance: dg.DagsterInstance,
     mock_server: MockLLMServer,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("ENABLE_CACHE", "false")
-    settings = settings.model_copy(update={"policy": "mock"})
+    settings = settings.model_copy(
+        update={"policy": "mock", "mock_llm_url": mock_server.base_url, "enable_cache": False}
+    )
     path = batch(tmp_path, good=20, wrong=0)
     scripted(mock_server, path)
     mock_server.error_rate = 0.3
