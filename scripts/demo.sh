@@ -35,4 +35,6 @@ with open(sys.argv[1], encoding="utf-8") as handle:
 lines = json.dumps(record, indent=2, ensure_ascii=False).splitlines()
 print("\n".join(lines[:60] + ([f"... ({len(lines) - 60} more lines)"] if len(lines) > 60 else [])))
 PY
-echo "Data in $ADP_DATA_DIR/ (DuckDB catalog: $ADP_DATA_DIR/adp.duckdb). Open the UI with: .venv/bin/adp dev"
+echo "Data in $ADP_DATA_DIR/ (DuckDB catalog: $ADP_DATA_DIR/adp.duckdb)."
+echo "Open the UI with: ADP_POLICY=oracle .venv/bin/adp dev   (no model needed; the sensor watches $TASKS_DIR:"
+echo "drop a task file there and watch it run)"

@@ -1,4 +1,5 @@
-"""`adp dev` end to end: the real webserver and daemon; a file dropped in TASKS_DIR gets ingested."""
+"""`adp dev` end to end: the real webserver and daemon; a file dropped in the data dir's inbox (the
+default TASKS_DIR) gets ingested and run."""
 
 from __future__ import annotations
 
@@ -40,9 +41,10 @@ def listening_addresses(port: int) -> set[str]:
 
 @pytest.fixture
 def dev_server(tmp_path: Path) -> Iterator[tuple[int, Path, Path, subprocess.Popen[bytes]]]:
-    port, inbox, data = free_port(), tmp_path / "inbox", tmp_path / "data"
-    inbox.mkdir()
-    env = clean_env(TASKS_DIR=str(inbox), ADP_TASKS_SETTLE_SECONDS="0", ADP_SENSOR_INTERVAL_SECONDS="1")
+    # The operator's path: `adp dev --data-dir DIR` with no TASKS_DIR watches DIR/inbox.
+    port, data = free_port(), tmp_path / "data"
+    inbox = data / "inbox"
+    env = clean_env(ADP_POLICY="oracle", ADP_TASKS_SETTLE_SECONDS="0", ADP_SENSOR_INTERVAL_SECONDS="1")
     log = (tmp_path / "dev.log").open("wb")
     process = subprocess.Popen(
         [ADP, "dev", "--port", str(port), "--data-dir", str(data)],
@@ -71,12 +73,13 @@ def test_dev_serves_the_ui_on_localhost_and_the_sensor_ingests_a_dropped_file(
     wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/server_info"), 120, "the webserver", process)
     assert listening_addresses(port) == {"127.0.0.1"}
 
+    inbox.mkdir(parents=True, exist_ok=True)
     (inbox / ".dropped.jsonl").write_text(task_line("from_sensor_1") + "\n" + task_line("from_sensor_2") + "\n")
     (inbox / ".dropped.jsonl").rename(inbox / "dropped.jsonl")
 
     def ingested() -> bool:
         with Lake(data).connect() as connection:
-            return connection.execute("SELECT count(*) FROM tasks").fetchone() == (2,)
+            return connection.execute("SELECT count(*) FROM trajectories").fetchone() == (2,)
 
     wait_for(ingested, 240, "the sensor's run to write the batch", process)
     assert (data / "dagster" / "dagster.yaml").exists()
