@@ -68,6 +68,7 @@ from runtimes.core._redact import redact
 from runtimes.core._taskfile import (
     DEFAULT_MAX_LINE_BYTES,
     DEFAULT_MAX_TASK_LINES,
+    MAX_JSON_DEPTH,
     RAW_PREVIEW_CHARS,
     AcceptedTask,
     LineWarning,
@@ -87,6 +88,7 @@ from runtimes.core._taskfile import (
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_MAX_TASK_LINES",
+    "MAX_JSON_DEPTH",
     "RAW_PREVIEW_CHARS",
     "RUNTIME_ID",
     "SCHEMA_VERSION",

@@ -409,16 +409,11 @@ def _parse_line(
 
     if content is None:
         return reject(_over_size(line, max_line_bytes))
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return reject(f"line is not valid UTF-8: byte 0x{content[exc.start]:02x} at offset {exc.start}")
-    try:
-        data = json.loads(text, object_pairs_hook=_object_without_repeated_keys)
-    except _RepeatedKeyError as exc:
-        return reject(f"key {exc.key!r} appears more than once in the object", field=exc.key)
-    except json.JSONDecodeError as exc:
-        return reject(f"invalid JSON: {exc.msg} at column {exc.colno}")
+    data, problem = _json_of_line(_without_line_break(content), line.number)
+    if isinstance(problem, _RepeatedKeyError):
+        return reject(f"key {problem.key!r} appears more than once in the object", field=problem.key)
+    if problem is not None:
+        return reject(problem)
     if not isinstance(data, dict):
         return reject(f"expected a JSON object, got a JSON {_json_kind(data)}")
     task_id = data.get("task_id") if isinstance(data.get("task_id"), str) else None
@@ -492,6 +487,129 @@ def memory_over_ceiling(task: TaskSpec, max_memory_mb: int | None) -> str | None
     )
 
 
+def _without_line_break(content: bytes) -> bytes:
+    """The line as a person sees it: a column counted on it is the column their editor shows.
+
+    JSON takes the break as whitespace, so removing it changes no verdict; kept, a line cut short
+    was reported at column 1 of a line after it (json counts lines from the break).
+    """
+    content = content.removesuffix(b"\n")
+    return content.removesuffix(b"\r")
+
+
+def _json_of_line(content: bytes, number: int) -> tuple[Any, str | _RepeatedKeyError | None]:
+    """The JSON value of one line (its break removed), or why it has none, naming the line and
+    the column (in characters, from 1) where reading stopped."""
+
+    def at(position: int, problem: str, detail: str = "", text: str | None = None) -> str:
+        end = " (end of line)" if text is not None and position >= len(text) else ""
+        return f"{problem} at line {number}, column {position + 1}{end}" + (f": {detail}" if detail else "")
+
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Everything before the first bad byte decoded, so its length in characters is the column.
+        column = len(content[: exc.start].decode("utf-8"))
+        return None, at(column, "not valid UTF-8", f"byte 0x{content[exc.start]:02x}")
+    if (too_deep := _first_too_deep(text)) is not None:
+        return None, at(too_deep, f"JSON nested more than {MAX_JSON_DEPTH} levels deep", text=text)
+    try:
+        data = json.loads(
+            text,
+            object_pairs_hook=_object_without_repeated_keys,
+            parse_constant=_not_a_json_constant,
+            parse_int=_bounded_int,
+        )
+    except _RepeatedKeyError as exc:
+        return None, exc
+    except _UnreadableNumberError as exc:
+        return None, at(_token_position(text, exc.token), exc.problem, exc.detail, text)
+    except json.JSONDecodeError as exc:
+        return None, at(exc.pos, "invalid JSON", exc.msg.removesuffix(" at"), text)
+    if (half := _first_unpaired_surrogate(text)) is not None:
+        return None, at(
+            half, "invalid JSON", f"{text[half : half + 6]} is half of a surrogate pair, no character", text
+        )
+    return data, None
+
+
+MAX_JSON_DEPTH = 128
+"""Arrays and objects nested in a task line at most. The stdlib parser recurses once per level (a
+line of 200,000 ``[`` would end the whole ingest in a RecursionError) and pydantic refuses past
+about 200; a task needs a handful."""
+# A string to its closing quote, or to the end of an unclosed one: a match at every quote, so a scan
+# never restarts inside a string it could not close (quadratic on a line of 256 KiB of \" pairs).
+_STRING = r'"(?:[^"\\]|\\[\s\S]?)*+(?:"|\Z)'
+_BRACKET_OR_STRING = re.compile(_STRING + r"|[\[\]{}]")
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+
+
+def _first_too_deep(text: str) -> int | None:
+    """Where ``text`` opens its ``MAX_JSON_DEPTH + 1``-th nested level, or None."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:  # no more levels than brackets: most lines
+        return None
+    depth = 0
+    for match in _BRACKET_OR_STRING.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return match.start()
+        elif token in "]}":
+            depth -= 1
+    return None
+
+
+def _first_unpaired_surrogate(text: str) -> int | None:
+    """Where ``text`` escapes half a UTF-16 surrogate pair (``"\\ud800"``): json takes it, but it is
+    no character, and nothing downstream can encode it."""
+    if "\\u" not in text:
+        return None
+    pending: int | None = None  # where an escaped high surrogate waits for its low half
+    end_of_pending = -1
+    for match in _ESCAPE.finditer(text):
+        unit = int(match[1], 16) if match[1] else None
+        if pending is not None and (match.start() != end_of_pending or unit is None or not 0xDC00 <= unit <= 0xDFFF):
+            return pending
+        if pending is not None:
+            pending = None
+            continue
+        if unit is not None and 0xD800 <= unit <= 0xDBFF:
+            pending, end_of_pending = match.start(), match.end()
+        elif unit is not None and 0xDC00 <= unit <= 0xDFFF:
+            return match.start()
+    return pending
+
+
+class _UnreadableNumberError(ValueError):
+    def __init__(self, token: str, problem: str, detail: str) -> None:
+        super().__init__(detail)
+        self.token, self.problem, self.detail = token, problem, detail
+
+
+def _not_a_json_constant(token: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON has neither, and a consumer of the lake would choke.
+    raise _UnreadableNumberError(token, "invalid JSON", f"{token} is not a JSON number")
+
+
+def _bounded_int(token: str) -> int:
+    try:
+        return int(token)
+    except ValueError as exc:  # Python's limit on the digits of an int (sys.get_int_max_str_digits)
+        digits = len(token.lstrip("-"))
+        raise _UnreadableNumberError(token, "JSON number too long", f"an integer of {digits} digits") from exc
+
+
+def _token_position(text: str, token: str) -> int:
+    """Where the number ``token`` first stands outside a string in ``text``: json reads in order and
+    raised on its first occurrence, so that is the one."""
+    number = re.compile(_STRING + r"|(?<![\w.+-])(" + re.escape(token) + r")(?![\w.])")
+    for match in number.finditer(text):
+        if match[1] is not None:
+            return match.start(1)
+    return 0  # unreachable for a token json just read
+
+
 class _RepeatedKeyError(ValueError):
     def __init__(self, key: str) -> None:
         super().__init__(key)
@@ -520,7 +638,9 @@ def _describe_validation_error(exc: ValidationError) -> tuple[str | None, str]:
         location = ".".join(str(part) for part in error["loc"]) or None
         first_field = first_field or location
         message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "missing":
+        if location is None:  # the line as a whole (its fields are each named below)
+            parts.append(message)
+        elif error["type"] == "missing":
             parts.append(f"missing required field {location!r}")
         elif error["type"] == "extra_forbidden":
             parts.append(f"unknown field {location!r}")
