@@ -10,11 +10,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
 import pytest
@@ -114,16 +115,86 @@ def step(step_id: int, tool: str, success: bool = True, **params: object) -> Ste
     )
 
 
-def sandbox_processes() -> list[tuple[int, str]]:
-    """Processes owned by a sandbox slot uid (none may outlive an execution)."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
+class _Process(NamedTuple):
+    parent: int
+    uid: int
+    name: str
+    started: int  # clock ticks after boot
+
+
+def _process_table() -> dict[int, _Process]:
+    table = {}
+    for folder in Path("/proc").glob("[0-9]*"):
         try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+            status, stat = (folder / "status").read_text(), (folder / "stat").read_text()
         except OSError:
             continue  # exited while we looked
-        if int(fields["Uid"].split()[0]) in SANDBOX_UIDS and int(status.parent.name) != os.getpid():
-            found.append((int(status.parent.name), fields["Name"].strip()))
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        after_name = stat[stat.rindex(")") + 2 :].split()  # the name, in parentheses, may hold anything
+        table[int(folder.name)] = _Process(
+            int(fields["PPid"]), int(fields["Uid"].split()[0]), fields["Name"].strip(), int(after_name[19])
+        )
+    return table
+
+
+def _sandbox_top(pid: int, table: dict[int, _Process]) -> int | None:
+    """The outermost process of the sandbox ``pid`` is in (its bwrap, while that lives), or None."""
+    if os.geteuid() == 0:  # each slot has its own uid, and setpriv switches to it just before bwrap
+        if table[pid].uid not in SANDBOX_UIDS:
+            return None
+        top = pid
+        while (parent := table[top].parent) in table and table[parent].uid in SANDBOX_UIDS:
+            top = parent
+        return top
+    outermost = None  # sandboxes run as the caller: a sandbox is a bwrap and what runs under it
+    while pid in table:
+        outermost, pid = pid if table[pid].name == "bwrap" else outermost, table[pid].parent
+    return outermost
+
+
+def boot_seconds() -> float:
+    """Now on the clock of the processes' start times (for :func:`sandbox_processes`' ``since``)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def sandbox_processes(of: int | None = None, *, since: float | None = None) -> list[tuple[int, str]]:
+    """The processes of the sandboxes of process ``of`` (default: this one), none of which may
+    outlive an execution: (pid, name).
+
+    A sandbox is ``of``'s when ``of`` or one of its descendants launched it, or when its launcher
+    is gone (reparented to init or to a subreaper above ``of``) and it started after ``since``
+    (default: when ``of`` started): a leak whose launcher died cannot be traced back, so any
+    that appeared meanwhile counts. Sandboxes of another adp on the machine (another checkout,
+    a benchmark, another pytest) are not counted, although they run on the same slot uids.
+    """
+    table = _process_table()
+    root = os.getpid() if of is None else of
+    if root not in table:
+        raise LookupError(f"process {root} is not running")
+    children: dict[int, list[int]] = {}
+    for pid, process in table.items():
+        children.setdefault(process.parent, []).append(pid)
+    mine, unseen = {root}, [root]
+    while unseen:
+        for child in children.get(unseen.pop(), []):
+            mine.add(child)
+            unseen.append(child)
+    above, pid = {1}, root
+    while (pid := table[pid].parent) in table:
+        above.add(pid)
+    ticks = os.sysconf("SC_CLK_TCK")
+    born_after = table[root].started if since is None else int(since * ticks)
+    found = []
+    for pid, process in table.items():
+        top = _sandbox_top(pid, table)
+        if top is None:
+            continue
+        launcher = table[top].parent
+        # A sandbox's outermost process is its bwrap (setpriv for the instant before it execs
+        # bwrap); anything else on top lost its bwrap.
+        orphaned = launcher not in table or launcher in above or table[top].name not in ("bwrap", "setpriv")
+        if launcher in mine or (orphaned and table[top].started >= born_after):
+            found.append((pid, process.name))
     return found
 
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import runtimes.sandbox
 from runtimes.sandbox import DEFAULT_UID_BASE, SANDBOXES, ExecResult, ExecStatus, SandboxLimits, WarmSandbox
-from tests.helpers import REPO, sandbox_processes
+from tests.helpers import REPO, boot_seconds, sandbox_processes, wait_for
 
 SLOTS = 2
 SLOT_UIDS = set(range(DEFAULT_UID_BASE, DEFAULT_UID_BASE + SLOTS)) if os.geteuid() == 0 else {os.geteuid()}
@@ -40,13 +44,147 @@ def run(request: pytest.FixtureRequest) -> Run:
     return execute
 
 
+# Another adp on the machine, as another checkout or a benchmark would be: it builds its sandboxes
+# as every adp does (the default slot uids, the same as this module's) and keeps code running in
+# them. Its launcher exits at once, so it is no descendant of the test process.
+_ANOTHER_ADP = """
+import asyncio, os, sys
+if os.fork():
+    os._exit(0)
+from runtimes.sandbox import SandboxConfig, SandboxLimits
+CODE = "import subprocess, time\\nsubprocess.Popen(['/usr/bin/sleep', '3600'])\\ntime.sleep(3600)"
+async def main():
+    sandbox = SandboxConfig().build(2)
+    running = [asyncio.ensure_future(sandbox.exec_python(CODE, SandboxLimits(timeout=3600))) for _ in range(2)]
+    print(os.getpid(), flush=True)
+    await asyncio.to_thread(sys.stdin.read)  # until the test closes it, or ends
+    for execution in running:
+        execution.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+    await sandbox.aclose()
+asyncio.run(main())
+"""
+
+
+@dataclass(frozen=True)
+class OtherAdp:
+    pid: int
+    processes: frozenset[tuple[int, str]]  # its sandboxes' processes, all running since it was ready
+
+    def still_running(self) -> bool:
+        return self.processes <= set(sandbox_processes(of=self.pid))
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the name: state, parent, group, ..., start time at [19]."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return _stat(pid)[0] != "Z"
+    except OSError:
+        return False
+
+
+def _uid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+
+
+@pytest.fixture(scope="module")
+def another_adp() -> Iterator[OtherAdp]:
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", _ANOTHER_ADP], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert launcher.stdin and launcher.stdout
+    with launcher.stdout:
+        try:
+            launcher.wait(timeout=30)
+            line = launcher.stdout.readline()
+            assert line, "the other adp did not start (its stderr is above)"
+            pid = int(line)
+
+            def code_runs() -> bool:
+                return [name for _, name in sandbox_processes(of=pid)].count("sleep") == 2
+
+            wait_for(code_runs, 60, "the other adp's sandboxes to run its code")
+            yield OtherAdp(pid, frozenset(sandbox_processes(of=pid)))
+        finally:
+            launcher.stdin.close()  # it closes its sandboxes and ends
+    wait_for(lambda: not _running(pid), 30, "the other adp to end")
+
+
 @pytest.fixture
-def no_leftovers() -> Iterator[None]:
+def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """No process of this test's sandboxes outlives it, checked while another adp keeps sandboxes
+    on the same slot uids running (they are not this test's: the check must not count them)."""
     if os.geteuid() != 0:
         pytest.skip("slot uids (and so this leak check) need root; CI runs as root")
-    assert sandbox_processes() == []
+    other: OtherAdp = request.getfixturevalue("another_adp")
+    started = boot_seconds()
+    assert sandbox_processes(since=started) == []
     yield
-    assert sandbox_processes() == []
+    assert sandbox_processes(since=started) == []
+    assert other.still_running(), "the other adp's sandboxes ended: the check ran alone"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="slot uids (and so this leak check) need root; CI runs as root")
+def test_the_leftover_check_reports_this_tests_leaked_sandboxes_and_not_another_adps(another_adp: OtherAdp) -> None:
+    # A pool left open is a leak: its sandboxes (a bwrap and its resident zygote each) outlive
+    # their executions. The other adp's run on the same slot uids all along.
+    async def go() -> tuple[list[tuple[int, str]], set[int], list[tuple[int, str]]]:
+        sandbox = WarmSandbox(SLOTS)
+        try:
+            warmed = await asyncio.gather(*(sandbox.exec_python("print('warm')") for _ in range(SLOTS)))
+            assert all(result.ok for result in warmed), warmed
+            leaked = sandbox_processes()
+            uids = {_uid(pid) for pid, _ in leaked}
+        finally:
+            await sandbox.aclose()
+        return leaked, uids, sandbox_processes()
+
+    leaked, uids, closed = asyncio.run(go())
+    assert sorted(name for _, name in leaked) == ["bwrap", "bwrap", "python3", "python3"], leaked
+    assert uids == SLOT_UIDS == {_uid(pid) for pid, _ in another_adp.processes}
+    assert not another_adp.processes & set(leaked)
+    assert closed == []
+    assert another_adp.still_running()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="slot uids (and so this leak check) need root; CI runs as root")
+def test_the_leftover_check_reports_a_sandbox_whose_launcher_died(another_adp: OtherAdp) -> None:
+    # Were bwrap to outlive the process that launched it (as without --die-with-parent), the leak
+    # would hang under init, where nothing names its launcher: the check counts one that started
+    # after the check's own start, not an older one (another adp's, say).
+    uid = DEFAULT_UID_BASE
+    sandbox = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "bwrap", "--ro-bind", "/usr", "/usr",
+               "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev",
+               "--unshare-all", "--unshare-user", "--as-pid-1", "/usr/bin/sleep", "600"]  # fmt: skip
+    started = boot_seconds()
+    launched = subprocess.run(
+        ["/bin/sh", "-c", '"$@" >/dev/null 2>&1 & echo $!', "sh", *sandbox],
+        capture_output=True, text=True, check=True, timeout=30, start_new_session=True,
+    )  # fmt: skip
+    bwrap = int(launched.stdout)
+    group = os.getpgid(bwrap)
+    assert group != os.getpgrp()
+    try:
+
+        def leaked() -> list[str]:
+            return sorted(name for _, name in sandbox_processes(since=started))
+
+        wait_for(lambda: leaked() == ["bwrap", "sleep"], 30, "the orphaned sandbox to run")
+        orphans = sandbox_processes(since=started)
+        assert bwrap in dict(orphans) and int(_stat(bwrap)[1]) != os.getpid()
+        tick_started = int(_stat(bwrap)[19])
+        ticks = os.sysconf("SC_CLK_TCK")
+        assert sorted(sandbox_processes(since=(tick_started + 0.5) / ticks)) == sorted(orphans)
+        assert sandbox_processes(since=(tick_started + 1.5) / ticks) == []
+    finally:
+        os.killpg(group, signal.SIGKILL)
+    wait_for(lambda: not any(_running(pid) for pid, _ in orphans), 30, "the orphaned sandbox to end")
 
 
 def test_code_runs_and_its_output_comes_back(run: Run) -> None:
