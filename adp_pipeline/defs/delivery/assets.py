@@ -18,8 +18,8 @@ _EXCLUDED_SHOWN = 20
     deps=[trajectories],
     kinds={"python", "parquet"},
     description="The training set: one verified trajectory per task across all batches, in ADP_EXPORT_FORMAT, "
-    "with a deterministic train/validation split; written to <data>/exports/training_dataset.parquet "
-    "(openai: adp's metadata beside it, in training_dataset.meta.parquet).",
+    "with a deterministic train/validation split; written to `$ADP_DATA_DIR/exports/training_dataset.parquet` "
+    "(openai: adp's metadata beside it, in `training_dataset.meta.parquet`).",
 )
 @failures_redacted()
 def training_dataset(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:

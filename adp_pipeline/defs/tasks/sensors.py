@@ -14,8 +14,9 @@ def build_task_file_sensor(minimum_interval_seconds: int) -> dg.SensorDefinition
         job=process_task_file,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Registers each new or changed *.jsonl in TASKS_DIR (default: ADP_DATA_DIR/inbox) as a "
-        "partition and runs it once.",
+        description="Registers each new or changed `*.jsonl` file in TASKS_DIR (default `$ADP_DATA_DIR/inbox`) "
+        "as a partition, once unmodified for ADP_TASKS_SETTLE_SECONDS, and requests one process_task_file run "
+        "for each content not run before; it looks every ADP_SENSOR_INTERVAL_SECONDS.",
     )
     def task_file_sensor(context: dg.SensorEvaluationContext, adp: AdpResource) -> dg.SensorResult:
         settings = adp.settings()
