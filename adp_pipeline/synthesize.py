@@ -14,8 +14,10 @@ accepted or as a ``synthesis_rejects`` row with its stage and reason:
    before it was made is a ``guard`` row too, with that reason).
 
 The generation limit and the daily token budget stop work before a candidate is made: the
-summary says so. The daily budgets count every row of the UTC day in both tables, this batch's
-earlier materialisations included, so materialising a partition again never resets them.
+summary says so, and when no candidate is made at all it says why (``no_candidates_because``:
+synthesis off, a budget used up, no essences and why, no model for the essences there are).
+The daily budgets count every row of the UTC day in both tables, this batch's earlier
+materialisations included, so materialising a partition again never resets them.
 
 Accepted is for good. Accepted tasks are written atomically as ``synth-<batch>-g<N>.jsonl`` in
 TASKS_DIR, where the sensor picks them up like any task file; a later materialisation of the
@@ -28,6 +30,9 @@ writing the files and the rows, and saving the index happen under one lock.
 Only tasks that adp's synthesis wrote count as a generation: a person's line may carry a
 ``lineage`` (it is kept, as a claim), but such a parent is generation 0 here, so its children
 are generation 1 and the generation limit applies to what adp made.
+
+This module decides; what it reads from and writes to the lake, the task files and the index's
+place are :mod:`adp_pipeline.storage.synthesis`'s.
 """
 
 from __future__ import annotations
@@ -39,38 +44,53 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from datetime import time as clock_time
 from pathlib import Path
-from typing import Any
 
 from pydantic_core import PydanticSerializationError
 
 from adp_pipeline.execute import run_task_specs
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.locks import file_lock
-from adp_pipeline.storage.rows import TASK_COLUMNS, named, select, task_from_row, task_line
+from adp_pipeline.storage.rows import task_line
+from adp_pipeline.storage.synthesis import (
+    AcceptedTask,
+    RejectedCandidate,
+    as_synthesized,
+    batch_runs,
+    earlier_rows,
+    feedback,
+    index_path,
+    known_tasks,
+    load_essences,
+    spent_today,
+    store_candidates,
+    tasks_of,
+    write_task_files,
+)
 from runtimes.core import (
-    RAW_PREVIEW_CHARS,
     CandidateError,
+    ConfigError,
     LLMError,
     TaskSpec,
     TokenUsage,
     Trajectory,
     parse_task_bytes,
-    write_text_atomically,
 )
 from runtimes.llm import LLMClient
 from runtimes.settings import Settings
 from synthesis.dedupe import DedupeIndex, Duplicate
-from synthesis.essence import Essence, SuccessPattern
+from synthesis.essence import Essence
 from synthesis.mutate import mutate
 from synthesis.reseed import new_seed, probe_task, reseeded
-from synthesis.sampler import Feedback, Job, plan
+from synthesis.sampler import Job, Plan, SkipReason, plan
 from synthesis.selfcheck import judge, null_variant
+from synthesis.stages import Stage
 
-STAGES = ("model", "validation", "self_check", "dedupe", "guard")
-_INDEX_FILE = "dedupe-index.npz"
-_ESSENCE_POOL = 5000  # essences of one batch the sampler draws from (see _load_essences)
+SYNTHESIS_OFF = "synthesis is off (ADP_SYNTH_MAX_GENERATION=0)"
+NO_MODEL = (
+    "no model configured, so only MiniWoB tasks are reseeded; code and reasoning tasks are "
+    "mutated once a model is (ADP_LLM_BASE_URL and ADP_LLM_MODEL, or a provider's key)"
+)
 
 
 @dataclass
@@ -78,12 +98,12 @@ class Candidate:
     job: Job
     task: TaskSpec | None = None
     tokens: int = 0
-    stage: str | None = None  # the filter that rejected it; None while it is in the running
+    stage: Stage | None = None  # the filter that rejected it; None while it is in the running
     reason: str = ""
     description: str | None = None  # the text of a task that failed validation
     line: str | None = None  # its task-file line, once ingest's parser accepted it
 
-    def reject(self, stage: str, reason: str) -> None:
+    def reject(self, stage: Stage, reason: str) -> None:
         self.stage, self.reason = stage, reason
 
 
@@ -92,9 +112,10 @@ class SynthesisSummary:
     batch: str
     essences: int
     candidates: list[Candidate] = field(default_factory=list)
-    task_files: list[Path] = field(default_factory=list)
+    task_files: dict[int, Path] = field(default_factory=dict)  # the files written, by generation
     stopped: list[str] = field(default_factory=list)  # what the loop guard stopped, in words
-    skipped: Counter[str] = field(default_factory=Counter)  # essences not mutated, by reason
+    skipped: Counter[SkipReason] = field(default_factory=Counter)  # essences not mutated, by reason
+    no_candidates_because: str | None = None  # in words, when no candidate was made
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: make, self_check, dedupe
 
     @property
@@ -102,17 +123,13 @@ class SynthesisSummary:
         return [c.task for c in self.candidates if c.stage is None and c.task is not None]
 
     @property
-    def rejected(self) -> dict[str, int]:
+    def rejected(self) -> dict[Stage, int]:
         counts = Counter(c.stage for c in self.candidates if c.stage is not None)
-        return {stage: counts[stage] for stage in STAGES if counts[stage]}
+        return {stage: counts[stage] for stage in Stage if counts[stage]}
 
     @property
     def tokens(self) -> int:
         return sum(c.tokens for c in self.candidates)
-
-
-def index_path(data_dir: Path) -> Path:
-    return Path(data_dir).absolute() / "synthesis" / _INDEX_FILE
 
 
 def synthesize_batch(
@@ -120,42 +137,30 @@ def synthesize_batch(
 ) -> SynthesisSummary:
     """Make, filter and write the new tasks of ``batch``'s essences; add them to its synthesis rows.
 
-    ``log`` hears one line per step (what it did, how long it took), for long batches.
+    ``log`` hears one line per step (what it did, how long it took), for long batches. When no
+    candidate is made, ``no_candidates_because`` says why.
     """
     created_at = datetime.now(UTC)
-    total, essences = _load_essences(lake, batch)
-    summary = SynthesisSummary(batch, total)
-    tasks_left, tokens_left = _budget_left(lake, settings, created_at)
+    pool = load_essences(lake, batch)
+    summary = SynthesisSummary(batch, pool.total)
+    spent = spent_today(lake, created_at)
+    tasks_left = settings.synth_daily_tasks - spent.tasks
+    tokens_left = settings.synth_daily_tokens - spent.tokens
+    why: str | None = None
     if settings.synth_max_generation == 0:
-        summary.stopped.append("synthesis is off (ADP_SYNTH_MAX_GENERATION=0)")
+        why = SYNTHESIS_OFF
+        summary.stopped.append(why)
     elif tasks_left <= 0:
-        summary.stopped.append(_used_up("ADP_SYNTH_DAILY_TASKS", settings.synth_daily_tasks, "task"))
-    elif essences:
-        endpoint = settings.llm_config.endpoint()
-        with_model = endpoint is not None and tokens_left > 0
-        if endpoint is not None and tokens_left <= 0:
-            summary.stopped.append(_used_up("ADP_SYNTH_DAILY_TOKENS", settings.synth_daily_tokens, "token"))
-        parents = _as_synthesized(lake, _tasks_of(lake, batch, [essence.task_id for essence in essences]))
-        essences = [
-            essence.model_copy(update={"generation": parents[essence.task_id].generation})
-            if essence.task_id in parents
-            else essence
-            for essence in essences
-        ]
-        work = plan(
-            essences,
-            parents,
-            _feedback(lake),
-            count=settings.synth_candidates,
-            max_generation=settings.synth_max_generation,
-            with_model=with_model,
-            seed=batch,
-        )
-        summary.skipped = work.skipped
-        if any(reason.startswith("generation limit") for reason in work.skipped) and not work.jobs:
-            summary.stopped.append(
-                f"every essence is at the generation limit (ADP_SYNTH_MAX_GENERATION={settings.synth_max_generation})"
-            )
+        why = _used_up("ADP_SYNTH_DAILY_TASKS", settings.synth_daily_tasks, "task")
+        summary.stopped.append(why)
+    elif settings.synth_candidates == 0:
+        why = "no candidate is asked for (ADP_SYNTH_CANDIDATES=0)"
+    elif not pool.essences:
+        why = _why_no_essences(lake, batch)
+    else:
+        work = _plan(summary, lake, pool.essences, settings, tokens_left)
+        if not work.jobs:
+            why = _why_none_mutated(work.skipped, settings)
         summary.candidates = [Candidate(job) for job in work.jobs]
         with _timed(summary, "make", log):
             _make(summary, settings, tokens_left, created_at)
@@ -164,7 +169,100 @@ def synthesize_batch(
             _self_check(summary, settings)
     with _timed(summary, "dedupe", log) if summary.candidates else contextlib.nullcontext():
         _dedupe_guard_and_write(summary, lake, settings, created_at)
+    summary.no_candidates_because = None if summary.candidates else why
     return summary
+
+
+def model_missing(settings: Settings) -> str | None:
+    """Why synthesis makes MiniWoB reseeds only (no model for the mutation operators), or None when
+    a model is configured or synthesis is off: what the ``synthesized_tasks`` metadata and `adp run`
+    say, in the same words."""
+    if settings.synth_max_generation == 0:
+        return None
+    try:
+        if settings.llm_config.endpoint() is not None:
+            return None
+    except ConfigError as exc:  # contradictory LLM settings: the model operators cannot run either
+        return f"{exc}; until then only MiniWoB tasks are reseeded"
+    return NO_MODEL
+
+
+def skipped_in_words(skipped: Counter[SkipReason], max_generation: int) -> dict[str, int]:
+    """The essences the sampler left out, by reason in words (the limit named where there is one)."""
+    order = list(SkipReason)  # the most essences first, then in the sampler's order of checks
+    return {
+        f"generation limit ({max_generation}) reached" if reason is SkipReason.GENERATION_LIMIT else reason.value: n
+        for reason, n in sorted(skipped.items(), key=lambda item: (-item[1], order.index(item[0])))
+    }
+
+
+def _plan(summary: SynthesisSummary, lake: Lake, essences: list[Essence], settings: Settings, tokens_left: int) -> Plan:
+    """The sampler's jobs for ``essences``; what it left out is counted in ``summary``."""
+    endpoint = settings.llm_config.endpoint()
+    if endpoint is not None and tokens_left <= 0:
+        summary.stopped.append(_used_up("ADP_SYNTH_DAILY_TOKENS", settings.synth_daily_tokens, "token"))
+    parents = as_synthesized(lake, tasks_of(lake, summary.batch, [essence.task_id for essence in essences]))
+    essences = [
+        essence.model_copy(update={"generation": parents[essence.task_id].generation})
+        if essence.task_id in parents
+        else essence
+        for essence in essences
+    ]
+    work = plan(
+        essences,
+        parents,
+        feedback(lake),
+        count=settings.synth_candidates,
+        max_generation=settings.synth_max_generation,
+        with_model=endpoint is not None and tokens_left > 0,
+        without_model_because=SkipReason.NO_MODEL if endpoint is None else SkipReason.TOKEN_BUDGET,
+        seed=summary.batch,
+    )
+    summary.skipped = work.skipped
+    if SkipReason.GENERATION_LIMIT in work.skipped and not work.jobs:
+        limit = f"the generation limit (ADP_SYNTH_MAX_GENERATION={settings.synth_max_generation})"
+        at_limit = work.skipped[SkipReason.GENERATION_LIMIT]
+        summary.stopped.append(
+            f"every essence is at {limit}" if at_limit == len(essences) else f"{at_limit} essences are at {limit}"
+        )
+    return work
+
+
+def _why_no_essences(lake: Lake, batch: str) -> str:
+    """Why ``batch`` has no essence to mutate, from its trajectories."""
+    runs = batch_runs(lake, batch)
+    if runs.trajectories == 0:
+        return "the batch has no essences: it has no trajectories (materialise trajectories, then task_essences)"
+    if runs.verified == 0:
+        trajectories = _counted(runs.trajectories, "trajectory", "trajectories")
+        return (
+            f"the batch has no essences: no verified success among its {trajectories} "
+            "(essences are made from verified successes only)"
+        )
+    verified = _counted(runs.verified, "verified success", "verified successes")
+    return f"the batch has no essences yet, though it has {verified}: materialise task_essences first"
+
+
+def _why_none_mutated(skipped: Counter[SkipReason], settings: Settings) -> str:
+    """Why the sampler made no job of any essence: one reason said whole (as the CLI says it), or
+    each reason with its count."""
+    if len(skipped) == 1:
+        (reason,) = skipped
+        if reason is SkipReason.NO_MODEL:
+            return NO_MODEL
+        if reason is SkipReason.TOKEN_BUDGET:
+            return _used_up("ADP_SYNTH_DAILY_TOKENS", settings.synth_daily_tokens, "token")
+        if reason is SkipReason.GENERATION_LIMIT:
+            return (
+                f"every essence is at the generation limit (ADP_SYNTH_MAX_GENERATION={settings.synth_max_generation})"
+            )
+    words = skipped_in_words(skipped, settings.synth_max_generation)
+    listed = "; ".join(f"{reason} ({_counted(n, 'essence', 'essences')})" for reason, n in words.items())
+    return f"no essence could be mutated: {listed or 'the sampler drew none'}"
+
+
+def _counted(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _used_up(variable: str, value: int, what: str) -> str:
@@ -182,89 +280,6 @@ def _timed(summary: SynthesisSummary, step: str, log: Callable[[str], None] | No
             left = sum(1 for c in summary.candidates if c.stage is None)
             seconds = summary.seconds[step]
             log(f"synthesis {step}: {left} of {len(summary.candidates)} candidates left ({seconds:.1f} s)")
-
-
-def _load_essences(lake: Lake, batch: str) -> tuple[int, list[Essence]]:
-    """How many essences ``batch`` has, and those the sampler draws from: all of them, or for a
-    batch of more than ``_ESSENCE_POOL``, a reproducible pseudo-random sample of that many (a
-    draw of a few dozen candidates needs no more, and memory stays flat)."""
-    with lake.connect() as connection:
-        ((total,),) = connection.execute("SELECT count(*) FROM essences WHERE batch = ?", [batch]).fetchall()
-        rows = named(
-            connection.execute(
-                "SELECT * FROM essences WHERE batch = ? AND essence_id IN (SELECT essence_id FROM essences "
-                "WHERE batch = ? ORDER BY hash(essence_id), essence_id LIMIT ?) ORDER BY essence_id",
-                [batch, batch, _ESSENCE_POOL],
-            )
-        )
-    essences = [
-        Essence.model_validate(
-            {**row, "success_pattern": SuccessPattern.model_validate_json(row["success_pattern"])}, strict=False
-        )
-        for row in rows
-    ]
-    return int(total), essences
-
-
-def _tasks_of(lake: Lake, batch: str, task_ids: list[str]) -> list[TaskSpec]:
-    with lake.connect() as connection:
-        rows = named(
-            connection.execute(
-                f"SELECT {select(TASK_COLUMNS)} FROM tasks WHERE batch = ? AND task_id IN (SELECT unnest(?))",
-                [batch, task_ids],
-            )
-        )
-    return [task_from_row(row) for row in rows]
-
-
-def _budget_left(lake: Lake, settings: Settings, now: datetime) -> tuple[int, int]:
-    """Tasks and tokens left today (UTC): every row of the day counts, whatever its batch, this
-    batch's earlier materialisations included (their rows are kept), so a re-run cannot reset them."""
-    midnight = datetime.combine(now.date(), clock_time(), tzinfo=UTC)
-    with lake.connect() as connection:
-        accepted, accepted_tokens = connection.execute(
-            "SELECT count(*), coalesce(sum(tokens), 0) FROM synthesized_tasks WHERE created_at >= ?", [midnight]
-        ).fetchone() or (0, 0)
-        (rejected_tokens,) = connection.execute(
-            "SELECT coalesce(sum(tokens), 0) FROM synthesis_rejects WHERE created_at >= ?", [midnight]
-        ).fetchone() or (0,)
-    return settings.synth_daily_tasks - accepted, settings.synth_daily_tokens - accepted_tokens - rejected_tokens
-
-
-def _as_synthesized(lake: Lake, tasks: list[TaskSpec]) -> dict[str, TaskSpec]:
-    """``tasks`` by id, each with its lineage only if adp's synthesis wrote it (its id and text
-    are in ``synthesized_tasks``): a lineage a person wrote is a claim, and the generation of
-    their task is 0 here, so children and the generation limit count only what adp made."""
-    claimed = [task.task_id for task in tasks if task.lineage is not None]
-    written: set[tuple[str, str]] = set()
-    if claimed:
-        with lake.connect() as connection:
-            rows = connection.execute(
-                "SELECT DISTINCT task_id, description FROM synthesized_tasks WHERE task_id IN (SELECT unnest(?))",
-                [claimed],
-            ).fetchall()
-        written = {(str(task_id), str(description)) for task_id, description in rows}
-    return {
-        task.task_id: task
-        if task.lineage is None or (task.task_id, task.description) in written
-        else task.model_copy(update={"lineage": None})
-        for task in tasks
-    }
-
-
-def _feedback(lake: Lake) -> dict[str, Feedback]:
-    """By essence id: its accepted children, those that ran, and those verified (all batches)."""
-    with lake.connect() as connection:
-        rows = connection.execute(
-            """
-            WITH children AS (SELECT DISTINCT task_id, unnest(essence_ids) AS essence_id FROM synthesized_tasks)
-            SELECT c.essence_id, count(DISTINCT c.task_id), count(DISTINCT r.task_id),
-                   count(DISTINCT r.task_id) FILTER (WHERE r.verified_success)
-            FROM children c LEFT JOIN trajectories r ON r.task_id = c.task_id
-            GROUP BY 1
-            """
-        ).fetchall()
-    return {essence_id: Feedback(children, ran, verified) for essence_id, children, ran, verified in rows}
 
 
 def _make(summary: SynthesisSummary, settings: Settings, tokens_left: int, created_at: datetime) -> None:
@@ -286,14 +301,14 @@ def _make_reseeds(batch: str, candidates: list[Candidate], settings: Settings, c
         utterance = runs[probe.task_id].metadata.get("utterance")
         if not utterance:
             error = runs[probe.task_id].error_message or "no instruction on the page"
-            candidate.reject("model", f"the probe run could not read episode {seed}'s instruction: {error}")
+            candidate.reject(Stage.MODEL, f"the probe run could not read episode {seed}'s instruction: {error}")
             continue
         try:
             candidate.task = reseeded(
                 candidate.job.parents[0], candidate.job.essences[0], seed, str(utterance), created_at=created_at
             )
         except CandidateError as exc:
-            candidate.reject(exc.stage, exc.reason)
+            candidate.reject(Stage(exc.stage), exc.reason)
 
 
 async def _make_with_model(
@@ -321,10 +336,10 @@ async def _make_with_model(
                     created_at=created_at, usage=usage,
                 )  # fmt: skip
             except CandidateError as exc:
-                candidate.reject(exc.stage, exc.reason)
+                candidate.reject(Stage(exc.stage), exc.reason)
                 candidate.description = exc.description
             except LLMError as exc:
-                candidate.reject("model", str(exc).splitlines()[0][:2000])
+                candidate.reject(Stage.MODEL, str(exc).splitlines()[0][:2000])
             finally:
                 candidate.tokens = usage.total_tokens
                 spent.total_tokens += usage.total_tokens
@@ -338,7 +353,7 @@ async def _make_with_model(
         summary.stopped.append(f"{budget}: {len(over_budget)} candidates not made")
         # Planned but never made: each is still a candidate, and ends as a row like any other.
         for candidate in over_budget:
-            candidate.reject("guard", f"{budget}: the candidate was not made")
+            candidate.reject(Stage.GUARD, f"{budget}: the candidate was not made")
 
 
 def _self_check(summary: SynthesisSummary, settings: Settings) -> None:
@@ -348,7 +363,7 @@ def _self_check(summary: SynthesisSummary, settings: Settings) -> None:
     for candidate in valid:
         assert candidate.task is not None
         if (earlier := first.setdefault(candidate.task.task_id, candidate)) is not candidate:
-            candidate.reject("dedupe", f"exact copy of candidate {earlier.task.task_id if earlier.task else '?'}")
+            candidate.reject(Stage.DEDUPE, f"exact copy of candidate {earlier.task.task_id if earlier.task else '?'}")
     checked = [c for c in valid if c.stage is None]
     runs: list[TaskSpec] = [c.task for c in checked if c.task] + [null_variant(c.task) for c in checked if c.task]
     if not runs:
@@ -358,7 +373,7 @@ def _self_check(summary: SynthesisSummary, settings: Settings) -> None:
     null: list[Trajectory] = results[len(checked) :]
     for candidate, gold_run, null_run in zip(checked, gold, null, strict=True):
         if (problem := judge(gold_run, null_run)) is not None:
-            candidate.reject("self_check", problem)
+            candidate.reject(Stage.SELF_CHECK, problem)
 
 
 def _check_lines(summary: SynthesisSummary, settings: Settings) -> None:
@@ -386,7 +401,7 @@ def _check_lines(summary: SynthesisSummary, settings: Settings) -> None:
         if problem is None:
             candidate.line = line
         else:
-            candidate.reject("validation", problem)
+            candidate.reject(Stage.VALIDATION, problem)
             candidate.description = candidate.task.description
 
 
@@ -406,41 +421,77 @@ def _dedupe_guard_and_write(summary: SynthesisSummary, lake: Lake, settings: Set
             index = DedupeIndex.load(path, settings.synth_dedup_threshold)
             index.threshold = settings.synth_dedup_threshold
             index.sync(known_tasks(lake))
-            tasks_left, _ = _budget_left(lake, settings, created_at)
+            tasks_left = settings.synth_daily_tasks - spent_today(lake, created_at).tasks
             used_up = _used_up("ADP_SYNTH_DAILY_TASKS", settings.synth_daily_tasks, "task")
             accepted = 0
             for candidate, verdict in zip(
                 passing, index.check([c.task.description for c in passing if c.task]), strict=True
             ):
                 if verdict is not None:
-                    candidate.reject("dedupe", _duplicate_reason(verdict, passing))
+                    candidate.reject(Stage.DEDUPE, _duplicate_reason(verdict, passing))
                 elif accepted >= tasks_left:
-                    candidate.reject("guard", used_up)
+                    candidate.reject(Stage.GUARD, used_up)
                 else:
                     accepted += 1
-            if any(c.stage == "guard" for c in passing):
+            if any(c.stage is Stage.GUARD for c in passing):
                 summary.stopped.append(used_up)
-        earlier = _partition_rows(lake, "synthesized_tasks", summary.batch)
-        taken = {str(row["task_file"]) for row in earlier}
-        files = _write_task_files(summary, settings.tasks_dir, taken)
-        summary.task_files = list(files.values())
-        _store(lake, summary, created_at, files, earlier)
+        earlier = earlier_rows(lake, summary.batch)
+        lines: dict[int, list[str]] = {}
+        for task, line in _accepted_lines(summary):
+            lines.setdefault(task.generation, []).append(line)
+        summary.task_files = write_task_files(settings.tasks_dir, summary.batch, lines, earlier.task_files)
+        store_candidates(lake, summary.batch, earlier, *_rows(summary, created_at))
         if index is not None:
             index.add([task.task_id for task in summary.accepted], [task.description for task in summary.accepted])
             index.save(path)
 
 
-def known_tasks(lake: Lake, *, except_batch: str | None = None) -> dict[str, str]:
-    """Every known task's text by id: all batches' tasks and every accepted synthesized task
-    (written, perhaps not run yet), but those synthesized from ``except_batch``."""
-    with lake.connect() as connection:
-        rows = connection.execute(
-            "SELECT task_id, any_value(description) FROM tasks GROUP BY task_id UNION ALL "
-            "SELECT task_id, any_value(description) FROM synthesized_tasks WHERE batch IS DISTINCT FROM ? "
-            "GROUP BY task_id",
-            [except_batch],
-        ).fetchall()
-    return dict(rows)
+def _accepted_lines(summary: SynthesisSummary) -> list[tuple[TaskSpec, str]]:
+    return [
+        (c.task, c.line) for c in summary.candidates if c.stage is None and c.task is not None and c.line is not None
+    ]
+
+
+def _rows(summary: SynthesisSummary, created_at: datetime) -> tuple[list[AcceptedTask], list[RejectedCandidate]]:
+    """Every candidate as its row: accepted (in the file of its generation) or rejected."""
+    accepted: list[AcceptedTask] = []
+    rejected: list[RejectedCandidate] = []
+    for candidate in summary.candidates:
+        job, task = candidate.job, candidate.task
+        parent_task_ids = tuple(parent.task_id for parent in job.parents)
+        essence_ids = tuple(essence.essence_id for essence in job.essences)
+        if candidate.stage is None and task is not None and candidate.line is not None:
+            accepted.append(
+                AcceptedTask(
+                    task=task,
+                    line=candidate.line,
+                    task_file=summary.task_files[task.generation],
+                    mutation=job.operator,
+                    parent_task_ids=parent_task_ids,
+                    essence_ids=essence_ids,
+                    tokens=candidate.tokens,
+                    created_at=created_at,
+                )
+            )
+        elif candidate.stage is not None:
+            rejected.append(
+                RejectedCandidate(
+                    candidate_id=task.task_id if task else None,
+                    task_type=task.task_type if task else job.parents[0].task_type,
+                    mutation=job.operator,
+                    stage=candidate.stage,
+                    reason=candidate.reason,
+                    parent_task_ids=parent_task_ids,
+                    essence_ids=essence_ids,
+                    description=task.description if task and candidate.line else candidate.description,
+                    line=candidate.line,
+                    tokens=candidate.tokens,
+                    created_at=created_at,
+                )
+            )
+        else:  # every filter either passes a candidate (with its line) or rejects it
+            raise AssertionError(f"candidate {task.task_id if task else '?'} was neither accepted nor rejected")
+    return accepted, rejected
 
 
 def _duplicate_reason(verdict: Duplicate, passing: list[Candidate]) -> str:
@@ -453,92 +504,6 @@ def _duplicate_reason(verdict: Duplicate, passing: list[Candidate]) -> str:
     if verdict.kind == "exact":
         return f"exact copy of {of}"
     return f"near duplicate of {of} (estimated Jaccard similarity {verdict.similarity:.2f})"
-
-
-def _write_task_files(summary: SynthesisSummary, tasks_dir: Path, taken: set[str]) -> dict[int, Path]:
-    """One file per generation, written aside and renamed into place (the sensor never reads
-    half a file): ``synth-<batch>-g<N>.jsonl``, or, when that name exists or an earlier
-    materialisation of the batch used it (``taken``), ``synth-<batch>-g<N>-r<M>.jsonl`` with the
-    first free ``M`` from 2: a task file adp wrote is never replaced."""
-    by_generation: dict[int, list[Candidate]] = {}
-    for candidate in summary.candidates:
-        if candidate.stage is None and candidate.task is not None:
-            by_generation.setdefault(candidate.task.generation, []).append(candidate)
-    folder = Path(tasks_dir).absolute()
-    written: dict[int, Path] = {}
-    for generation, candidates in sorted(by_generation.items()):
-        stem = f"synth-{summary.batch}-g{generation}"
-        target = folder / f"{stem}.jsonl"
-        rerun = 1
-        while target.exists() or str(target) in taken:
-            rerun += 1
-            target = folder / f"{stem}-r{rerun}.jsonl"
-        write_text_atomically(target, "".join(f"{candidate.line}\n" for candidate in candidates))
-        written[generation] = target
-    return written
-
-
-def _partition_rows(lake: Lake, table: str, batch: str) -> list[dict[str, Any]]:
-    """The rows of ``table``'s partition ``batch`` as they are stored (without the ``batch`` column)."""
-    with lake.connect() as connection:
-        return named(connection.execute(f"SELECT * EXCLUDE (batch) FROM {table} WHERE batch = ?", [batch]))
-
-
-def _store(
-    lake: Lake,
-    summary: SynthesisSummary,
-    created_at: datetime,
-    files: dict[int, Path],
-    earlier_accepted: list[dict[str, Any]],
-) -> None:
-    """The batch's partitions become their earlier rows plus this materialisation's: the lake
-    replaces a partition whole, so keeping what an earlier run accepted (and spent) is done here."""
-    accepted, rejects = [], []
-    for candidate in summary.candidates:
-        job, task = candidate.job, candidate.task
-        common: dict[str, Any] = {
-            "task_type": (task.task_type if task else job.parents[0].task_type).value,
-            "mutation": job.operator,
-            "parent_task_ids": [parent.task_id for parent in job.parents],
-            "essence_ids": [essence.essence_id for essence in job.essences],
-            "tokens": candidate.tokens,
-            "created_at": created_at,
-        }
-        if candidate.stage is None and task is not None and candidate.line is not None:
-            accepted.append(
-                {
-                    **common,
-                    "task_id": task.task_id,
-                    "generation": task.generation,
-                    "description": task.description,
-                    "task": candidate.line,
-                    "task_file": str(files[task.generation]),
-                }
-            )
-        else:
-            rejects.append(
-                {
-                    **common,
-                    "candidate_id": task.task_id if task else None,
-                    "stage": candidate.stage,
-                    "reason": candidate.reason,
-                    # A candidate with a valid line has a bounded text; any other, the model's text.
-                    "description": task.description if task and candidate.line else _preview(candidate.description),
-                    "task": candidate.line,
-                }
-            )
-    earlier_rejects = _partition_rows(lake, "synthesis_rejects", summary.batch)
-    lake.write_partition("synthesized_tasks", summary.batch, [*earlier_accepted, *accepted])
-    lake.write_partition("synthesis_rejects", summary.batch, [*earlier_rejects, *rejects])
-
-
-def _preview(text: str | None) -> str | None:
-    """At most RAW_PREVIEW_CHARS of a text that was not accepted as a task (as ingest keeps of a
-    rejected line), with anything that is not UTF-8 escaped: a model's text may be neither short
-    nor valid."""
-    if text is None:
-        return None
-    return text[:RAW_PREVIEW_CHARS].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _oracle(settings: Settings) -> Settings:

@@ -5,7 +5,8 @@ its weight; one whose children fail is chosen less (weight ``(verified + 1) / (r
 Essences are drawn without replacement by weight (Efraimidis-Spirakis), from a generator seeded
 by the caller, so a batch's plan is reproducible. MiniWoB++ essences are reseeded (no model);
 code, reasoning and adp-site web essences get the model operators in turn, ``composition``
-pairing an essence with the next drawn one of the same type.
+pairing an essence with the next drawn one of the same type. An essence left out is counted
+under its :class:`SkipReason`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from runtimes.core import MutationName, TaskSpec, TaskType
 from synthesis.essence import Essence
@@ -21,6 +23,16 @@ from synthesis.mutate import MODEL_OPERATORS, on_adp_site
 from synthesis.reseed import reseedable
 
 _NEVER_MUTATED_WEIGHT = 2.0
+
+
+class SkipReason(StrEnum):
+    """Why the sampler left an essence out; the value says it in words (the ``skipped`` metadata)."""
+
+    NOT_IN_BATCH = "its task is not in the batch"
+    GENERATION_LIMIT = "generation limit reached"  # the caller adds the limit: "generation limit (3) reached"
+    WEB_ELSEWHERE = "a web task neither on adp's site nor a MiniWoB++ episode"
+    NO_MODEL = "no model configured for the mutation operators"
+    TOKEN_BUDGET = "the daily token budget of the mutation operators is used up"
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,7 @@ class Job:
 @dataclass
 class Plan:
     jobs: list[Job] = field(default_factory=list)
-    skipped: Counter[str] = field(default_factory=Counter)  # essences not mutated, by reason
+    skipped: Counter[SkipReason] = field(default_factory=Counter)  # essences not mutated, by reason
 
 
 def plan(
@@ -63,27 +75,30 @@ def plan(
     max_generation: int,
     with_model: bool,
     seed: str,
+    without_model_because: SkipReason = SkipReason.NO_MODEL,
 ) -> Plan:
     """Up to ``count`` jobs from ``essences`` (each of whose task is in ``parents`` by id).
 
     Args:
         feedback: by essence id; an essence missing from it was never mutated.
         max_generation: essences of this generation or later are not mutated (the loop guard).
-        with_model: whether a model is configured; without one only MiniWoB reseed runs.
+        with_model: whether the model operators may run; without them only MiniWoB reseed runs.
         seed: seeds the draw (the batch's partition key, say).
+        without_model_because: what an essence that needs the model operators is skipped for when
+            ``with_model`` is false (no model configured, or the day's token budget is spent).
     """
     result = Plan()
     eligible: list[Essence] = []
     for essence in essences:
         parent = parents.get(essence.task_id)
         if parent is None:
-            result.skipped["its task is not in the batch"] += 1
+            result.skipped[SkipReason.NOT_IN_BATCH] += 1
         elif essence.generation >= max_generation:
-            result.skipped[f"generation limit ({max_generation}) reached"] += 1
+            result.skipped[SkipReason.GENERATION_LIMIT] += 1
         elif essence.task_type is TaskType.WEB and not (reseedable(parent) or on_adp_site(parent)):
-            result.skipped["a web task neither on adp's site nor a MiniWoB++ episode"] += 1
+            result.skipped[SkipReason.WEB_ELSEWHERE] += 1
         elif not reseedable(parent) and not with_model:
-            result.skipped["no model configured for the mutation operators"] += 1
+            result.skipped[without_model_because] += 1
         else:
             eligible.append(essence)
     rng = random.Random(seed)

@@ -17,7 +17,7 @@ from runtimes.settings import Settings
 from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from synthesis.essence import EXTRACT_INSTRUCTIONS
 from synthesis.mutate import MUTATION_INSTRUCTIONS, OPERATOR_INSTRUCTIONS
-from tests.helpers import Daemon, code_task, materialize_file, scripted_model
+from tests.helpers import Daemon, code_task, materialize_file
 
 
 def _task(description: str, code: str, answer: str, tests: str | None) -> dict[str, Any]:
@@ -143,10 +143,16 @@ def synthesis_script() -> MockScript:
 
 
 @pytest.fixture
-def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockLLMServer]:
-    """The scripted model, configured as the llm endpoint the essence extractor and operators use."""
-    with scripted_model(monkeypatch, synthesis_script(), ADP_ESSENCE_EXTRACTOR="llm") as server:
+def model() -> Iterator[MockLLMServer]:
+    """The scripted model; :func:`with_model` makes it the endpoint the essence extractor and operators use."""
+    with MockLLMServer(synthesis_script()) as server:
         yield server
+
+
+def with_model(settings: Settings, server: MockLLMServer, **updates: object) -> Settings:
+    """``settings`` with the scripted model as the llm endpoint (no cache) and essence extractor, and ``updates``."""
+    model = {"llm_base_url": server.base_url, "llm_model": "scripted", "enable_cache": False}
+    return settings.model_copy(update={**model, "essence_extractor": "llm", **updates})
 
 
 def seed_file(path: Path, *tasks: dict[str, Any], prefix: str = "seed") -> Path:
@@ -172,7 +178,7 @@ def synthesis_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
 def test_two_generations_close_the_loop_with_lineage_and_every_candidate_accounted_for(
     settings: Settings, instance: dg.DagsterInstance, model: MockLLMServer, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"policy": "mock", "synth_candidates": 8, "synth_max_generation": 2})
+    settings = with_model(settings, model, policy="mock", synth_candidates=8, synth_max_generation=2)
     (seed_run,) = run_task_files([seed_file(tmp_path / "seed.jsonl", SEED_1, SEED_2)], settings)
     assert seed_run.success, seed_run.failure
     seed_batch = seed_run.registered.key
@@ -227,6 +233,7 @@ def test_two_generations_close_the_loop_with_lineage_and_every_candidate_account
         (1, 2)
     ]
     assert synthesis_metadata(result)["accepted"] == 2
+    assert "no_candidates_because" not in synthesis_metadata(result)  # it made candidates
     evaluations = result.get_asset_check_evaluations()
     checks = {e.check_name: e for e in evaluations if e.asset_key == dg.AssetKey("synthesized_tasks")}
     assert checks["synthesized_success_per_generation"].passed
@@ -264,6 +271,8 @@ def test_two_generations_close_the_loop_with_lineage_and_every_candidate_account
     metadata = synthesis_metadata(result)
     assert metadata["candidates"] == 0
     assert metadata["stopped"] == ["every essence is at the generation limit (ADP_SYNTH_MAX_GENERATION=2)"]
+    assert metadata["no_candidates_because"] == metadata["stopped"][0]
+    assert metadata["skipped"] == {"generation limit (2) reached": 2}
     assert not list(settings.tasks_dir.glob("*-g3.jsonl"))
     assert daemon.tick() == []
 
@@ -271,7 +280,7 @@ def test_two_generations_close_the_loop_with_lineage_and_every_candidate_account
 def test_the_daily_task_budget_stops_acceptance_then_synthesis(
     settings: Settings, model: MockLLMServer, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"policy": "mock", "synth_candidates": 8, "synth_daily_tasks": 1})
+    settings = with_model(settings, model, policy="mock", synth_candidates=8, synth_daily_tasks=1)
     (first,) = run_task_files([seed_file(tmp_path / "first.jsonl", SEED_1, SEED_2)], settings)
     assert first.success, first.failure
     assert query(settings, "SELECT count(*) FROM synthesized_tasks") == [(1,)]
@@ -292,13 +301,12 @@ def test_the_daily_task_budget_stops_acceptance_then_synthesis(
 
 
 def test_the_daily_token_budget_stops_the_model_operators(
-    settings: Settings, instance: dg.DagsterInstance, model: MockLLMServer, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    settings: Settings, instance: dg.DagsterInstance, model: MockLLMServer, tmp_path: Path
+) -> None:
     # One call at a time, and a budget the first candidate's answer uses up.
-    monkeypatch.setenv("ADP_LLM_MAX_CONCURRENCY", "1")
-    monkeypatch.setenv("ADP_SYNTH_DAILY_TOKENS", "10")
-    settings = settings.model_copy(update={"policy": "mock", "synth_candidates": 8})
+    settings = with_model(
+        settings, model, policy="mock", synth_candidates=8, llm_max_concurrency=1, synth_daily_tokens=10
+    )
     result = materialize_file(seed_file(tmp_path / "seed.jsonl", SEED_1, SEED_2), settings, instance)
     assert result.success
     batch = result.dagster_run.tags["dagster/partition"]

@@ -7,18 +7,23 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from adp_pipeline.materialize import run_task_files
 from adp_pipeline.storage import Lake
+from adp_pipeline.synthesize import skipped_in_words
 from runtimes.core import TaskSpec, TaskType
 from runtimes.settings import Settings
 from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from synthesis.essence import Essence, SuccessPattern
 from synthesis.mutate import OPERATOR_INSTRUCTIONS
-from synthesis.sampler import Feedback, plan
+from synthesis.sampler import Feedback, SkipReason, plan
 from synthesis.selfcheck import null_code, null_variant
 from tests.helpers import EXAMPLES, REPO, code_task
+
+
+def with_model(settings: Settings, server: MockLLMServer, **updates: object) -> Settings:
+    """``settings`` with the scripted model as the llm endpoint (no cache), and ``updates``."""
+    model = {"llm_base_url": server.base_url, "llm_model": "scripted", "enable_cache": False}
+    return settings.model_copy(update={**model, **updates})
 
 
 def test_the_null_solution_keeps_the_gold_codes_signatures_and_does_nothing() -> None:
@@ -88,10 +93,24 @@ def test_the_sampler_prefers_essences_never_mutated_and_avoids_those_whose_child
         seed="s",
     )
     assert work.jobs == []
-    assert work.skipped == {
+    assert work.skipped == {SkipReason.GENERATION_LIMIT: 1, SkipReason.NO_MODEL: 1}
+    # The metadata says them in words, the limit named.
+    assert skipped_in_words(work.skipped, 3) == {
         "generation limit (3) reached": 1,
         "no model configured for the mutation operators": 1,
     }
+    # A model that is configured but out of tokens is not a missing model: the caller says which.
+    work = plan(
+        [_essence("good_children")],
+        parents,
+        {},
+        count=4,
+        max_generation=3,
+        with_model=False,
+        without_model_because=SkipReason.TOKEN_BUDGET,
+        seed="s",
+    )
+    assert work.skipped == {SkipReason.TOKEN_BUDGET: 1}
 
 
 def test_miniwob_reseed_makes_new_episodes_verified_in_chromium_without_a_model(
@@ -125,9 +144,7 @@ def test_miniwob_reseed_makes_new_episodes_verified_in_chromium_without_a_model(
     assert len(written.read_text().splitlines()) == len(made)
 
 
-def test_web_mutation_on_adps_site_is_self_checked_in_chromium(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_web_mutation_on_adps_site_is_self_checked_in_chromium(settings: Settings, tmp_path: Path) -> None:
     """A model's web task on adp's shop is kept only if its actions pass its page check in
     Chromium and doing nothing fails it; a task that starts off adp's site is refused."""
     (parent_line,) = [line for line in EXAMPLES.read_text().splitlines() if '"web_order_pens"' in line]
@@ -162,10 +179,7 @@ def test_web_mutation_on_adps_site_is_self_checked_in_chromium(
     task_file = tmp_path / "web.jsonl"
     task_file.write_text(parent_line + "\n")
     with MockLLMServer(MockScript(rules=rules)) as server:
-        monkeypatch.setenv("ADP_LLM_BASE_URL", server.base_url)
-        monkeypatch.setenv("ADP_LLM_MODEL", "scripted")
-        monkeypatch.setenv("ENABLE_CACHE", "false")
-        (run,) = run_task_files([task_file], settings.model_copy(update={"synth_candidates": 3}))
+        (run,) = run_task_files([task_file], with_model(settings, server, synth_candidates=3))
     assert run.success, run.failure
     with Lake(settings.data_dir).connect() as connection:
         made = connection.execute("SELECT mutation, task FROM synthesized_tasks").fetchall()

@@ -20,14 +20,15 @@ from adp_pipeline.defs.jobs import process_task_file
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.materialize import run_task_files
 from adp_pipeline.storage import Lake
-from adp_pipeline.synthesize import Candidate, SynthesisSummary, _check_lines, index_path, known_tasks
+from adp_pipeline.storage.synthesis import index_path, known_tasks
+from adp_pipeline.synthesize import Candidate, SynthesisSummary, _check_lines
 from runtimes.core import DEFAULT_MAX_LINE_BYTES, RAW_PREVIEW_CHARS, TaskSpec, parse_task_file
 from runtimes.settings import Settings
 from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from synthesis.dedupe import DedupeIndex, Duplicate, normalise
 from synthesis.mutate import OPERATOR_INSTRUCTIONS
 from synthesis.sampler import Job
-from tests.helpers import code_task, scripted_model
+from tests.helpers import code_task
 
 SEED = (
     "Write a Python function sum_to(n) that returns the sum of the integers from 1 to n inclusive, "
@@ -87,10 +88,17 @@ def script(**by_operator: Answer) -> MockScript:
 
 
 @pytest.fixture
-def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockLLMServer]:
-    """The scripted model as the operators' endpoint (essences stay structural: no model needed)."""
-    with scripted_model(monkeypatch, MockScript()) as server:
+def model() -> Iterator[MockLLMServer]:
+    """The scripted model; :func:`with_model` makes it the operators' endpoint (essences stay
+    structural: no model needed)."""
+    with MockLLMServer(MockScript()) as server:
         yield server
+
+
+def with_model(settings: Settings, server: MockLLMServer, **updates: object) -> Settings:
+    """``settings`` with the scripted model as the llm endpoint (no cache), and ``updates``."""
+    model = {"llm_base_url": server.base_url, "llm_model": "scripted", "enable_cache": False}
+    return settings.model_copy(update={**model, **updates})
 
 
 def seed_batch(settings: Settings, tmp_path: Path, **fields: object) -> str:
@@ -144,7 +152,7 @@ def assert_nothing_lost(settings: Settings) -> None:
 def test_rematerialising_a_partition_gets_only_what_is_left_of_the_days_task_budget(
     settings: Settings, model: MockLLMServer, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"synth_candidates": 2, "synth_daily_tasks": 3})
+    settings = with_model(settings, model, synth_candidates=2, synth_daily_tasks=3)
     model.script = script(parameter=TRIPLE, complexity=IS_EVEN)
     batch = seed_batch(settings, tmp_path)
     assert accepted(settings, batch) == sorted([TRIPLE[0], IS_EVEN[0]])
@@ -169,12 +177,10 @@ def test_rematerialising_a_partition_gets_only_what_is_left_of_the_days_task_bud
 
 
 def test_rematerialising_a_partition_gets_only_what_is_left_of_the_days_token_budget(
-    settings: Settings, model: MockLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, model: MockLLMServer, tmp_path: Path
 ) -> None:
     # One call at a time, and a budget the first candidate's answer uses up.
-    monkeypatch.setenv("ADP_LLM_MAX_CONCURRENCY", "1")
-    monkeypatch.setenv("ADP_SYNTH_DAILY_TOKENS", "10")
-    settings = settings.model_copy(update={"synth_candidates": 2})
+    settings = with_model(settings, model, synth_candidates=2, llm_max_concurrency=1, synth_daily_tokens=10)
     model.script = script(parameter=TRIPLE, complexity=IS_EVEN)
     batch = seed_batch(settings, tmp_path)
     spent = query(settings, "SELECT sum(tokens) FROM synthesized_tasks WHERE batch = ?", batch)[0][0]
@@ -191,7 +197,7 @@ def test_rematerialising_a_partition_gets_only_what_is_left_of_the_days_token_bu
 def test_a_rematerialisation_keeps_every_accepted_task_in_its_file_and_the_lake(
     settings: Settings, model: MockLLMServer, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"synth_candidates": 2})
+    settings = with_model(settings, model, synth_candidates=2)
     model.script = script(parameter=TRIPLE, complexity=IS_EVEN)
     batch = seed_batch(settings, tmp_path)
     first_file = settings.tasks_dir / f"synth-{batch}-g1.jsonl"
@@ -202,7 +208,7 @@ def test_a_rematerialisation_keeps_every_accepted_task_in_its_file_and_the_lake(
     model.script = script(parameter=LAST_DIGIT, complexity=TRIPLE)
     metadata = rematerialise(settings, batch)
     second_file = settings.tasks_dir / f"synth-{batch}-g1-r2.jsonl"
-    assert metadata["task_files"] == [str(second_file)]
+    assert metadata["task_files"] == {"1": str(second_file)}
     assert first_file.read_bytes() == first_content  # never replaced
     assert [json.loads(line)["description"] for line in second_file.read_text().splitlines()] == [LAST_DIGIT[0]]
     assert accepted(settings, batch) == sorted([TRIPLE[0], IS_EVEN[0], LAST_DIGIT[0]])
@@ -228,7 +234,7 @@ def test_a_candidate_over_ingests_limits_is_rejected_at_validation_and_an_invisi
     huge = (TRIPLE[0] + " " + "Mind the details. " * 47_200, *TRIPLE[1:])  # 849 KB
     # The seed's text with a zero-width space in every word, other case and other spacing.
     disguised = "\u00a0 ".join(word[0] + "\u200b" + word[1:].upper() for word in SEED.split(" "))
-    settings = settings.model_copy(update={"synth_candidates": 3})
+    settings = with_model(settings, model, synth_candidates=3)
     model.script = script(parameter=huge, complexity=(disguised, *IS_EVEN[1:]), breadth=LAST_DIGIT)
     batch = seed_batch(settings, tmp_path)
 
@@ -343,7 +349,7 @@ def test_a_persons_lineage_is_kept_as_a_claim_but_never_counted_as_a_generation(
         "generation": 2,
         "created_at": datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
     }
-    settings = settings.model_copy(update={"synth_candidates": 1, "synth_max_generation": 1})
+    settings = with_model(settings, model, synth_candidates=1, synth_max_generation=1)
     model.script = script(parameter=TRIPLE)
     batch = seed_batch(settings, tmp_path, lineage=claim)
 

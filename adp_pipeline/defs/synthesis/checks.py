@@ -4,8 +4,8 @@ import dagster as dg
 
 from adp_pipeline.defs.markdown import for_people, markdown_table
 from adp_pipeline.defs.resources import AdpResource
+from adp_pipeline.storage.synthesis import known_tasks
 from adp_pipeline.storage.tables import WRITTEN_BY_SYNTHESIS
-from adp_pipeline.synthesize import known_tasks
 from synthesis.dedupe import DedupeIndex
 
 NEAR_DUPLICATE_LIMIT = 0.05

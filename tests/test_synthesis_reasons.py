@@ -1,0 +1,220 @@
+"""Synthesis says why it made no candidate: ``no_candidates_because`` in the ``synthesized_tasks``
+metadata and a warning in the run's log, in the words `adp run` prints (synthesis off, a budget
+used up, no model for the essences there are, no essences and why). Real runs on a real lake;
+the model, where one is configured, is the scripted mock server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+from markdown_it import MarkdownIt
+
+from adp_pipeline.builder import build_definitions
+from adp_pipeline.cli import main
+from adp_pipeline.defs.jobs import process_task_file
+from adp_pipeline.defs.partitions import task_files
+from adp_pipeline.instance import open_instance
+from adp_pipeline.storage import Lake
+from adp_pipeline.storage.rows import task_row
+from adp_pipeline.synthesize import NO_MODEL, model_missing, synthesize_batch
+from runtimes.core import TaskSpec
+from runtimes.settings import Settings
+from runtimes.testing import MockLLMServer, MockScript
+from synthesis.essence import Essence, SuccessPattern
+from synthesis.stages import Stage
+from tests.helpers import code_task, task_line
+
+SOLVED = code_task("solved", "print(6 * 7)", "42")
+UNSOLVED = code_task("unsolved", "print(6 * 7)", "42", tests="assert False")  # runs; its check fails
+
+
+@pytest.fixture
+def model() -> Iterator[MockLLMServer]:
+    with MockLLMServer(MockScript()) as server:
+        yield server
+
+
+def synthesis_only(settings: Settings, batch: str) -> tuple[dict[str, Any], list[str]]:
+    """Materialise ``synthesized_tasks`` alone for ``batch``, in-process: its metadata and the
+    warnings its run logged."""
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(task_files.name, [batch])
+        job = build_definitions(settings, lake_wide=False).resolve_job_def(process_task_file.name)
+        result = job.execute_in_process(
+            partition_key=batch, instance=instance, asset_selection=[dg.AssetKey("synthesized_tasks")]
+        )
+        (materialization,) = result.asset_materializations_for_node("synthesized_tasks")
+        warnings = [log.user_message for log in instance.all_logs(result.run_id) if log.level == logging.WARNING]
+    return {key: value.value for key, value in materialization.metadata.items()}, warnings
+
+
+def test_adp_run_and_the_metadata_give_the_same_reason_and_each_setting_its_own(
+    settings: Settings, model: MockLLMServer, tmp_path: Path
+) -> None:
+    # `adp run` with no model: the code batch is verified, its essence made, and no candidate.
+    solved, unsolved = tmp_path / "solved.jsonl", tmp_path / "unsolved.jsonl"
+    solved.write_text(SOLVED + "\n")
+    unsolved.write_text(UNSOLVED + "\n")
+    args = ["run", str(solved), str(unsolved), "--data-dir", str(settings.data_dir), "--policy", "oracle"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())  # the console wraps long lines
+    assert model_missing(settings) == NO_MODEL
+    assert f"synthesis: {NO_MODEL}" in printed
+
+    with open_instance(settings) as instance:
+        records = instance.fetch_materializations(dg.AssetKey("synthesized_tasks"), limit=10).records
+        by_batch = {
+            str(materialization.partition).rsplit("-", 1)[0]: materialization.metadata
+            for record in records
+            if (materialization := record.asset_materialization) is not None
+        }
+    first = {key: value.value for key, value in by_batch["solved"].items()}
+    assert (first["essences"], first["candidates"]) == (1, 0)
+    assert first["no_candidates_because"] == NO_MODEL
+    assert first["skipped"] == {"no model configured for the mutation operators": 1}
+    other = by_batch["unsolved"]["no_candidates_because"].value
+    assert other == (
+        "the batch has no essences: no verified success among its 1 trajectory "
+        "(essences are made from verified successes only)"
+    )
+
+    # The same batch again, under each setting that stops synthesis: each gives its own reason,
+    # logged as a warning too. A configured model out of tokens is not a missing model, and is
+    # not asked.
+    (batch,) = [str(r.partition_key) for r in records if str(r.partition_key).startswith("solved-")]
+    with_model = {"llm_base_url": model.base_url, "llm_model": "scripted", "enable_cache": False}
+    cases = {
+        "synthesis is off (ADP_SYNTH_MAX_GENERATION=0)": {"synth_max_generation": 0},
+        "the daily task budget (ADP_SYNTH_DAILY_TASKS=0) is used up": {"synth_daily_tasks": 0},
+        "no candidate is asked for (ADP_SYNTH_CANDIDATES=0)": {"synth_candidates": 0},
+        "the daily token budget (ADP_SYNTH_DAILY_TOKENS=0) is used up": {**with_model, "synth_daily_tokens": 0},
+        NO_MODEL: {},
+    }
+    for reason, updates in cases.items():
+        metadata, warnings = synthesis_only(settings.model_copy(update=updates), batch)
+        assert (metadata["candidates"], metadata["no_candidates_because"]) == (0, reason), updates
+        assert any(reason in warning for warning in warnings), (reason, warnings)
+    assert model.stats.requests == 0
+
+    # Essences not made yet, and a partition with nothing at all.
+    Lake(settings.data_dir).write_partition("essences", batch, [])
+    metadata, _ = synthesis_only(settings, batch)
+    assert metadata["no_candidates_because"] == (
+        "the batch has no essences yet, though it has 1 verified success: materialise task_essences first"
+    )
+    metadata, _ = synthesis_only(settings, "nothing-00000000")
+    assert metadata["no_candidates_because"] == (
+        "the batch has no essences: it has no trajectories (materialise trajectories, then task_essences)"
+    )
+    # The rows are as they were: reasons are metadata, not candidates.
+    with Lake(settings.data_dir).connect() as connection:
+        assert connection.execute("SELECT count(*) FROM synthesis_rejects").fetchall() == [(0,)]
+        assert connection.execute("SELECT count(*) FROM synthesized_tasks").fetchall() == [(0,)]
+
+
+def _essence(task: TaskSpec, essence_id: str) -> dict[str, Any]:
+    """``task``'s essence as a row of ``essences``."""
+    essence = Essence(
+        essence_id=essence_id,
+        task_id=task.task_id,
+        task_type=task.task_type,
+        generation=0,
+        query=task.description,
+        complexity=1,
+        tools=list(task.expected_tools),
+        n_steps=2,
+        success_pattern=SuccessPattern(key_steps=[], execution_pattern="", success_indicators=[]),
+        verifier_kind="expected_answer",
+        extractor="structural",
+    )
+    return {
+        **essence.model_dump(exclude={"success_pattern", "task_type"}),
+        "task_type": essence.task_type.value,
+        "success_pattern": essence.success_pattern.model_dump_json(),
+        "created_at": datetime.now(UTC),
+    }
+
+
+def test_essences_left_out_for_several_reasons_are_each_counted_in_the_reason(settings: Settings) -> None:
+    lake = Lake(settings.data_dir)
+    batch = "mixed-00000001"
+    code = TaskSpec.model_validate_json(SOLVED, strict=False)
+    elsewhere = TaskSpec.model_validate_json(
+        task_line(
+            "elsewhere", "web", constraints={"start_url": "https://example.com/", "verify": {"url_contains": "x"}}
+        ),
+        strict=False,
+    )
+    gone = code.model_copy(update={"task_id": "gone"})  # an essence whose task the batch lacks
+    now = datetime.now(UTC)
+    tasks = [
+        task_row(task, source_file="f.jsonl", line_number=i, ingested_at=now)
+        for i, task in enumerate([code, elsewhere], 1)
+    ]
+    lake.write_partition("tasks", batch, tasks)
+    lake.write_partition("essences", batch, [_essence(code, "e1"), _essence(elsewhere, "e2"), _essence(gone, "e3")])
+
+    summary = synthesize_batch(lake, batch, settings)
+    assert summary.candidates == [] and summary.essences == 3
+    assert summary.no_candidates_because == (
+        "no essence could be mutated: its task is not in the batch (1 essence); "
+        "a web task neither on adp's site nor a MiniWoB++ episode (1 essence); "
+        "no model configured for the mutation operators (1 essence)"
+    )
+    assert summary.task_files == {}
+
+
+def test_the_stored_stage_values_are_the_documented_ones() -> None:
+    # Stored in synthesis_rejects and read by dbt and people: never renamed.
+    assert [stage.value for stage in Stage] == ["model", "validation", "self_check", "dedupe", "guard"]
+    documented = (Path(__file__).parents[1] / "docs" / "operations.md").read_text()
+    assert "stage (`model`, `validation`, `self_check`, `dedupe`, `guard`)" in documented
+
+
+# CommonMark with raw HTML on, as remark reads it in the UI (rehype-sanitize then drops the HTML).
+_MARKDOWN = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+
+
+def _raw_html(text: str) -> list[str]:
+    """What the UI's Markdown would take for HTML in ``text`` (and its sanitizer drop)."""
+    found = []
+    for token in _MARKDOWN.parse(text):
+        if token.type == "html_block":
+            found.append(token.content)
+        for child in token.children or []:
+            if child.type == "html_inline":
+                found.append(child.content)
+    return found
+
+
+def test_every_asset_and_check_description_renders_whole_in_the_ui(settings: Settings) -> None:
+    """The UI renders descriptions as Markdown and its sanitizer drops raw HTML: a placeholder
+    such as ``<batch>`` outside a code span vanishes (``synth--g.jsonl``)."""
+    definitions = build_definitions(settings)
+    described = {spec.key.to_user_string(): spec.description or "" for spec in definitions.resolve_all_asset_specs()}
+    graph = definitions.resolve_asset_graph()
+    for check_key in graph.asset_check_keys:
+        described[f"check {check_key.name}"] = graph.get_check_spec(check_key).description or ""
+    assert "synthesized_tasks" in described
+    broken = {name: html for name, text in described.items() if (html := _raw_html(text))}
+    assert broken == {}
+    assert "`synth-<batch>-g<N>.jsonl`" in described["synthesized_tasks"]
+
+
+def test_the_reason_for_no_model_names_contradictory_model_settings(settings: Settings) -> None:
+    assert model_missing(settings) == NO_MODEL
+    assert model_missing(settings.model_copy(update={"synth_max_generation": 0})) is None  # off: nothing to say
+    half = settings.model_copy(update={"llm_base_url": "http://127.0.0.1:9/v1"})  # a URL, no model name
+    assert model_missing(half) == (
+        "ADP_LLM_BASE_URL is set but ADP_LLM_MODEL is not; set the model name to use; "
+        "until then only MiniWoB tasks are reseeded"
+    )
+    assert model_missing(half.model_copy(update={"llm_model": "m"})) is None
