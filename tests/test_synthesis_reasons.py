@@ -14,7 +14,6 @@ from typing import Any
 import dagster as dg
 import pytest
 from click.testing import CliRunner
-from markdown_it import MarkdownIt
 
 from adp_pipeline.builder import build_definitions
 from adp_pipeline.cli import main
@@ -177,36 +176,6 @@ def test_the_stored_stage_values_are_the_documented_ones() -> None:
     assert [stage.value for stage in Stage] == ["model", "validation", "self_check", "dedupe", "guard"]
     documented = (Path(__file__).parents[1] / "docs" / "operations.md").read_text()
     assert "stage (`model`, `validation`, `self_check`, `dedupe`, `guard`)" in documented
-
-
-# CommonMark with raw HTML on, as remark reads it in the UI (rehype-sanitize then drops the HTML).
-_MARKDOWN = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
-
-
-def _raw_html(text: str) -> list[str]:
-    """What the UI's Markdown would take for HTML in ``text`` (and its sanitizer drop)."""
-    found = []
-    for token in _MARKDOWN.parse(text):
-        if token.type == "html_block":
-            found.append(token.content)
-        for child in token.children or []:
-            if child.type == "html_inline":
-                found.append(child.content)
-    return found
-
-
-def test_every_asset_and_check_description_renders_whole_in_the_ui(settings: Settings) -> None:
-    """The UI renders descriptions as Markdown and its sanitizer drops raw HTML: a placeholder
-    such as ``<batch>`` outside a code span vanishes (``synth--g.jsonl``)."""
-    definitions = build_definitions(settings)
-    described = {spec.key.to_user_string(): spec.description or "" for spec in definitions.resolve_all_asset_specs()}
-    graph = definitions.resolve_asset_graph()
-    for check_key in graph.asset_check_keys:
-        described[f"check {check_key.name}"] = graph.get_check_spec(check_key).description or ""
-    assert "synthesized_tasks" in described
-    broken = {name: html for name, text in described.items() if (html := _raw_html(text))}
-    assert broken == {}
-    assert "`synth-<batch>-g<N>.jsonl`" in described["synthesized_tasks"]
 
 
 def test_the_reason_for_no_model_names_contradictory_model_settings(settings: Settings) -> None:
