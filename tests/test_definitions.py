@@ -44,7 +44,7 @@ def test_definitions_wire_every_asset_check_job_and_sensor(settings: Settings) -
     assert graph.get(dg.AssetKey("synthesized_tasks")).parent_keys == {dg.AssetKey("task_essences")}
     assert defs.resolve_job_def("process_task_file").partitions_def is not None
     assert defs.resolve_sensor_def("task_file_sensor").job_name == "process_task_file"
-    assert defs.resources["adp"].data_dir == str(settings.data_dir.absolute())
+    assert defs.resources["adp"].data_path == settings.data_dir.absolute()
 
 
 def test_dagster_definitions_validate_accepts_the_workspace(tmp_path: Path) -> None:
