@@ -66,6 +66,15 @@ def _require_writable(data_dir: Path) -> None:
         _fail(f"data dir {data_dir} cannot be written: {reason} (set ADP_DATA_DIR or --data-dir)")
 
 
+def _require_data(data_dir: Path, alternative: str) -> None:
+    """Refuse (exit 2) a data dir where nothing has run: a reader would create an empty lake and
+    catalog there and answer from them, so a mistyped --data-dir would look like an empty lake."""
+    from adp_pipeline.storage import lake_exists
+
+    if not lake_exists(data_dir):
+        _fail(f"{data_dir.absolute()}: no data here yet: run adp run or make demo ({alternative})", 2)
+
+
 def _storage_failure(exc: BaseException) -> str | None:
     """The first line of the storage error behind ``exc`` (a read-only or full data dir, seen by
     the lake, the catalog or Dagster's SQLite, under whatever wrapping), or None if it is none."""
@@ -171,80 +180,48 @@ def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None, mode
 
 
 def _print_run_summary(batches: Sequence[str], settings: Settings) -> None:
-    from adp_pipeline.storage import Lake
+    from adp_pipeline.storage import Lake, run_report
 
-    per_type = ", ".join(
-        f"(SELECT count(*) FILTER (WHERE verified_success) || '/' || count(*) FROM trajectories r "
-        f"WHERE r.batch = b.batch AND r.task_type = '{task_type}')"
-        for task_type in ("code", "web", "reasoning")
-    )
-    with Lake(settings.data_dir).connect() as connection:
-        counts = connection.execute(
-            f"""
-            SELECT b.batch,
-                   (SELECT count(*) FROM tasks t WHERE t.batch = b.batch),
-                   (SELECT count(*) FROM task_rejects r WHERE r.batch = b.batch),
-                   {per_type}
-            FROM (SELECT unnest(?) AS batch) b
-            """,
-            [list(batches)],
-        ).fetchall()
-        rejects = connection.execute(
-            "SELECT source_file, line_number, coalesce(field, ''), reason FROM task_rejects "
-            "WHERE batch IN (SELECT unnest(?)) ORDER BY source_file, line_number LIMIT ?",
-            [list(batches), _REJECTS_SHOWN],
-        ).fetchall()
-        errors = connection.execute(
-            # The example is the first such task of its file: the same whatever order the tasks ended in.
-            "SELECT r.error_type, count(*), arg_min(r.error_message, (r.batch, t.line_number, r.task_id)) "
-            "FROM trajectories r LEFT JOIN tasks t USING (batch, task_id) "
-            "WHERE r.batch IN (SELECT unnest(?)) AND NOT r.success GROUP BY 1 ORDER BY 2 DESC, 1",
-            [list(batches)],
-        ).fetchall()
-        synthesized = connection.execute(
-            """
-            SELECT b.batch,
-                   (SELECT count(*) FROM synthesized_tasks s WHERE s.batch = b.batch),
-                   (SELECT string_agg(stage || ' ' || n, ', ' ORDER BY stage)
-                      FROM (SELECT stage, count(*) AS n FROM synthesis_rejects r WHERE r.batch = b.batch GROUP BY 1)),
-                   (SELECT string_agg(DISTINCT task_file, ' ') FROM synthesized_tasks s WHERE s.batch = b.batch)
-            FROM (SELECT unnest(?) AS batch) b
-            """,
-            [list(batches)],
-        ).fetchall()
+    report = run_report(Lake(settings.data_dir), batches, rejected_lines_shown=_REJECTS_SHOWN)
     out = _out()
     table = Table(title=f"task batches (policy {settings.policy}; verified successes/tasks per type)")
-    for column in ("batch", "accepted", "rejected", "code", "web", "reasoning"):
+    for column in ("batch", "accepted", "rejected", *TaskType):
         table.add_column(column, justify="left" if column == "batch" else "right")
-    for row in counts:
-        table.add_row(*(_cell(value) for value in row))
+    for batch in report.batches:
+        tallies = (f"{tally.verified}/{tally.trajectories}" for tally in batch.by_type.values())
+        table.add_row(*(_cell(value) for value in (batch.batch, batch.accepted, batch.rejected, *tallies)))
     out.print(table)
-    if any(accepted or rejected for _, accepted, rejected, _ in synthesized):
-        made = Table(title="synthesized tasks (the sensor runs their file; or `adp run` it)")
+    if any(made.accepted or made.rejected_by_stage for made in report.synthesis):
+        synthesized = Table(title="synthesized tasks (the sensor runs their file; or `adp run` it)")
         for column in ("batch", "accepted", "rejected by stage", "task file"):
-            made.add_column(column, overflow="fold")
-        for batch, accepted, rejected, task_file in synthesized:
-            made.add_row(_cell(batch), _cell(accepted), _cell(rejected or ""), _cell(task_file or ""))
-        out.print(made)
+            synthesized.add_column(column, overflow="fold")
+        for made in report.synthesis:
+            by_stage = ", ".join(f"{stage} {n}" for stage, n in made.rejected_by_stage.items())
+            synthesized.add_row(
+                _cell(made.batch), _cell(made.accepted), _cell(by_stage), _cell(" ".join(made.task_files))
+            )
+        out.print(synthesized)
     if settings.synth_max_generation and not _model_configured(settings):
         out.print(
             "synthesis: no model configured, so only MiniWoB tasks are reseeded; code and reasoning tasks are "
             "mutated once a model is (ADP_LLM_BASE_URL and ADP_LLM_MODEL, or a provider's key)",
             highlight=False,
         )
-    if errors:
+    if report.failures:
         failures = Table(title="failed tasks by error type")
         for column in ("error type", "tasks", "for example"):
             failures.add_column(column, overflow="fold")
-        for error_type, n, example in errors:
-            failures.add_row(_cell(error_type), _cell(n), _cell((example or "")[:200]))
+        for group in report.failures:
+            failures.add_row(_cell(group.error_type), _cell(group.tasks), _cell((group.example or "")[:200]))
         out.print(failures)
-    if rejects:
+    if report.rejected_lines:
         shown = Table(title=f"rejected lines (first {_REJECTS_SHOWN})")
         for column in ("file:line", "field", "reason"):
             shown.add_column(column, overflow="fold")
-        for source, line, field, reason in rejects:
-            shown.add_row(_cell(f"{Path(source).name}:{line}"), _cell(field), _cell(reason))
+        for line in report.rejected_lines:
+            shown.add_row(
+                _cell(f"{Path(line.source_file).name}:{line.line_number}"), _cell(line.field or ""), _cell(line.reason)
+            )
         out.print(shown)
         out.print('all of them: adp query "select * from task_rejects"', highlight=False)
 
@@ -326,6 +303,7 @@ def export(
     expression, read like `adp query` (the lake only; ADP_QUERY_TEMP_MB of spill space,
     ADP_QUERY_THREADS threads, ADP_QUERY_MEMORY_MB of memory up to 256 MB; no time limit); an
     existing FILE is replaced only with --force, and never one in the lake or a catalog file.
+    A data dir without a lake is refused (exit 2): nothing has run there.
     """
     from adp_pipeline.export import check_export, export_training_set
     from adp_pipeline.storage import Lake, QueryLimits, RefusedError
@@ -336,34 +314,49 @@ def export(
     fraction = settings.export_val_fraction if val_fraction is None else val_fraction
     export_format = export_format or settings.export_format
     request: dict[str, Any] = {"export_format": export_format, "where": where, "val_fraction": fraction}
-    try:  # refused before the progress shows, and before anything is read or written
+    try:  # refused before anything is read or written
         check_export(lake, out, **request, overwrite=force)
     except RefusedError as exc:
         _fail(str(exc), 2)
     except AdpError as exc:
         _fail(str(exc))
+    _require_data(settings.data_dir, "there is nothing to export")  # reading would lay out an empty lake
+    # The count shows from the first batch written: a --where DuckDB cannot run (a missing column, a
+    # failed cast) fails when the selection starts, and must not leave "exporting 0 trajectories" above it.
+    selecting = _err.status("exporting: selecting the trajectories ...")  # transient: leaves no line
     progress = Progress(TextColumn("{task.description}"), TextColumn("{task.completed} trajectories"), console=_err)
-    with progress:
-        bar = progress.add_task("exporting", total=None)
-        try:
-            summary = export_training_set(
-                lake,
-                out,
-                **request,
-                include_failed=include_failed,
-                on_progress=lambda done: progress.update(bar, completed=done),
-                overwrite=force,
-                limits=QueryLimits.from_settings(settings),
-            )
-        except RefusedError as exc:
-            failure, code = str(exc), 2
-        except AdpError as exc:
-            failure, code = str(exc), 1
-        except OSError as exc:
-            failure, code = f"{out}: {exc.strerror or exc}", 1
-        else:
-            failure, code = None, 0
-    if failure is not None:
+    bar = progress.add_task("exporting", total=None)
+
+    def exported(done: int) -> None:
+        progress.update(bar, completed=done)
+        if not progress.live.is_started:
+            selecting.stop()
+            progress.start()
+
+    failure: str | None = None
+    code = 0
+    try:
+        selecting.start()
+        summary = export_training_set(
+            lake,
+            out,
+            **request,
+            include_failed=include_failed,
+            on_progress=exported,
+            overwrite=force,
+            limits=QueryLimits.from_settings(settings),
+        )
+    except RefusedError as exc:
+        failure, code = str(exc), 2
+    except AdpError as exc:
+        failure, code = str(exc), 1
+    except OSError as exc:
+        failure, code = f"{out}: {exc.strerror or exc}", 1
+    finally:
+        selecting.stop()
+        if progress.live.is_started:  # a progress never started still prints a blank line at its stop
+            progress.stop()
+    if failure is not None:  # after the progress's last line, so the error is the last one
         _fail(failure, code)
     splits = ", ".join(f"{split} {n}" for split, n in sorted(summary.by_split.items())) or "none"
     click.echo(printable(f"wrote {out}: {summary.rows} records ({export_format}; {splits})"))
@@ -381,7 +374,8 @@ def export(
 @click.argument("sql")
 @_data_dir_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-def query(sql: str, data_dir: Path | None, fmt: str) -> None:
+@click.option("--create", is_flag=True, help="Create an empty lake and catalog if the data dir has none.")
+def query(sql: str, data_dir: Path | None, fmt: str, create: bool) -> None:
     """Run one read statement (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE) over the
     DuckDB views (tasks, task_rejects, ...) and the dbt marts.
 
@@ -389,7 +383,8 @@ def query(sql: str, data_dir: Path | None, fmt: str) -> None:
     ...), a second statement, or a call that is not a read is refused (exit 2). It may use
     ADP_QUERY_MEMORY_MB of memory, ADP_QUERY_TEMP_MB of spill space and ADP_QUERY_THREADS
     threads, and is stopped after ADP_QUERY_TIMEOUT_SECONDS. Safe while runs are writing: the
-    catalog is attached read-only and runs never lock it.
+    catalog is attached read-only and runs never lock it. A data dir without a lake (nothing has
+    run there, or a mistyped --data-dir) is refused (exit 2) unless --create.
     """
     from adp_pipeline.storage import (
         QueryLimits,
@@ -405,6 +400,8 @@ def query(sql: str, data_dir: Path | None, fmt: str) -> None:
     limits = QueryLimits.from_settings(settings)
     try:
         statement = read_statement(sql)  # before the catalog is even opened
+        if not create:
+            _require_data(settings.data_dir, "or pass --create to query an empty lake there")
         with (
             open_catalog(settings.data_dir, limits) as connection,
             outside_the_lake_refused("the query"),

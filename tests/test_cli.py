@@ -34,7 +34,7 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str
 
 def test_run_then_query_the_examples_in_every_format(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
-    done = adp("run", str(EXAMPLES), "--data-dir", data)
+    done = adp("run", str(EXAMPLES), "--data-dir", data, "--policy", "oracle")
     assert done.returncode == 0, done.stderr
     assert "tasks-" in done.stdout and "accepted" in done.stdout
     assert "rejected lines" not in done.stdout
@@ -65,18 +65,20 @@ def test_run_then_query_the_examples_in_every_format(tmp_path: Path) -> None:
 
 def test_run_prints_the_rejected_lines_and_still_succeeds(tmp_path: Path) -> None:
     mixed = write_mixed(tmp_path / "mixed.jsonl")
-    code, out, _ = invoke("run", str(mixed), "--data-dir", str(tmp_path / "data"))
-    assert code == 0
+    # One task the oracle can solve: a batch whose every task fails for a system reason fails its run.
+    mixed.write_bytes(mixed.read_bytes() + b"\n" + code_task("solvable", "print(1)", "1").encode())
+    code, out, err = invoke("run", str(mixed), "--data-dir", str(tmp_path / "data"), "--policy", "oracle")
+    assert code == 0, err
     assert "rejected lines" in out
     assert "mixed.jsonl:3" in out and "invalid JSON" in out
 
 
 def test_run_uses_task_file_when_given_no_files(tmp_path: Path) -> None:
     task_file = tmp_path / "from_env.jsonl"
-    task_file.write_text(task_line("env_task") + "\n")
-    env = {"TASK_FILE": str(task_file), "ADP_DATA_DIR": str(tmp_path / "data")}
-    code, out, _ = invoke("run", env=env)
-    assert code == 0 and "from_env-" in out
+    task_file.write_text(code_task("env_task", "print(1)", "1") + "\n")
+    env = {"TASK_FILE": str(task_file), "ADP_DATA_DIR": str(tmp_path / "data"), "ADP_POLICY": "oracle"}
+    code, out, err = invoke("run", env=env)
+    assert code == 0 and "from_env-" in out, err
     code, out, _ = invoke("query", "select task_id from tasks", "--format", "json", env=env)
     assert json.loads(out) == [{"task_id": "env_task"}]
 
@@ -86,7 +88,7 @@ def test_usage_errors_are_one_line_with_a_nonzero_exit(tmp_path: Path) -> None:
     assert code == 2 and err == f"adp: error: {tmp_path / 'missing.jsonl'}: no such task file\n"
     code, _, err = invoke("run", "--data-dir", str(tmp_path), env={"TASK_FILE": ""})
     assert code == 2 and err == "adp: error: no task file given: pass FILE... or set TASK_FILE\n"
-    code, _, err = invoke("query", "select nope from tasks", "--data-dir", str(tmp_path))
+    code, _, err = invoke("query", "select nope from tasks", "--data-dir", str(tmp_path), "--create")
     assert code == 1 and err.startswith("adp: error: query failed: Binder Error") and err.count("\n") == 1
     code, _, err = invoke("run", str(EXAMPLES), env={"MAX_CONCURRENT_TASKS": "many"})
     assert code == 2 and "MAX_CONCURRENT_TASKS" in err.upper()
@@ -96,7 +98,7 @@ def test_a_run_that_cannot_write_exits_nonzero_with_the_reason(tmp_path: Path) -
     data = tmp_path / "data"
     data.mkdir()
     (data / "lake").write_text("not a folder")
-    code, _, err = invoke("run", str(EXAMPLES), "--data-dir", str(data))
+    code, _, err = invoke("run", str(EXAMPLES), "--data-dir", str(data), "--policy", "oracle")
     assert code == 1
     last = err.splitlines()[-1]  # above it: the progress bar
     assert last.startswith(f"adp: error: {EXAMPLES}: task_batch: ")
@@ -200,7 +202,7 @@ def test_a_read_only_or_full_data_dir_gives_one_clear_line(tmp_path: Path, optio
     assert "Traceback" not in done.stderr and len(errors) == 1, done.stderr
     assert done.stderr.strip().splitlines()[-1] == errors[0]
     assert re.search(r"Read-only file system|No space left on device|database or disk is full", errors[0]), errors
-    query = _in_private_mount(folder, options, ADP, "query", "select 1", "--data-dir", str(folder / "data"))
+    query = _in_private_mount(folder, options, ADP, "query", "select 1", "--data-dir", str(folder / "data"), "--create")
     assert "Traceback" not in query.stderr, query.stderr
     assert query.returncode == 0 or query.stderr.startswith("adp: error:"), query.stderr
 
