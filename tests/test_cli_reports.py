@@ -80,7 +80,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Ran:
          "created_at": now}
         for n, name in enumerate(["synth-b.jsonl", "synth-a.jsonl", "synth-b.jsonl"])
     ]  # fmt: skip
-    rejects = [
+    rejects: list[dict[str, object]] = [
         {"candidate_id": None, "task_type": "code", "mutation": "paraphrase", "stage": stage, "reason": "r",
          "parent_task_ids": [], "essence_ids": [], "tokens": 0, "created_at": now}
         for stage in ("model", "dedupe", "dedupe")

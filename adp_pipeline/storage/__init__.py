@@ -6,7 +6,6 @@ from adp_pipeline.storage.catalog import catalog_path, ensure_catalog, open_cata
 from adp_pipeline.storage.confine import (
     MAX_NESTING,
     QueryLimits,
-    RefusedError,
     confine,
     confined_connection,
     outside_the_lake_refused,
@@ -29,6 +28,7 @@ from adp_pipeline.storage.reports import (
     run_report,
     synthesis_reports,
 )
+from runtimes.core import RefusedError  # what confine's checks raise: callers catch it from here
 
 __all__ = [
     "MAX_NESTING",
