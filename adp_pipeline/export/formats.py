@@ -32,7 +32,7 @@ from typing import Any, Literal, get_args
 import pyarrow as pa
 
 from runtimes.core import BrokenMessagesError, ExportError
-from runtimes.settings import ExportFormat
+from runtimes.settings import ExportFormat as ExportFormat  # re-exported: the format names live with the settings
 
 ATIF_VERSION = "ATIF-v1.8"  # the version of the pinned ``atif`` package the tests validate with
 TOOL_CALL_ID_LENGTH = 9

@@ -306,7 +306,7 @@ def _sources(
                 selected = selected.filter(condition)
             # The latest trajectory of each task, chosen on the keys alone; the wide rows then stream,
             # in task id order (one row per task id): two exports of one lake are the same bytes.
-            reader = selected.query(
+            chosen = selected.query(
                 "selected",
                 f"""
                 WITH chosen AS (
@@ -315,7 +315,9 @@ def _sources(
                 )
                 SELECT {_COLUMNS} FROM selected JOIN chosen USING (task_id, batch) ORDER BY task_id, created_at DESC
                 """,
-            ).to_arrow_reader(_ROWS_PER_BATCH)
+            )
+            assert chosen is not None  # a SELECT always makes a relation
+            reader = chosen.to_arrow_reader(_ROWS_PER_BATCH)
         except (duckdb.PermissionException, duckdb.OutOfMemoryException):
             raise  # said as such by the context managers above
         except duckdb.Error as exc:

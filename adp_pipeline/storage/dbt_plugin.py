@@ -21,7 +21,7 @@ from adp_pipeline.storage.confine import confine
 from adp_pipeline.storage.lake import Lake
 
 
-class Plugin(BasePlugin):  # type: ignore[misc]  # dbt-duckdb ships no type information
+class Plugin(BasePlugin):
     """Profile config: ``data_dir``, the data dir whose lake and catalog dbt reads."""
 
     def initialize(self, plugin_config: dict[str, Any]) -> None:

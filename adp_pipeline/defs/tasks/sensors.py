@@ -3,7 +3,7 @@ from pathlib import Path
 import dagster as dg
 
 from adp_pipeline.defs.jobs import process_task_file
-from adp_pipeline.defs.partitions import task_files
+from adp_pipeline.defs.partitions import TASK_FILES, task_files
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.task_files import InboxCursor, register_task_file, scan_inbox
 from runtimes.core import TaskFileError, redact
@@ -25,7 +25,7 @@ def build_task_file_sensor(minimum_interval_seconds: int) -> dg.SensorDefinition
         changed, next_cursor = scan_inbox(inbox, cursor, settle_seconds=settings.tasks_settle_seconds)
         # The partition set is the memory of what ran: content seen before, under any name or
         # mtime, is not run again, while a new file with an old mtime is.
-        known = set(context.instance.get_dynamic_partitions(task_files.name))
+        known = set(context.instance.get_dynamic_partitions(TASK_FILES))
         new_keys: list[str] = []
         for path in changed:
             try:
