@@ -69,6 +69,7 @@ def trajectory_row(trajectory: Trajectory, created_at: datetime) -> dict[str, An
         "success": trajectory.success,
         "error_type": trajectory.error_type.value if trajectory.error_type else None,
         "error_message": trajectory.error_message,
+        "system_failure": trajectory.system_failure,
         "policy": trajectory.policy,
         "model": trajectory.model,
         "provider": trajectory.provider,

@@ -42,6 +42,9 @@ TABLES: dict[str, pa.Schema] = {
             pa.field("success", pa.bool_(), nullable=False),
             pa.field("error_type", pa.string()),
             pa.field("error_message", pa.string()),
+            # Trajectory.system_failure: adp's machinery failed the task (no model answered, no
+            # browser, no sandbox), not the agent. Null in partitions written before it existed.
+            pa.field("system_failure", pa.bool_()),
             pa.field("policy", pa.string(), nullable=False),
             pa.field("model", pa.string()),
             pa.field("provider", pa.string()),

@@ -95,6 +95,7 @@ async def run_task(
         system += _JSON_PROTOCOL.format(schemas=json.dumps([tool["function"] for tool in tools], ensure_ascii=False))
     run.messages = [{"role": "system", "content": system}, {"role": "user", "content": task.description}]
     error: tuple[ErrorType, str] | None = None
+    system_failure = False  # only an error of adp's machinery makes it one (AdpError.system_failure)
     verifier: VerifierResult | None = None
     try:
         async with asyncio.timeout(task.timeout), _browser_session(task, browser) as session:
@@ -114,12 +115,13 @@ async def run_task(
             # Calls to a browser killed under them can hang until their own timeouts: the
             # cause is the browser, and a browser failure is retried on a relaunched one.
             error = (ErrorType.BROWSER_ERROR, f"the browser died under the task ({error[1]})")
+            system_failure = True
     except LLMError as exc:
-        error = (exc.error_type, str(exc))
+        error, system_failure = (exc.error_type, str(exc)), exc.system_failure
         if exc.attempts:
             run.llm_calls.append(LLMCall(attempts=exc.attempts, failed=True))
     except AdpError as exc:  # the browser, the sandbox or the oracle failed the task
-        error = (exc.error_type, str(exc))
+        error, system_failure = (exc.error_type, str(exc)), exc.system_failure
     metadata: dict[str, Any] = {"expected_tools": list(task.expected_tools)}
     if run.session is not None:
         metadata["blocked_urls"] = run.session.blocked
@@ -134,6 +136,7 @@ async def run_task(
         final_result=run.answer or "",
         error_type=error[0] if error else None,
         error_message=redact(error[1]) if error else None,  # text for people; the steps keep what happened
+        system_failure=system_failure,
         total_duration=time.monotonic() - started,
         metadata=metadata,
         messages=run.messages,
@@ -168,10 +171,18 @@ async def _browser_session(task: TaskSpec, browser: BrowserPool | None) -> Async
         yield session
 
 
-def failed_trajectory(task: TaskSpec, policy: Policy, error_type: ErrorType, message: str) -> Trajectory:
-    """The trajectory of a task that could not run at all under ``policy``."""
+def failed_trajectory(
+    task: TaskSpec, policy: Policy, error_type: ErrorType, message: str, *, system_failure: bool = True
+) -> Trajectory:
+    """The trajectory of a task that could not run at all under ``policy`` (by default, a system failure)."""
     return Trajectory.failed(
-        task, error_type, redact(message), policy=policy.name, model=policy.model, provider=policy.provider
+        task,
+        error_type,
+        redact(message),
+        policy=policy.name,
+        model=policy.model,
+        provider=policy.provider,
+        system_failure=system_failure,
     )
 
 

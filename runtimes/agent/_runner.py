@@ -82,7 +82,9 @@ async def stream_tasks(
                     try:
                         trajectory = await run_task(task, policy, sandbox, limits, browser)
                     except AdpError as exc:
-                        trajectory = failed_trajectory(task, policy, exc.error_type, str(exc))
+                        trajectory = failed_trajectory(
+                            task, policy, exc.error_type, str(exc), system_failure=exc.system_failure
+                        )
                     except Exception as exc:  # every accepted task ends with exactly one trajectory
                         trajectory = failed_trajectory(
                             task, policy, ErrorType.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}"

@@ -32,6 +32,10 @@ class AdpError(Exception):
     """Base of every error adp raises on purpose."""
 
     error_type: ErrorType = ErrorType.SYSTEM_ERROR
+    system_failure: bool = True
+    """When it ends a task: adp's machinery failed the task (no model answered, no browser, no
+    sandbox), not the agent's work; the trajectory's ``system_failure``. A class whose cause is
+    the task itself says False."""
 
 
 # --- errors that end a task ---------------------------------------------------------------
@@ -50,6 +54,8 @@ class LLMError(AdpError):
 class OracleError(AdpError):
     """The oracle cannot replay the task: it carries no reference calls, or they never call
     complete_task. A defect of the task's data, not of a model."""
+
+    system_failure = False  # the task's data is at fault, not adp's machinery
 
 
 class BrowserError(AdpError):

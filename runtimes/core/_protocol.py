@@ -274,6 +274,12 @@ class Trajectory(BaseModel):
     final_result: str = ""
     error_type: ErrorType | None = None
     error_message: str | None = None
+    system_failure: bool = False
+    """The task failed for a system reason: adp's machinery failed it, not the agent's work (the
+    ``system_failure`` of the error that ended it: no model answered, no browser, no sandbox, a
+    worker gave up on it). A model that answered badly (no complete_task within max_steps, over
+    the token budget), code that failed, a wrong answer, the task's own timeout or a task the
+    oracle cannot replay are ordinary failures. A batch whose every task has it fails its run."""
     total_duration: float = 0.0
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: float = Field(default_factory=time.time)
@@ -299,8 +305,10 @@ class Trajectory(BaseModel):
         model: str | None = None,
         provider: str | None = None,
         attempts: int = 1,
+        system_failure: bool = True,
     ) -> Trajectory:
-        """The one trajectory of a task that could not run at all: still exactly one, classified."""
+        """The one trajectory of a task that could not run at all: still exactly one, classified
+        (by default as a system failure: adp could not run it)."""
         return cls(
             task_id=task.task_id,
             task_type=task.task_type,
@@ -308,6 +316,7 @@ class Trajectory(BaseModel):
             success=False,
             error_type=error_type,
             error_message=message,
+            system_failure=system_failure,
             policy=policy,
             model=model,
             provider=provider,
