@@ -10,7 +10,7 @@ import dagster as dg
 
 from adp_pipeline.builder import build_definitions
 from adp_pipeline.defs.jobs import nightly, process_task_file
-from adp_pipeline.defs.partitions import task_files
+from adp_pipeline.defs.partitions import TASK_FILES
 from adp_pipeline.defs.trajectories.assets import FRESH_TAG
 from adp_pipeline.instance import open_instance, process_tags
 from adp_pipeline.task_files import RegisteredTaskFile, register_task_file
@@ -48,7 +48,7 @@ def run_task_files(
     ]
     job = build_definitions(settings, lake_wide=False).resolve_job_def(process_task_file.name)
     instance = open_instance(settings)
-    instance.add_dynamic_partitions(task_files.name, sorted({item.key for item in registered}))
+    instance.add_dynamic_partitions(TASK_FILES, sorted({item.key for item in registered}))
     runs: list[FileRun] = []
     for item in registered:
         result = job.execute_in_process(
@@ -77,15 +77,35 @@ def _resumed(result: dg.ExecuteInProcessResult) -> tuple[int, int]:
 
 
 def failure_reason(result: dg.ExecuteInProcessResult) -> str:
-    """One line saying why a run failed: the innermost error of its first failed step."""
+    """One line saying why a run failed: the reason of its first failed step, that is the
+    description of a ``dg.Failure`` it raised, the descriptions of the blocking checks that
+    failed it, or else the first line of its innermost error."""
     for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            return f"{event.step_key}: {_one_line(data.user_failure_data.description)}"
+        error = data.error
         while error is not None and error.cause is not None:
             error = error.cause  # Dagster wraps the user's exception in its own
+        if error is not None and error.cls_name == "DagsterAssetCheckFailedError":
+            failed = [
+                f"check {evaluation.check_name} failed: {_one_line(evaluation.description)}"
+                for evaluation in result.get_asset_check_evaluations()
+                if evaluation.blocking
+                and not evaluation.passed
+                and evaluation.severity is dg.AssetCheckSeverity.ERROR
+                and evaluation.description
+            ]
+            if failed:
+                return f"{event.step_key}: {'; '.join(failed)}"
         if error is not None:
             lines = error.message.strip().splitlines()
             return f"{event.step_key}: {lines[0] if lines else error.cls_name}"
     return "the run failed; see its log in the Dagster UI (`adp dev`)"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def run_nightly(settings: Settings) -> dg.ExecuteInProcessResult:

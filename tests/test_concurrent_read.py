@@ -22,7 +22,7 @@ def test_readers_query_while_a_materialisation_writes_and_never_see_half_a_batch
         writer = subprocess.Popen(
             [ADP, "run", str(big), "--data-dir", str(data)],
             cwd=REPO,
-            env=clean_env(),
+            env=clean_env(ADP_POLICY="oracle"),  # no model here: llm would refuse to start
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -8,6 +8,7 @@ from adp_pipeline.ingest import IngestSummary, ingest_task_file
 from adp_pipeline.storage import ensure_catalog
 from adp_pipeline.task_files import registered_task_file
 from runtimes.core import CatalogError, redact
+from runtimes.settings import Settings
 
 _REJECTS_SHOWN = 20
 
@@ -21,6 +22,9 @@ _REJECTS_SHOWN = 20
 )
 def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
     settings = adp.settings()
+    if _runs_tasks(context):
+        # Before anything is written: a policy that cannot act would end every task failed.
+        refuse_unusable_policy(settings)
     registered = registered_task_file(adp.data_path, context.partition_key)
     summary = ingest_task_file(
         adp.lake(),
@@ -45,6 +49,37 @@ def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Materi
     return dg.MaterializeResult(metadata=for_people(_metadata(summary)), check_results=checks)
 
 
+def refuse_unusable_policy(settings: Settings) -> None:
+    """Fail the run, saying why and how to fix it, when ``settings.policy`` cannot run here (the
+    llm policy without a model, contradictory LLM settings).
+
+    In redis mode too: the workers run the tasks with their own LLM settings, but the deployment
+    gives the Dagster processes the same ones (docker-compose.yml's ``x-adp-env``), and the run's
+    resume identity is taken from these. A worker without a model still cannot pass unseen: its
+    tasks are system failures, which fail the run (``not_all_system_failures``).
+
+    Raises:
+        dg.Failure: the reason, one line, with the policy and mode as metadata.
+    """
+    problem = settings.policy_config.problem(settings.policy)
+    if problem is None:
+        return
+    raise dg.Failure(
+        description=redact(problem),
+        metadata=for_people({"policy": settings.policy, "mode": settings.mode}),
+        allow_retries=False,
+    )
+
+
+def _runs_tasks(context: dg.AssetExecutionContext) -> bool:
+    """Whether this run goes on to run the batch's tasks (its ``trajectories`` step): a run of
+    ``task_batch`` alone only ingests, and needs no policy."""
+    steps = context.run.step_keys_to_execute  # None: every step of the job
+    if steps is not None:
+        return "trajectories" in steps
+    return any(node.name == "trajectories" for node in context.job_def.nodes)
+
+
 def _metadata(summary: IngestSummary) -> dict[str, dg.MetadataValue]:
     metadata: dict[str, dg.MetadataValue] = {
         "source_file": dg.MetadataValue.path(summary.source_file),
@@ -62,10 +97,10 @@ def _metadata(summary: IngestSummary) -> dict[str, dg.MetadataValue]:
             ("line", "task", "field", "warning"), rows, shown=_REJECTS_SHOWN, total=summary.warning_count
         )
     if summary.rejects:
-        rows = [(r.line_number, r.field or "", r.reason) for r in summary.rejects]
+        rejects = [(r.line_number, r.field or "", r.reason) for r in summary.rejects]
         metadata["rejects"] = markdown_table(
             ("line", "field", "reason"),
-            rows,
+            rejects,
             shown=_REJECTS_SHOWN,
             where_the_rest_is=" (query `task_rejects`)",
             total=summary.rejected,

@@ -3,7 +3,7 @@ import dagster as dg
 from adp_pipeline.defs.markdown import failures_redacted, for_people, markdown_bar_chart, markdown_table
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
-from adp_pipeline.defs.tasks.assets import task_batch
+from adp_pipeline.defs.tasks.assets import refuse_unusable_policy, task_batch
 from adp_pipeline.defs.trajectories.checks import CHECK_SPECS, evaluate_checks
 from adp_pipeline.execute import BatchProgress, ExecuteSummary, execute_batch
 from runtimes.core import Trajectory, redact
@@ -24,6 +24,8 @@ _BATCHES_CHARTED = 15
 )
 @failures_redacted()
 def trajectories(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.MaterializeResult:
+    settings = adp.settings()
+    refuse_unusable_policy(settings)  # checked by task_batch too; this step can be re-executed alone
     done = 0
 
     def progress(trajectory: Trajectory) -> None:
@@ -64,7 +66,7 @@ def trajectories(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Mate
 
     fresh = context.run.tags.get(FRESH_TAG) == "true"
     summary = execute_batch(
-        adp.lake(), context.partition_key, adp.settings(), on_done=progress, fresh=fresh, on_progress=committed
+        adp.lake(), context.partition_key, settings, on_done=progress, fresh=fresh, on_progress=committed
     )
     context.log.info(f"{done} tasks done with policy {summary.policy}")
     resumed = started[0].resumed if started else 0

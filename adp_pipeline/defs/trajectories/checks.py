@@ -4,6 +4,9 @@ import dagster as dg
 
 from adp_pipeline.defs.markdown import for_people, markdown_table
 from adp_pipeline.defs.resources import AdpResource
+from runtimes.core import redact
+
+_EXAMPLE_CHARS = 300
 
 CHECK_SPECS = [
     dg.AssetCheckSpec(
@@ -11,6 +14,14 @@ CHECK_SPECS = [
         asset="trajectories",
         blocking=True,
         description="Every accepted task of the batch has exactly one trajectory, and no trajectory lacks a task.",
+    ),
+    dg.AssetCheckSpec(
+        "not_all_system_failures",
+        asset="trajectories",
+        blocking=True,
+        description="Not every task of the batch failed for a system reason (no model answered, no browser, no "
+        "sandbox: the trajectories' system_failure column). A batch where every task did fails its run, its "
+        "trajectories kept in the lake; ordinary failures (wrong answers, failing code) never fail it.",
     ),
     dg.AssetCheckSpec(
         "success_rate_per_type",
@@ -26,7 +37,12 @@ CHECK_SPECS = [
 
 
 def evaluate_checks(adp: AdpResource, batch: str) -> list[dg.AssetCheckResult]:
-    return [one_trajectory_per_task(adp, batch), success_rate_per_type(adp, batch), step_budget_respected(adp, batch)]
+    return [
+        one_trajectory_per_task(adp, batch),
+        not_all_system_failures(adp, batch),
+        success_rate_per_type(adp, batch),
+        step_budget_respected(adp, batch),
+    ]
 
 
 def one_trajectory_per_task(adp: AdpResource, batch: str) -> dg.AssetCheckResult:
@@ -47,6 +63,54 @@ def one_trajectory_per_task(adp: AdpResource, batch: str) -> dg.AssetCheckResult
         passed=missing == extra == repeated == 0,
         metadata=for_people(
             {"tasks_without_trajectory": missing, "trajectories_without_task": extra, "repeated": repeated}
+        ),
+    )
+
+
+def not_all_system_failures(adp: AdpResource, batch: str) -> dg.AssetCheckResult:
+    """Fails (and, blocking, fails the run) when the batch has tasks and every one of them is a
+    system failure: a run whose every task failed because the model, the browser or the sandbox
+    was not there must not look like one whose tasks were merely hard. Read from the lake, so a
+    re-run that finds the batch committed and runs nothing says the same."""
+    causes: list[tuple[str, int, str, str]] = []
+    with adp.lake().connect() as connection:
+        tasks, system = connection.execute(
+            "SELECT count(*), count(*) FILTER (WHERE system_failure) FROM trajectories WHERE batch = ?", [batch]
+        ).fetchone() or (0, 0)
+        if system:
+            causes = connection.execute(
+                "SELECT r.error_type, count(*), arg_min(r.task_id, (t.line_number, r.task_id)), "
+                "arg_min(r.error_message, (t.line_number, r.task_id)) FROM trajectories r "
+                "LEFT JOIN tasks t USING (batch, task_id) "
+                "WHERE r.batch = ? AND r.system_failure GROUP BY 1 ORDER BY 2 DESC, 1",
+                [batch],
+            ).fetchall()
+    # One line each (the first is the run's failure reason in `adp run`), redacted before cut.
+    causes = [
+        (kind, n, task, " ".join(redact(message or "").split())[:_EXAMPLE_CHARS]) for kind, n, task, message in causes
+    ]
+    failed = bool(tasks) and system == tasks
+    description = None
+    if failed:
+        kind, _, task, example = causes[0]
+        counts = ", ".join(f"{n} {error_type}" for error_type, n, _, _ in causes)
+        description = (
+            f"every one of the {tasks} tasks failed for a system reason ({counts}); e.g. task {task}: {kind}: "
+            f"{example} -- fix the cause (`adp doctor` checks the model, the browser and the sandbox), then run the "
+            "batch again from the start (`adp run --fresh FILE`, or launch the partition with the run tag "
+            "adp/fresh=true)"
+        )
+    return dg.AssetCheckResult(
+        check_name="not_all_system_failures",
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=for_people(
+            {
+                "tasks": tasks,
+                "system_failures": system,
+                "causes": markdown_table(("error type", "tasks", "example task", "its message"), causes),
+            }
         ),
     )
 
