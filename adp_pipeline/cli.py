@@ -471,14 +471,23 @@ def dev(data_dir: Path | None, host: str, port: int) -> None:
     from adp_pipeline.instance import prepare_dagster_home
 
     settings = _settings(data_dir)
+    if (problem := settings.policy_config.problem(settings.policy)) is not None:
+        # The sensor's runs would each fail at their first step with this same reason: say it now.
+        click.echo(f"adp: warning: {printable(redact(problem))}", err=True)
+    inbox = settings.tasks_dir.absolute()
+    try:
+        inbox.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"TASKS_DIR {inbox} cannot be created: {exc}")
     env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home(settings))}
     env["ADP_DATA_DIR"] = str(settings.data_dir.absolute())
+    env["TASKS_DIR"] = str(inbox)  # the folder said below, whatever directory Dagster's processes start in
     command = [sys.executable, "-m", "dagster", "dev", "-m", "adp_pipeline.definitions", "-h", host, "-p", str(port)]
-    _err.print(
-        printable(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={env['DAGSTER_HOME']}); Ctrl-C stops it"),
-        markup=False,
-        highlight=False,
-    )
+    for line in (  # whole lines (a console would wrap a long path at 80 columns in a log)
+        f"the sensor watches {inbox} for *.jsonl task files (policy {settings.policy})",
+        f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={env['DAGSTER_HOME']}); Ctrl-C stops it",
+    ):
+        click.echo(printable(line), err=True)
     os.execve(sys.executable, command, env)
 
 

@@ -44,6 +44,7 @@ def run_checks(settings: Settings) -> list[CheckResult]:
         lambda: _redis(settings.redis_url),
         _dbt,
         lambda: _llm(settings.llm_config),
+        lambda: policy_check(settings),
     ]
     return [check() for check in checks]
 
@@ -117,9 +118,43 @@ def _redis(url: str) -> CheckResult:
 
 def _dbt() -> CheckResult:
     dbt = Path(sys.executable).with_name("dbt")
-    ok, output = _run([str(dbt), "--version"], line_with="installed") if dbt.exists() else (False, f"{dbt} not found")
     fix = "run `make setup` (installs the pinned dbt-core<1.12 and dbt-duckdb into .venv)"
-    return CheckResult("dbt (quality tests)", Status.OK if ok else Status.FAIL, output, "" if ok else fix)
+    if not dbt.exists():
+        return CheckResult("dbt (quality tests)", Status.FAIL, f"{dbt} not found", fix)
+    try:
+        done = subprocess.run([str(dbt), "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return CheckResult("dbt (quality tests)", Status.FAIL, str(exc), fix)
+    versions = dbt_versions(done.stdout)
+    if done.returncode != 0 or "dbt-core" not in versions:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        detail = lines[-1] if lines else f"exit status {done.returncode}"
+        return CheckResult("dbt (quality tests)", Status.FAIL, detail, fix)
+    return CheckResult("dbt (quality tests)", Status.OK, ", ".join(f"{name} {v}" for name, v in versions.items()))
+
+
+def dbt_versions(output: str) -> dict[str, str]:
+    """The installed versions ``dbt --version`` lists: ``{"dbt-core": "1.11.16", "dbt-duckdb": "1.11.1"}``.
+
+    Its text is ``Core:`` with ``- installed: X`` (and ``- latest: Y``), then ``Plugins:`` with
+    ``- name: X - Up to date!`` lines.
+    """
+    versions: dict[str, str] = {}
+    section = ""
+    for line in output.splitlines():
+        stripped = line.strip()
+        if stripped.endswith(":") and not stripped.startswith("-"):
+            section = stripped[:-1].lower()
+            continue
+        if not stripped.startswith("- ") or ":" not in stripped:
+            continue
+        name, _, rest = stripped[2:].partition(":")
+        version = rest.split()[0] if rest.split() else ""
+        if section == "core" and name.strip() == "installed" and version:
+            versions["dbt-core"] = version
+        elif section == "plugins" and version:
+            versions[f"dbt-{name.strip()}"] = version
+    return versions
 
 
 def _llm(config: LLMConfig) -> CheckResult:
@@ -134,12 +169,37 @@ def _llm(config: LLMConfig) -> CheckResult:
     return CheckResult("LLM (policy llm)", Status.OK, detail)
 
 
-def _run(command: list[str], line_with: str = "") -> tuple[bool, str]:
-    """Whether ``command`` succeeded, and the first line of its output containing ``line_with``."""
+def policy_check(settings: Settings) -> CheckResult:
+    """Which policy the sensor's runs (and `adp run` without --policy) use, and whether it can run:
+    a run whose policy cannot act fails at its first step, so this is a failure here too."""
+    name = f"policy (ADP_POLICY={settings.policy})"
+    problem = settings.policy_config.problem(settings.policy)
+    if problem is not None:
+        return CheckResult(name, Status.FAIL, f"the sensor's runs will fail: {redact(problem)}", _POLICY_FIX)
+    config = settings.policy_config
+    if settings.policy == "oracle":
+        detail = "replays each task's reference_tool_calls (a task without them fails)"
+    elif settings.policy == "mock":
+        where = redact(config.mock_url) if config.mock_url else "a server each run starts"
+        detail = f"the scripted mock model ({where})"
+    else:
+        endpoint = config.llm.endpoint()
+        detail = f"{endpoint.provider}: {endpoint.model}" if endpoint is not None else "a model"
+    if settings.mode == "redis":
+        detail += "; redis mode: the workers run the tasks, with their own LLM settings (give them the same)"
+    return CheckResult(name, Status.OK, f"used by the sensor's runs: {detail}")
+
+
+# Short: the detail says how to configure a model, and a long fix column is cut in a pipe.
+_POLICY_FIX = "configure a model, or set ADP_POLICY=oracle"
+
+
+def _run(command: list[str]) -> tuple[bool, str]:
+    """Whether ``command`` succeeded, and the first line of its output."""
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, str(exc)
-    output = [line.strip() for line in (done.stdout or done.stderr).splitlines() if line_with in line and line.strip()]
+    output = [line.strip() for line in (done.stdout or done.stderr).splitlines() if line.strip()]
     first = output[0] if output else f"exit status {done.returncode}"
     return done.returncode == 0, first
