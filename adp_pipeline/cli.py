@@ -498,9 +498,12 @@ def doctor(data_dir: Path | None) -> None:
     from adp_pipeline.doctor import Status, run_checks
 
     results = run_checks(_settings(data_dir))
-    table = Table("check", "status")
-    table.add_column("detail", min_width=88)  # a model and its endpoint URL on one line
-    table.add_column("fix")
+    table = Table("check", "status", expand=True)
+    # Wrapped, never cut: a long URL or command folds onto the next line in a narrow terminal or a
+    # pipe (a minimum width here made rich draw the table wider than the console, which cut the fix).
+    # Four parts of the rest to the detail: a model and its endpoint URL fit on one line at 160.
+    table.add_column("detail", ratio=4, overflow="fold")
+    table.add_column("fix", ratio=1, overflow="fold")
     colour = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red"}
     for result in results:
         status = Text(str(result.status), style=colour[result.status])
