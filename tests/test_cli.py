@@ -115,6 +115,11 @@ def test_doctor_reports_each_dependency_and_never_prints_secrets(tmp_path: Path)
     assert code == (1 if " fail " in out else 0)
     _, out, _ = invoke("doctor", env={"ADP_DATA_DIR": str(tmp_path), "OPENAI_API_KEY": "", "GEMINI_API_KEY": ""})
     assert "none configured" in out
+    # Piped, the table fits 160 columns and every row closes with its border: no cell was cut.
+    rows = out.splitlines()
+    assert all(len(row) <= 160 and row.rstrip()[-1] in "┓┃┩│┘" for row in rows), out
+    fix = " ".join(row.split("│")[4].strip() for row in rows if row.startswith("│ policy") or row.startswith("│   "))
+    assert "ADP_POLICY=oracle" in fix.replace(" ", "")
 
 
 def test_markup_and_terminal_controls_from_tasks_and_code_print_as_data(tmp_path: Path) -> None:
