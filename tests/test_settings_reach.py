@@ -12,12 +12,12 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from adp_pipeline.builder import build_definitions
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.materialize import run_nightly
-from runtimes.core import TaskSpec
+from runtimes.core import ConfigError, TaskSpec
 from runtimes.settings import Settings
 from runtimes.testing import MockLLMServer, MockScript
 from tests.helpers import Daemon, code_task, materialize_file, query, task_line
@@ -60,7 +60,7 @@ def _not_the_default(name: str, default: Any, annotation: Any, tmp_path: Path) -
 
 
 def test_the_resource_hands_every_asset_the_settings_it_was_built_with_and_reads_no_environment(
-    tmp_path: Path, no_setting_in_the_environment: None
+    tmp_path: Path, no_setting_in_the_environment: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     values = {
         name: _not_the_default(name, field.default, field.annotation, tmp_path)
@@ -77,10 +77,20 @@ def test_the_resource_hands_every_asset_the_settings_it_was_built_with_and_reads
     resource = defs.resources["adp"]
     assert isinstance(resource, AdpResource)
     assert resource.settings() == settings
-    # A launchpad value replaces its field only, and is checked like the environment's would be.
+    # Once built, the environment and a dotenv file are never read again: every variable set to a
+    # value Settings would refuse changes nothing.
+    dotenv = tmp_path / "bad.env"
+    dotenv.write_text("".join(f"{name.upper()}=not-a-valid-value\n" for name in _aliases()))
+    for name in _aliases():
+        monkeypatch.setenv(name.upper(), "not-a-valid-value")
+    monkeypatch.setenv("ADP_ENV_FILE", str(dotenv))
+    with pytest.raises(ValidationError):
+        Settings()  # what the edge would say
+    assert resource.settings() == settings
+    # A launchpad value replaces its field only, and is checked by the setting's own rule.
     run = resource.model_copy(update={"synth_candidates": 3})
     assert run.settings() == settings.model_copy(update={"synth_candidates": 3})
-    with pytest.raises(ValueError, match="max_concurrent_tasks"):
+    with pytest.raises(ConfigError, match="max_concurrent_tasks = 0: Input should be greater than or equal to 1"):
         resource.model_copy(update={"max_concurrent_tasks": 0}).settings()
     schedule = defs.resolve_schedule_def("nightly_schedule")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 3 * * *", "Europe/Berlin")

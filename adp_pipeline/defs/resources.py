@@ -4,10 +4,10 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import ConfigDict, Field, ValidationError, create_model
 
 from adp_pipeline.storage import Lake
-from runtimes.core import PolicyName
+from runtimes.core import ConfigError, PolicyName
 from runtimes.settings import Settings
 
 
@@ -35,10 +35,18 @@ class AdpResource(dg.ConfigurableResource):
         return cls(base=settings, **{name: getattr(settings, name) for name in _PER_RUN})
 
     def settings(self) -> Settings:
-        """The settings the resource was built with, and this run's values of the fields above."""
-        # Validated against Settings' own constraints: a launchpad value is as checked as an env var.
+        """The settings the resource was built with, and this run's values of the fields above.
+
+        Raises:
+            ConfigError: a launchpad value breaks its setting's rule (a timeout of 0, a rate above 1).
+        """
         updates = {name: getattr(self, name) for name in _PER_RUN}
-        Settings.model_validate({**self.base.model_dump(include=set(updates)), **updates})
+        try:  # checked by Settings' own field rules, without building a Settings (that reads the environment)
+            _PerRun.model_validate(updates)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(f"the adp resource's {field} = {first.get('input')!r}: {first['msg']}") from None
         return self.base.model_copy(update=updates)
 
     @property
@@ -50,3 +58,9 @@ class AdpResource(dg.ConfigurableResource):
 
 
 _PER_RUN = tuple(name for name in AdpResource.model_fields if name != "base")
+# The per-run fields with Settings' own types and constraints: a launchpad value is as checked as an env var.
+_PerRun = create_model(
+    "_PerRun",
+    __config__=ConfigDict(extra="forbid", strict=True, populate_by_name=True),
+    **{name: (Settings.model_fields[name].annotation, Settings.model_fields[name]) for name in _PER_RUN},  # type: ignore[call-overload]
+)
