@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ADP_DATA_DIR=${ADP_DATA_DIR:-data}
-TASKS_DIR=${TASKS_DIR:-$ADP_DATA_DIR/inbox}  # adp's default: where `adp dev`'s sensor looks
+# adp's default, exported so a TASKS_DIR in an older .env cannot send the synthesized files elsewhere.
+export TASKS_DIR=${TASKS_DIR:-$ADP_DATA_DIR/inbox}
 adp=.venv/bin/adp
 $adp run examples/*.jsonl --policy oracle
 $adp query "select task_type, count(*) as tasks, count(*) filter (where success) as succeeded from trajectories where generation = 0 group by 1 order by 1"

@@ -25,7 +25,8 @@ from tests.helpers import Workers  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _inbox_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Synthesized task files go to TASKS_DIR: never the repository's ./tasks from a test."""
+    """Synthesized task files go to TASKS_DIR: a test's own folder, never the ./data/inbox of the
+    repository (a test of the default, $ADP_DATA_DIR/inbox, removes it: tests/test_operator_path.py)."""
     monkeypatch.setenv("TASKS_DIR", str(tmp_path / "inbox"))
 
 

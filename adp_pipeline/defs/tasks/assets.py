@@ -64,8 +64,10 @@ def refuse_unusable_policy(settings: Settings) -> None:
     problem = settings.policy_config.problem(settings.policy)
     if problem is None:
         return
+    # The file is a partition now: dropping it again runs nothing, so say how to run it once fixed.
+    again = "; once fixed, launch this partition again (the UI's Materialize, or `adp run FILE`)"
     raise dg.Failure(
-        description=redact(problem),
+        description=redact(problem + again),
         metadata=for_people({"policy": settings.policy, "mode": settings.mode}),
         allow_retries=False,
     )
