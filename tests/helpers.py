@@ -89,6 +89,7 @@ class Daemon:
         self.sensor = self.defs.resolve_sensor_def("task_file_sensor")
         self.instance = instance
         self.cursor: str | None = None
+        self.last_skip_reason: str | None = None
 
     def tick(self) -> list[dg.RunRequest]:
         with dg.build_sensor_context(
@@ -97,6 +98,8 @@ class Daemon:
             result = self.sensor(context)
         assert isinstance(result, dg.SensorResult)
         self.cursor = result.cursor
+        reason = result.skip_reason
+        self.last_skip_reason = reason.skip_message if isinstance(reason, dg.SkipReason) else reason
         for request in result.dynamic_partitions_requests or []:
             self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         return list(result.run_requests or [])

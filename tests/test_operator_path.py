@@ -1,5 +1,5 @@
 """The operator's path after `make demo`: with default settings the sensor watches the folder the
-demo filled (``$ADP_DATA_DIR/inbox``), runs the demo's generation-1 files and any file dropped there."""
+demo filled (``$ADP_DATA_DIR/inbox``), knows the files the demo ran, and runs a file dropped there."""
 
 from __future__ import annotations
 
@@ -10,40 +10,46 @@ import dagster as dg
 import pytest
 
 from adp_pipeline.defs.partitions import task_files
+from adp_pipeline.instance import open_instance
 from runtimes.settings import Settings
-from tests.helpers import Daemon, task_line
+from tests.helpers import Daemon, adp, task_line
 
 
 @pytest.fixture
-def demo_copy(demo_lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the demo's data dir (``data/``), with no TASKS_DIR in the environment: `adp dev`
-    after `make demo` as a new user runs it."""
+def after_the_demo(demo_lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """What `make demo` leaves: a copy of its first run's data dir (the instance in ``data/dagster``
+    included), then its second step, the generation-1 files of ``data/inbox`` run by `adp run`
+    (with ADP_SYNTH_MAX_GENERATION=1, as scripts/demo.sh does). No TASKS_DIR in the environment:
+    `adp dev` afterwards, as a new user starts it."""
     monkeypatch.delenv("TASKS_DIR", raising=False)
     data = tmp_path / "data"
-    shutil.copytree(demo_lake, data, ignore=shutil.ignore_patterns("dagster"))
+    shutil.copytree(demo_lake, data)
+    generated = sorted(str(path) for path in (data / "inbox").glob("synth-*-g1.jsonl"))
+    assert generated, "the demo's first run synthesizes generation-1 files into data/inbox"
+    done = adp(
+        "run", *generated, "--policy", "oracle", env={"ADP_DATA_DIR": str(data), "ADP_SYNTH_MAX_GENERATION": "1"}
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
     return data
 
 
-def test_after_the_demo_the_default_sensor_runs_its_generation_one_files_and_a_file_dropped_in_data_inbox(
-    demo_copy: Path, instance: dg.DagsterInstance
+def test_after_the_demo_the_default_sensor_watches_data_inbox_and_runs_a_file_dropped_there(
+    after_the_demo: Path,
 ) -> None:
-    settings = Settings(data_dir=demo_copy, tasks_settle_seconds=0)
-    assert settings.tasks_dir == demo_copy / "inbox"
-    generated = sorted(path.name for path in settings.tasks_dir.glob("synth-*-g1.jsonl"))
-    assert generated, "the demo's first run synthesizes generation-1 files into data/inbox"
-
+    settings = Settings(data_dir=after_the_demo, tasks_settle_seconds=0, policy="oracle")
+    assert settings.tasks_dir == after_the_demo / "inbox"
+    instance = open_instance(settings)  # the instance `adp run` and `adp dev` share
     daemon = Daemon(settings, instance)
-    first = daemon.tick()
-    assert sorted(request.partition_key.rsplit("-", 1)[0] for request in first) == [
-        name.removesuffix(".jsonl") for name in generated
-    ]
-    assert daemon.tick() == []  # seen once, run once
+    # The demo ran its generation-1 files itself: the sensor knows them and runs nothing again.
+    assert daemon.tick() == []
+    assert daemon.last_skip_reason == f"no new task files in {settings.tasks_dir.absolute()}"
 
     (settings.tasks_dir / ".mine.jsonl").write_text(task_line("dropped_1") + "\n" + task_line("dropped_2") + "\n")
     (settings.tasks_dir / ".mine.jsonl").rename(settings.tasks_dir / "mine.jsonl")
     (request,) = daemon.tick()
     assert request.partition_key.startswith("mine-") and request.run_key == request.partition_key
     assert request.partition_key in instance.get_dynamic_partitions(task_files.name)
+    assert daemon.tick() == []
 
 
 def test_the_sensor_says_which_folder_it_watches_and_when_that_folder_does_not_exist(
