@@ -181,6 +181,7 @@ def run(files: tuple[Path, ...], data_dir: Path | None, policy: str | None, mode
 
 def _print_run_summary(batches: Sequence[str], settings: Settings) -> None:
     from adp_pipeline.storage import Lake, run_report
+    from adp_pipeline.synthesize import model_missing
 
     report = run_report(Lake(settings.data_dir), batches, rejected_lines_shown=_REJECTS_SHOWN)
     out = _out()
@@ -201,12 +202,8 @@ def _print_run_summary(batches: Sequence[str], settings: Settings) -> None:
                 _cell(made.batch), _cell(made.accepted), _cell(by_stage), _cell(" ".join(made.task_files))
             )
         out.print(synthesized)
-    if settings.synth_max_generation and not _model_configured(settings):
-        out.print(
-            "synthesis: no model configured, so only MiniWoB tasks are reseeded; code and reasoning tasks are "
-            "mutated once a model is (ADP_LLM_BASE_URL and ADP_LLM_MODEL, or a provider's key)",
-            highlight=False,
-        )
+    if (missing := model_missing(settings)) is not None:  # the synthesized_tasks metadata's words
+        out.print(f"synthesis: {missing}", highlight=False, markup=False)
     if report.failures:
         failures = Table(title="failed tasks by error type")
         for column in ("error type", "tasks", "for example"):
@@ -224,13 +221,6 @@ def _print_run_summary(batches: Sequence[str], settings: Settings) -> None:
             )
         out.print(shown)
         out.print('all of them: adp query "select * from task_rejects"', highlight=False)
-
-
-def _model_configured(settings: Settings) -> bool:
-    try:
-        return settings.llm_config.endpoint() is not None
-    except AdpError:  # contradictory LLM settings: the runs that need a model say so themselves
-        return False
 
 
 @main.command()

@@ -21,7 +21,7 @@ from runtimes.core import (
     TaskSpec,
     VerifierResult,
 )
-from runtimes.llm import HOW_TO_CONFIGURE
+from runtimes.llm import HOW_TO_CONFIGURE, LLMEndpoint
 from runtimes.settings import Settings
 from synthesis.essence import Essence, extract_structural, extract_with_model
 
@@ -45,11 +45,11 @@ def extract_batch_essences(lake: Lake, batch: str, settings: Settings) -> Essenc
     read for them alone), so memory stays flat however large the batch.
 
     Raises:
-        ConfigError: the llm extractor is chosen and no model is configured.
+        ConfigError: the llm extractor is chosen and no model is configured, or the LLM settings
+            contradict each other; raised before anything is read or written.
     """
     summary = EssenceSummary(batch)
-    if settings.essence_extractor == "llm" and settings.llm_config.endpoint() is None:
-        raise ConfigError(f"ADP_ESSENCE_EXTRACTOR=llm needs a model: {HOW_TO_CONFIGURE}")
+    endpoint = _endpoint(settings) if settings.essence_extractor == "llm" else None
     created_at = datetime.now(UTC)
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -63,7 +63,7 @@ def extract_batch_essences(lake: Lake, batch: str, settings: Settings) -> Essenc
             ).to_arrow_reader(_CHUNK_TASKS)
             for chunk in verified:
                 verifiers = {row["task_id"]: row["verifier"] for row in chunk.to_pylist()}
-                for essence in _essences(lookup, batch, verifiers, settings, summary.model_failures):
+                for essence in _essences(lookup, batch, verifiers, settings, endpoint, summary.model_failures):
                     summary.essences += 1
                     summary.by_type[essence.task_type.value] += 1
                     if summary.sample is None:
@@ -74,14 +74,32 @@ def extract_batch_essences(lake: Lake, batch: str, settings: Settings) -> Essenc
     return summary
 
 
+def _endpoint(settings: Settings) -> LLMEndpoint:
+    """The model the llm extractor uses; a ConfigError naming ADP_ESSENCE_EXTRACTOR when there is none.
+
+    The one place essences read the endpoint: the llm extractor needs a model whatever the run's
+    policy, so contradictory LLM settings fail this step with the setting that asked for a model
+    and the one that is wrong, rather than with a bare error from the LLM settings.
+    """
+    try:
+        endpoint = settings.llm_config.endpoint()
+    except ConfigError as exc:
+        raise ConfigError(f"ADP_ESSENCE_EXTRACTOR=llm needs a model: {exc}") from exc
+    if endpoint is None:
+        raise ConfigError(f"ADP_ESSENCE_EXTRACTOR=llm needs a model: {HOW_TO_CONFIGURE}")
+    return endpoint
+
+
 def _essences(
     connection: duckdb.DuckDBPyConnection,
     batch: str,
     verifiers: dict[str, str],
     settings: Settings,
+    endpoint: LLMEndpoint | None,
     failures: list[str],
 ) -> list[Essence]:
-    """The essences of one chunk of verified trajectories (task id → verifier JSON)."""
+    """The essences of one chunk of verified trajectories (task id → verifier JSON), by the model
+    at ``endpoint`` (the llm extractor) or structurally (None)."""
     ids = list(verifiers)
     tasks = {
         row["task_id"]: task_from_row(row)
@@ -106,17 +124,18 @@ def _essences(
         for task_id, verifier in verifiers.items()
         if task_id in tasks
     ]
-    if settings.essence_extractor == "llm":
-        return asyncio.run(_with_model(inputs, batch, settings, failures))
+    if endpoint is not None:
+        return asyncio.run(_with_model(inputs, batch, settings, endpoint, failures))
     return [extract_structural(task, batch, task_steps, verifier) for task, task_steps, verifier in inputs]
 
 
 async def _with_model(
-    inputs: list[tuple[TaskSpec, list[Step], VerifierResult]], batch: str, settings: Settings, failures: list[str]
+    inputs: list[tuple[TaskSpec, list[Step], VerifierResult]],
+    batch: str,
+    settings: Settings,
+    endpoint: LLMEndpoint,
+    failures: list[str],
 ) -> list[Essence]:
-    endpoint = settings.llm_config.endpoint()
-    if endpoint is None:
-        raise ConfigError(f"ADP_ESSENCE_EXTRACTOR=llm needs a model: {HOW_TO_CONFIGURE}")
     client = settings.llm_config.client(endpoint, settings.llm_cache)
 
     async def one(task: TaskSpec, task_steps: list[Step], verifier: VerifierResult) -> Essence:

@@ -76,7 +76,7 @@ from runtimes.core import (
     Trajectory,
     parse_task_bytes,
 )
-from runtimes.llm import LLMClient
+from runtimes.llm import LLMClient, LLMEndpoint
 from runtimes.settings import Settings
 from synthesis.dedupe import DedupeIndex, Duplicate
 from synthesis.essence import Essence
@@ -158,12 +158,13 @@ def synthesize_batch(
     elif not pool.essences:
         why = _why_no_essences(lake, batch)
     else:
-        work = _plan(summary, lake, pool.essences, settings, tokens_left)
+        model = _model(settings)
+        work = _plan(summary, lake, pool.essences, settings, model, tokens_left)
         if not work.jobs:
-            why = _why_none_mutated(work.skipped, settings)
+            why = _why_none_mutated(work.skipped, settings, model)
         summary.candidates = [Candidate(job) for job in work.jobs]
         with _timed(summary, "make", log):
-            _make(summary, settings, tokens_left, created_at)
+            _make(summary, settings, model, tokens_left, created_at)
             _check_lines(summary, settings)
         with _timed(summary, "self_check", log):
             _self_check(summary, settings)
@@ -179,12 +180,22 @@ def model_missing(settings: Settings) -> str | None:
     say, in the same words."""
     if settings.synth_max_generation == 0:
         return None
+    model = _model(settings)
+    return None if isinstance(model, LLMEndpoint) else model
+
+
+def _model(settings: Settings) -> LLMEndpoint | str:
+    """The endpoint the mutation operators use, or why there is none, in words.
+
+    The one place synthesis reads the endpoint. LLM settings that contradict each other are no
+    model here, with their own reason: the operators that need one do not run, and the run (under
+    ``oracle`` or ``mock``, which need no model) goes on with the MiniWoB reseeds, as it says.
+    """
     try:
-        if settings.llm_config.endpoint() is not None:
-            return None
-    except ConfigError as exc:  # contradictory LLM settings: the model operators cannot run either
+        endpoint = settings.llm_config.endpoint()
+    except ConfigError as exc:
         return f"{exc}; until then only MiniWoB tasks are reseeded"
-    return NO_MODEL
+    return NO_MODEL if endpoint is None else endpoint
 
 
 def skipped_in_words(skipped: Counter[SkipReason], max_generation: int) -> dict[str, int]:
@@ -196,9 +207,16 @@ def skipped_in_words(skipped: Counter[SkipReason], max_generation: int) -> dict[
     }
 
 
-def _plan(summary: SynthesisSummary, lake: Lake, essences: list[Essence], settings: Settings, tokens_left: int) -> Plan:
+def _plan(
+    summary: SynthesisSummary,
+    lake: Lake,
+    essences: list[Essence],
+    settings: Settings,
+    model: LLMEndpoint | str,
+    tokens_left: int,
+) -> Plan:
     """The sampler's jobs for ``essences``; what it left out is counted in ``summary``."""
-    endpoint = settings.llm_config.endpoint()
+    endpoint = model if isinstance(model, LLMEndpoint) else None
     if endpoint is not None and tokens_left <= 0:
         summary.stopped.append(_used_up("ADP_SYNTH_DAILY_TOKENS", settings.synth_daily_tokens, "token"))
     parents = as_synthesized(lake, tasks_of(lake, summary.batch, [essence.task_id for essence in essences]))
@@ -243,21 +261,26 @@ def _why_no_essences(lake: Lake, batch: str) -> str:
     return f"the batch has no essences yet, though it has {verified}: materialise task_essences first"
 
 
-def _why_none_mutated(skipped: Counter[SkipReason], settings: Settings) -> str:
+def _why_none_mutated(skipped: Counter[SkipReason], settings: Settings, model: LLMEndpoint | str) -> str:
     """Why the sampler made no job of any essence: one reason said whole (as the CLI says it), or
-    each reason with its count."""
+    each reason with its count (and why there is no model, when that is not simply none configured)."""
+    missing = model if isinstance(model, str) else NO_MODEL
     if len(skipped) == 1:
         (reason,) = skipped
         if reason is SkipReason.NO_MODEL:
-            return NO_MODEL
+            return missing
         if reason is SkipReason.TOKEN_BUDGET:
             return _used_up("ADP_SYNTH_DAILY_TOKENS", settings.synth_daily_tokens, "token")
         if reason is SkipReason.GENERATION_LIMIT:
             return (
                 f"every essence is at the generation limit (ADP_SYNTH_MAX_GENERATION={settings.synth_max_generation})"
             )
-    words = skipped_in_words(skipped, settings.synth_max_generation)
-    listed = "; ".join(f"{reason} ({_counted(n, 'essence', 'essences')})" for reason, n in words.items())
+    parts: list[str] = []
+    for words, n in skipped_in_words(skipped, settings.synth_max_generation).items():
+        parts.append(f"{words} ({_counted(n, 'essence', 'essences')})")
+        if words == SkipReason.NO_MODEL.value and missing != NO_MODEL:  # the LLM settings contradict each other
+            parts[-1] += f": {missing}"
+    listed = "; ".join(parts)
     return f"no essence could be mutated: {listed or 'the sampler drew none'}"
 
 
@@ -282,14 +305,17 @@ def _timed(summary: SynthesisSummary, step: str, log: Callable[[str], None] | No
             log(f"synthesis {step}: {left} of {len(summary.candidates)} candidates left ({seconds:.1f} s)")
 
 
-def _make(summary: SynthesisSummary, settings: Settings, tokens_left: int, created_at: datetime) -> None:
+def _make(
+    summary: SynthesisSummary, settings: Settings, model: LLMEndpoint | str, tokens_left: int, created_at: datetime
+) -> None:
     """Fill each candidate's task (or its model/validation rejection)."""
     reseeds = [c for c in summary.candidates if c.job.operator == "miniwob_reseed"]
     models = [c for c in summary.candidates if c.job.operator != "miniwob_reseed"]
     if reseeds:
         _make_reseeds(summary.batch, reseeds, settings, created_at)
     if models:
-        asyncio.run(_make_with_model(summary, models, settings, tokens_left, created_at))
+        assert isinstance(model, LLMEndpoint)  # the plan has model jobs only when a model is configured
+        asyncio.run(_make_with_model(summary, models, settings, model, tokens_left, created_at))
 
 
 def _make_reseeds(batch: str, candidates: list[Candidate], settings: Settings, created_at: datetime) -> None:
@@ -312,10 +338,13 @@ def _make_reseeds(batch: str, candidates: list[Candidate], settings: Settings, c
 
 
 async def _make_with_model(
-    summary: SynthesisSummary, candidates: list[Candidate], settings: Settings, tokens_left: int, created_at: datetime
+    summary: SynthesisSummary,
+    candidates: list[Candidate],
+    settings: Settings,
+    endpoint: LLMEndpoint,
+    tokens_left: int,
+    created_at: datetime,
 ) -> None:
-    endpoint = settings.llm_config.endpoint()
-    assert endpoint is not None  # the plan has model jobs only when a model is configured
     client: LLMClient = settings.llm_config.client(endpoint, settings.llm_cache)
     spent = TokenUsage()
     over_budget: list[Candidate] = []

@@ -19,11 +19,12 @@ from adp_pipeline.builder import build_definitions
 from adp_pipeline.cli import main
 from adp_pipeline.defs.jobs import process_task_file
 from adp_pipeline.defs.partitions import task_files
+from adp_pipeline.essences import extract_batch_essences
 from adp_pipeline.instance import open_instance
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.rows import task_row
 from adp_pipeline.synthesize import NO_MODEL, model_missing, synthesize_batch
-from runtimes.core import TaskSpec
+from runtimes.core import ConfigError, TaskSpec
 from runtimes.settings import Settings
 from runtimes.testing import MockLLMServer, MockScript
 from synthesis.essence import Essence, SuccessPattern
@@ -31,6 +32,13 @@ from synthesis.stages import Stage
 from tests.helpers import code_task, task_line
 
 SOLVED = code_task("solved", "print(6 * 7)", "42")
+# A URL with no model name: settings that contradict each other. Nothing listens on port 9; nothing
+# may call it either.
+HALF_CONFIGURED = "http://127.0.0.1:9/v1"
+CONTRADICTORY = (
+    "ADP_LLM_BASE_URL is set but ADP_LLM_MODEL is not; set the model name to use; "
+    "until then only MiniWoB tasks are reseeded"
+)
 UNSOLVED = code_task("unsolved", "print(6 * 7)", "42", tests="assert False")  # runs; its check fails
 
 
@@ -66,7 +74,7 @@ def test_adp_run_and_the_metadata_give_the_same_reason_and_each_setting_its_own(
     assert result.exit_code == 0, result.output
     printed = " ".join(result.output.split())  # the console wraps long lines
     assert model_missing(settings) == NO_MODEL
-    assert f"synthesis: {NO_MODEL}" in printed
+    assert printed.count(NO_MODEL) == 1 and f"synthesis: {NO_MODEL}" in printed
 
     with open_instance(settings) as instance:
         records = instance.fetch_materializations(dg.AssetKey("synthesized_tasks"), limit=10).records
@@ -169,6 +177,13 @@ def test_essences_left_out_for_several_reasons_are_each_counted_in_the_reason(se
         "no model configured for the mutation operators (1 essence)"
     )
     assert summary.task_files == {}
+    # With LLM settings that contradict each other, the essence left out for want of a model says why.
+    summary = synthesize_batch(lake, batch, settings.model_copy(update={"llm_base_url": HALF_CONFIGURED}))
+    assert summary.no_candidates_because == (
+        "no essence could be mutated: its task is not in the batch (1 essence); "
+        "a web task neither on adp's site nor a MiniWoB++ episode (1 essence); "
+        f"no model configured for the mutation operators (1 essence): {CONTRADICTORY}"
+    )
 
 
 def test_the_stored_stage_values_are_the_documented_ones() -> None:
@@ -181,9 +196,50 @@ def test_the_stored_stage_values_are_the_documented_ones() -> None:
 def test_the_reason_for_no_model_names_contradictory_model_settings(settings: Settings) -> None:
     assert model_missing(settings) == NO_MODEL
     assert model_missing(settings.model_copy(update={"synth_max_generation": 0})) is None  # off: nothing to say
-    half = settings.model_copy(update={"llm_base_url": "http://127.0.0.1:9/v1"})  # a URL, no model name
-    assert model_missing(half) == (
-        "ADP_LLM_BASE_URL is set but ADP_LLM_MODEL is not; set the model name to use; "
+    half = settings.model_copy(update={"llm_base_url": HALF_CONFIGURED})
+    assert model_missing(half) == CONTRADICTORY
+    assert model_missing(half.model_copy(update={"llm_model": "m"})) is None
+    vllm = settings.model_copy(update={"vllm_url": "http://127.0.0.1:9"})  # vLLM's URL, no model name either
+    assert model_missing(vllm) == (
+        "VLLM_URL is set but no model is; set ADP_LLM_MODEL to the model vLLM serves; "
         "until then only MiniWoB tasks are reseeded"
     )
-    assert model_missing(half.model_copy(update={"llm_model": "m"})) is None
+
+
+@pytest.mark.parametrize("variable", ["ADP_LLM_BASE_URL", "VLLM_URL"])
+def test_an_oracle_run_with_contradictory_llm_settings_succeeds_and_synthesis_says_why(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # A URL without a model name: the oracle needs no model, so the run succeeds; synthesis runs
+    # no model operator and says why, once in `adp run`'s output and in the asset's metadata.
+    monkeypatch.setenv(variable, HALF_CONFIGURED)
+    monkeypatch.delenv("ADP_LLM_MODEL", raising=False)
+    monkeypatch.delenv("VLLM_MODEL", raising=False)
+    reason = model_missing(Settings())  # built as `adp run` builds it, from the environment
+    assert reason is not None and reason.startswith(variable) and reason.endswith("only MiniWoB tasks are reseeded")
+    solved = tmp_path / "solved.jsonl"
+    solved.write_text(SOLVED + "\n")
+    args = ["run", str(solved), "--data-dir", str(settings.data_dir), "--policy", "oracle"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())  # the console wraps long lines
+    assert printed.count(reason) == 1 and f"synthesis: {reason}" in printed
+    assert NO_MODEL not in printed and "Traceback" not in printed
+
+    with open_instance(settings) as instance:
+        (record,) = instance.fetch_materializations(dg.AssetKey("synthesized_tasks"), limit=10).records
+        assert record.asset_materialization is not None
+        metadata = {key: value.value for key, value in record.asset_materialization.metadata.items()}
+    assert (metadata["essences"], metadata["candidates"]) == (1, 0)
+    assert metadata["no_candidates_because"] == reason
+    assert metadata["skipped"] == {"no model configured for the mutation operators": 1}
+
+    # The llm essence extractor does need a model: it fails naming the setting that asks for one
+    # and the one that is wrong, before it reads or writes anything (the batch keeps its essences).
+    batch = str(record.partition_key)
+    lake = Lake(settings.data_dir)
+    extractor = settings.model_copy(update={"essence_extractor": "llm", "llm_base_url": HALF_CONFIGURED})
+    with pytest.raises(ConfigError, match=r"^ADP_ESSENCE_EXTRACTOR=llm needs a model: ADP_LLM_BASE_URL is set but"):
+        extract_batch_essences(lake, batch, extractor)
+    with lake.connect() as connection:
+        assert connection.execute("SELECT count(*) FROM essences WHERE batch = ?", [batch]).fetchall() == [(1,)]
