@@ -8,9 +8,9 @@ import hashlib
 import json
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from runtimes.core import StructuredAnswerError, TokenUsage
+from runtimes.core import StructuredAnswerError, TokenUsage, strict_json
 from runtimes.llm import LLMClient
 
 DEFAULT_ATTEMPTS = 3
@@ -53,9 +53,14 @@ async def ask(
             usage.completion_tokens += answer.usage.completion_tokens
             usage.total_tokens += answer.usage.total_tokens
         content = answer.message.get("content") or ""
+        text = _json_object(content)
         try:
-            return shape.model_validate_json(_json_object(content))
-        except ValidationError as exc:
+            valid = shape.model_validate_json(text)
+            # pydantic reads NaN, Infinity and 1e999 as floats: in a free-form field they would be
+            # written as null, the task changed without a word. Such an answer is not valid.
+            strict_json(text)
+            return valid
+        except ValueError as exc:  # pydantic's ValidationError, or strict_json's json.JSONDecodeError
             problem = str(exc).splitlines()[0] if str(exc) else "invalid JSON"
             messages += [
                 {"role": "assistant", "content": content},

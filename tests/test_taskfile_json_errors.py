@@ -5,13 +5,26 @@ column on the line after it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
-from runtimes.core import MAX_JSON_DEPTH, parse_task_bytes, parse_task_file
+from runtimes.core import (
+    MAX_JSON_DEPTH,
+    StructuredAnswerError,
+    TaskSpec,
+    parse_task_bytes,
+    parse_task_file,
+    strict_json,
+)
+from runtimes.llm import LLMClient, LLMEndpoint
+from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
+from synthesis.structured import ask
 from tests.helpers import task_line
 
 GOOD = task_line("good")
@@ -30,6 +43,19 @@ CASES: dict[str, tuple[str, str, str]] = {
     "byte_order_mark_mid_file": ("", "\ufeff" + GOOD, "invalid JSON"),
     "nan": ('{"task_id": "NaN", "max_steps": ', "NaN}", "invalid JSON"),
     "infinity": ('{"task_id": "x", "timeout": [1, ', "-Infinity]}", "invalid JSON"),
+    # Python's json reads a number past a double's range as infinity: in a float field it was inf,
+    # in a free-form value it was stored as null.
+    "float_overflow": (
+        '{"task_id": "x", "constraints": {"verify": {"miniwob_reward": ',
+        "1e999}}}",
+        "JSON number out of range",
+    ),
+    "float_overflow_free_form": (
+        '{"task_id": "-1.5E+400", "constraints": {"x": [1, "-1.5E+400", ',  # the same text in strings first
+        "-1.5E+400]}}",
+        "JSON number out of range",
+    ),
+    "float_overflow_many_digits": ('{"max_steps": 1, "c": ', "2" * 400 + ".5}", "JSON number out of range"),
     "integer_too_long": ('{"task_id": "' + "9" * 5000 + '", "max_steps": ', "9" * 5000 + "}", "JSON number too long"),
     "unpaired_high_surrogate": ('{"task_id": "a\\\\ud83d", "description": "x', '\\ud83d"}', "invalid JSON"),
     "unpaired_low_surrogate": ('{"task_id": "\\ud83d\\ude00 ', '\\ude00"}', "invalid JSON"),
@@ -131,7 +157,11 @@ def test_json_that_is_valid_stays_accepted(tmp_path: Path) -> None:
     lines = [
         task_line("pair", description="PAIR").replace("PAIR", r"smile \ud83d\ude00 and a \\ud800 that is text"),
         json.dumps(json.loads(task_line("escaped", description="😀 \\ud800")), ensure_ascii=True),
-        task_line("numbers", constraints={"big": 10**4000, "neg": -1.5e300, "nan_text": "NaN Infinity"}),
+        task_line("numbers", constraints={"big": 10**4000, "neg": -1.5e300, "nan_text": "NaN Infinity 1e999"}),
+        # The largest and the smallest doubles, and a number that rounds to 0: finite, so JSON.
+        task_line(
+            "edges", constraints={"verify": {"miniwob_reward": 1.7976931348623157e308}, "tiny": [5e-324]}
+        ).replace("5e-324", "5e-324, 1e-999"),
         task_line("nested", constraints={"x": nested}),
         "  " + task_line("spaced") + " \t",
     ]
@@ -142,4 +172,83 @@ def test_json_that_is_valid_stays_accepted(tmp_path: Path) -> None:
     accepted = {item.task.task_id: item.task for item in parsed.accepted}
     assert accepted["pair"].description == "smile \U0001f600 and a \\ud800 that is text"
     assert accepted["escaped"].description == "😀 \\ud800"
-    assert set(accepted) == {"pair", "escaped", "numbers", "nested", "spaced"}
+    assert set(accepted) == {"pair", "escaped", "numbers", "nested", "spaced", "edges"}
+    edges = accepted["edges"].constraints
+    assert edges.verify is not None and edges.verify.miniwob_reward == 1.7976931348623157e308
+    assert edges.model_extra == {"tiny": [5e-324, 0.0]}
+
+
+def test_an_integer_too_large_for_a_float_field_is_rejected_with_the_field(tmp_path: Path) -> None:
+    # JSON reads it as an integer (finite); the float field would have made it infinity.
+    line = task_line("huge", constraints={"verify": {"miniwob_reward": 10**400}})
+    (rejected,) = parse_task_file(_file(tmp_path, line.encode(), b"\n")).rejected
+    assert (rejected.line_number, rejected.field) == (BAD_LINE, "constraints.verify.miniwob_reward")
+    assert rejected.reason.startswith("field 'constraints.verify.miniwob_reward': Input should be a finite number")
+    # The same from anywhere a task is read: a model's answer, a Redis task message.
+    with pytest.raises(ValidationError, match="finite_number"):
+        TaskSpec.model_validate_json(line)
+    for number in ("NaN", "Infinity", "1e999"):
+        with pytest.raises(ValidationError, match="finite_number"):
+            TaskSpec.model_validate_json(line.replace("1" + "0" * 400, number))
+
+
+@pytest.mark.parametrize(
+    ("text", "problem", "where"),
+    [
+        ('{"a": "1e999",\n "b": 1e999}', "JSON number out of range: 1e999 is beyond", (2, 7)),
+        ('[0.5, "NaN", NaN]', "invalid JSON: NaN is not a JSON number", (1, 14)),
+        ('{"x": -Infinity}', "invalid JSON: -Infinity is not a JSON number", (1, 7)),
+        ('{"x": 1' + "0" * 5000 + "}", "JSON number too long: an integer of 5001 digits", (1, 7)),
+        ('{"x": [1, 2', "Expecting ',' delimiter", (1, 12)),
+        ("\n" + "[" * 200_000, f"JSON nested more than {MAX_JSON_DEPTH} levels deep", (2, MAX_JSON_DEPTH + 1)),
+    ],
+)
+def test_strict_json_refuses_numbers_json_has_not_and_says_where(
+    text: str, problem: str, where: tuple[int, int]
+) -> None:
+    """The reader for JSON adp did not write (a model's structured answer): the task-file rules."""
+    with pytest.raises(json.JSONDecodeError) as caught:
+        strict_json(text)
+    assert caught.value.msg.startswith(problem), caught.value.msg
+    assert (caught.value.lineno, caught.value.colno) == where
+
+
+def test_strict_json_reads_what_is_json() -> None:
+    text = '{"big": 1' + "0" * 400 + ', "max": 1.7976931348623157e308, "s": "NaN 1e999", "n": [-0.0, 1e-999]}'
+    assert strict_json(text) == {"big": 10**400, "max": 1.7976931348623157e308, "s": "NaN 1e999", "n": [-0.0, 0.0]}
+
+
+class _Shape(BaseModel):
+    score: float
+    extra: dict[str, Any] = {}
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-1e999"])
+def test_a_model_answer_with_a_number_json_has_not_is_not_valid(number: str) -> None:
+    """pydantic reads NaN, Infinity and 1e999 as floats; a free-form value was written as null,
+    a plain float field kept nan. The model is told and asked again; its valid answer is taken."""
+    bad = {"free": '{"score": 0.5, "extra": {"x": [' + number + "]}}", "typed": '{"score": ' + number + "}"}
+    good = '{"score": 0.25, "extra": {"x": [1.5]}}'
+    script = MockScript(
+        rules=[
+            ScriptRule(match="free", turns=[ScriptedTurn(content=bad["free"]), ScriptedTurn(content=good)]),
+            ScriptRule(match="typed", turns=[ScriptedTurn(content=bad["typed"])] * 2),
+        ]
+    )
+
+    async def go(base_url: str) -> tuple[_Shape, BaseException]:
+        client = LLMClient(LLMEndpoint(provider="mock", base_url=base_url, model="m", api_key="x"), backoff_base=0.001)
+        try:
+            answer = await ask(client, "system", "free", _Shape)
+            with pytest.raises(StructuredAnswerError) as caught:
+                await ask(client, "system", "typed", _Shape, attempts=2)
+            return answer, caught.value
+        finally:
+            await client.aclose()
+
+    with MockLLMServer(script) as server:
+        answer, error = asyncio.run(go(server.base_url))
+        requests = server.stats.requests
+    assert answer == _Shape(score=0.25, extra={"x": [1.5]})
+    assert requests == 4  # the bad answer, the good one; the typed question twice
+    assert number.lstrip("-") in str(error) and "line 1 column" in str(error), str(error)

@@ -82,6 +82,7 @@ from runtimes.core._taskfile import (
     parse_task_file,
     reject_known_task_ids,
     store_task_lines,
+    strict_json,
     without_known_task_ids,
 )
 
@@ -160,6 +161,7 @@ __all__ = [
     "redact",
     "reject_known_task_ids",
     "store_task_lines",
+    "strict_json",
     "without_known_task_ids",
     "write_text_atomically",
 ]

@@ -44,9 +44,11 @@ class ActionType(StrEnum):
 
 
 class _TaskField(BaseModel):
-    """Strict parsing: a task file is data a person wrote, so "5" is not 5 and typos are errors."""
+    """Strict parsing: a task file is data a person wrote, so "5" is not 5 and typos are errors.
+    A float is finite: an integer too large for a double (400 digits) would be read as infinity,
+    from a task file, a model's answer or a Redis message alike."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class ReferenceToolCall(_TaskField):

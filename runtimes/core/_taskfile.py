@@ -23,6 +23,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import re
 import secrets
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -514,12 +515,7 @@ def _json_of_line(content: bytes, number: int) -> tuple[Any, str | _RepeatedKeyE
     if (too_deep := _first_too_deep(text)) is not None:
         return None, at(too_deep, f"JSON nested more than {MAX_JSON_DEPTH} levels deep", text=text)
     try:
-        data = json.loads(
-            text,
-            object_pairs_hook=_object_without_repeated_keys,
-            parse_constant=_not_a_json_constant,
-            parse_int=_bounded_int,
-        )
+        data = _loads(text, object_pairs_hook=_object_without_repeated_keys)
     except _RepeatedKeyError as exc:
         return None, exc
     except _UnreadableNumberError as exc:
@@ -581,6 +577,26 @@ def _first_unpaired_surrogate(text: str) -> int | None:
     return pending
 
 
+def strict_json(text: str) -> Any:
+    """``text``'s JSON value, with only the numbers a 64-bit float holds.
+
+    Python's json (and pydantic's) read ``NaN`` and ``Infinity``, which JSON has no words for, and
+    read a number past a double's range (``1e999``) as infinity: none of them may reach a float
+    field, the lake's Parquet columns or an export. Use it for JSON adp did not write (a task
+    file's line has its own reader, with the same rules, :func:`parse_task_bytes`).
+
+    Raises:
+        json.JSONDecodeError: ``text`` is not JSON, holds such a number, or nests deeper than
+            ``MAX_JSON_DEPTH`` (its message says which; its ``pos``, ``lineno`` and ``colno`` where).
+    """
+    if (too_deep := _first_too_deep(text)) is not None:  # before the parser recurses that deep
+        raise json.JSONDecodeError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep", text, too_deep)
+    try:
+        return _loads(text)
+    except _UnreadableNumberError as exc:
+        raise json.JSONDecodeError(f"{exc.problem}: {exc.detail}", text, _token_position(text, exc.token)) from None
+
+
 class _UnreadableNumberError(ValueError):
     def __init__(self, token: str, problem: str, detail: str) -> None:
         super().__init__(detail)
@@ -592,12 +608,36 @@ def _not_a_json_constant(token: str) -> Any:
     raise _UnreadableNumberError(token, "invalid JSON", f"{token} is not a JSON number")
 
 
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):  # 1e999: float() gives infinity for a number past a double's range
+        raise _UnreadableNumberError(
+            token, "JSON number out of range", f"{token} is beyond the largest 64-bit float (about 1.8e308)"
+        )
+    return value
+
+
 def _bounded_int(token: str) -> int:
     try:
         return int(token)
     except ValueError as exc:  # Python's limit on the digits of an int (sys.get_int_max_str_digits)
         digits = len(token.lstrip("-"))
         raise _UnreadableNumberError(token, "JSON number too long", f"an integer of {digits} digits") from exc
+
+
+def _loads(text: str, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> Any:
+    """json.loads with JSON's numbers only: a finite double, or an int of bounded digits.
+
+    Raises:
+        _UnreadableNumberError: a number that is not one; json.JSONDecodeError: not JSON.
+    """
+    return json.loads(
+        text,
+        object_pairs_hook=object_pairs_hook,
+        parse_constant=_not_a_json_constant,
+        parse_float=_finite_float,
+        parse_int=_bounded_int,
+    )
 
 
 def _token_position(text: str, token: str) -> int:
