@@ -49,7 +49,7 @@ def extract_batch_essences(lake: Lake, batch: str, settings: Settings) -> Essenc
             contradict each other; raised before anything is read or written.
     """
     summary = EssenceSummary(batch)
-    endpoint = _endpoint(settings) if settings.essence_extractor == "llm" else None
+    endpoint = extractor_endpoint(settings)
     created_at = datetime.now(UTC)
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -74,13 +74,16 @@ def extract_batch_essences(lake: Lake, batch: str, settings: Settings) -> Essenc
     return summary
 
 
-def _endpoint(settings: Settings) -> LLMEndpoint:
-    """The model the llm extractor uses; a ConfigError naming ADP_ESSENCE_EXTRACTOR when there is none.
+def extractor_endpoint(settings: Settings) -> LLMEndpoint | None:
+    """The model the llm extractor uses (None for the structural one); a ConfigError naming
+    ADP_ESSENCE_EXTRACTOR when it needs one and there is none. A run checks it at its first step.
 
     The one place essences read the endpoint: the llm extractor needs a model whatever the run's
     policy, so contradictory LLM settings fail this step with the setting that asked for a model
     and the one that is wrong, rather than with a bare error from the LLM settings.
     """
+    if settings.essence_extractor != "llm":
+        return None
     try:
         endpoint = settings.llm_config.endpoint()
     except ConfigError as exc:

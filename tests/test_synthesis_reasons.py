@@ -21,6 +21,7 @@ from adp_pipeline.defs.jobs import process_task_file
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.essences import extract_batch_essences
 from adp_pipeline.instance import open_instance
+from adp_pipeline.materialize import failure_reason
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.rows import task_row
 from adp_pipeline.synthesize import NO_MODEL, model_missing, synthesize_batch
@@ -29,7 +30,7 @@ from runtimes.settings import Settings
 from runtimes.testing import MockLLMServer, MockScript
 from synthesis.essence import Essence, SuccessPattern
 from synthesis.stages import Stage
-from tests.helpers import code_task, task_line
+from tests.helpers import code_task, materialize_file, query, task_line
 
 SOLVED = code_task("solved", "print(6 * 7)", "42")
 # A URL with no model name: settings that contradict each other. Nothing listens on port 9; nothing
@@ -243,3 +244,18 @@ def test_an_oracle_run_with_contradictory_llm_settings_succeeds_and_synthesis_sa
         extract_batch_essences(lake, batch, extractor)
     with lake.connect() as connection:
         assert connection.execute("SELECT count(*) FROM essences WHERE batch = ?", [batch]).fetchall() == [(1,)]
+
+
+def test_the_llm_essence_extractor_without_a_model_fails_the_run_at_its_first_step(
+    tmp_path: Path, settings: Settings, instance: dg.DagsterInstance
+) -> None:
+    """Not after every task ran: the essences step would refuse, so the run says so before it starts."""
+    path = tmp_path / "batch.jsonl"
+    path.write_text(code_task("one", "print(1)", "1") + "\n")
+    extractor = settings.model_copy(update={"essence_extractor": "llm"})  # policy oracle: it needs no model
+    result = materialize_file(path, extractor, instance)
+    assert not result.success
+    reason = failure_reason(result)
+    assert reason.startswith("task_batch: ADP_ESSENCE_EXTRACTOR=llm needs a model: set ADP_LLM_BASE_URL"), reason
+    assert query(extractor, "SELECT count(*) FROM trajectories") == [(0,)]
+    assert materialize_file(path, settings, instance).success  # the structural extractor needs none

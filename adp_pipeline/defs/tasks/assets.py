@@ -4,10 +4,11 @@ from adp_pipeline.defs.markdown import for_people, markdown_table
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.defs.tasks.checks import CHECK_SPECS, evaluate_checks
+from adp_pipeline.essences import extractor_endpoint
 from adp_pipeline.ingest import IngestSummary, ingest_task_file
 from adp_pipeline.storage import ensure_catalog
 from adp_pipeline.task_files import registered_task_file
-from runtimes.core import CatalogError, redact
+from runtimes.core import CatalogError, ConfigError, redact
 from runtimes.settings import Settings
 
 _REJECTS_SHOWN = 20
@@ -51,7 +52,7 @@ def task_batch(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Materi
 
 def refuse_unusable_policy(settings: Settings) -> None:
     """Fail the run, saying why and how to fix it, when ``settings.policy`` cannot run here (the
-    llm policy without a model, contradictory LLM settings).
+    llm policy without a model, contradictory LLM settings), or the llm essence extractor has no model.
 
     In redis mode too: the workers run the tasks with their own LLM settings, but the deployment
     gives the Dagster processes the same ones (docker-compose.yml's ``x-adp-env``), and the run's
@@ -62,6 +63,11 @@ def refuse_unusable_policy(settings: Settings) -> None:
         dg.Failure: the reason, one line, with the policy and mode as metadata.
     """
     problem = settings.policy_config.problem(settings.policy)
+    if problem is None:
+        try:  # the essences step asks the model too, after every task ran: say it before
+            extractor_endpoint(settings)
+        except ConfigError as exc:
+            problem = str(exc)
     if problem is None:
         return
     # The file is a partition now: dropping it again runs nothing, so say how to run it once fixed.
