@@ -21,7 +21,7 @@ from runtimes.agent._tools import (
     known_tool,
     tools_for,
 )
-from runtimes.agent._verify import verify_task
+from runtimes.agent._verify import sandbox_failure, verify_task
 from runtimes.core import (
     RUNTIME_ID,
     ActionType,
@@ -39,7 +39,7 @@ from runtimes.core import (
     parse_browser_action,
     redact,
 )
-from runtimes.llm import Policy, Turn
+from runtimes.llm import LLMPolicy, Policy, Turn
 from runtimes.sandbox import ExecResult, Sandbox, SandboxLimits
 from runtimes.web import BrowserPool, BrowserSession, EgressProxy, task_allowlist
 
@@ -71,6 +71,9 @@ class _Run:
     answer: str | None = None
     last_good_code: str | None = None
     session: BrowserSession | None = None
+    sandbox_failure: str | None = None  # why the sandbox could not run code, the first time it could not
+    asking: bool = False  # waiting for the policy's next turn
+    answered: bool = False  # the policy answered a turn of this task (a model live, not from the cache)
 
 
 async def run_task(
@@ -116,12 +119,22 @@ async def run_task(
             # cause is the browser, and a browser failure is retried on a relaunched one.
             error = (ErrorType.BROWSER_ERROR, f"the browser died under the task ({error[1]})")
             system_failure = True
+        elif run.asking and not run.answered:
+            # The model never answered at all: an endpoint that accepts and never replies (its
+            # HTTP timeout times its retries outlast the task's) is not the agent's slowness.
+            error = (ErrorType.LLM_ERROR, _unanswered(policy, task))
+            system_failure = True
     except LLMError as exc:
         error, system_failure = (exc.error_type, str(exc)), exc.system_failure
         if exc.attempts:
             run.llm_calls.append(LLMCall(attempts=exc.attempts, failed=True))
     except AdpError as exc:  # the browser, the sandbox or the oracle failed the task
         error, system_failure = (exc.error_type, str(exc)), exc.system_failure
+    if error is not None and not system_failure and run.sandbox_failure is not None:
+        # A task that failed after the sandbox could not run its code cannot be judged: no
+        # sandbox (bwrap missing, say) must not read as code that merely failed.
+        error = (ErrorType.SYSTEM_ERROR, f"{run.sandbox_failure}; the task then failed: {error[1]}")
+        system_failure = True
     metadata: dict[str, Any] = {"expected_tools": list(task.expected_tools)}
     if run.session is not None:
         metadata["blocked_urls"] = run.session.blocked
@@ -171,6 +184,14 @@ async def _browser_session(task: TaskSpec, browser: BrowserPool | None) -> Async
         yield session
 
 
+def _unanswered(policy: Policy, task: TaskSpec) -> str:
+    where = f"{policy.provider} at {policy.client.endpoint.shown_url}" if isinstance(policy, LLMPolicy) else policy.name
+    return (
+        f"the model ({where}) did not answer within the task's timeout of {task.timeout:g} s, and no call of this "
+        "task was answered: check that the endpoint is up and serving (`adp doctor`), or give tasks a longer timeout"
+    )
+
+
 def failed_trajectory(
     task: TaskSpec, policy: Policy, error_type: ErrorType, message: str, *, system_failure: bool = True
 ) -> Trajectory:
@@ -196,7 +217,10 @@ async def _loop(
 ) -> tuple[ErrorType, str] | None:
     task = run.task
     for _ in range(task.max_steps):
+        run.asking = True
         turn = await policy.next_turn(task, run.messages, tools)
+        run.asking = False
+        run.answered = run.answered or turn.llm is None or not turn.llm.cached
         _account(run, turn)
         run.messages.append(turn.message)
         if run.usage.total_tokens > limits.token_budget:
@@ -287,6 +311,7 @@ async def _execute(run: _Run, name: str, raw_arguments: str, sandbox: Sandbox, l
         raise
     if result.ok:
         run.last_good_code = parsed.code
+    run.sandbox_failure = run.sandbox_failure or sandbox_failure(result)
     error_message = None if result.ok else result.stderr.strip()[-500:] or str(result.status)
     return record(_observation(result), result.ok, result.status.error_type, error_message)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runtimes.core import TaskSpec, VerifierResult, redact
-from runtimes.sandbox import Sandbox, SandboxLimits
+from runtimes.core import SandboxError, TaskSpec, VerifierResult, redact
+from runtimes.sandbox import ExecResult, ExecStatus, Sandbox, SandboxLimits
 from runtimes.web import BrowserSession
 
 _DETAIL_CHARS = 2000
@@ -11,6 +11,21 @@ _DETAIL_CHARS = 2000
 
 def normalise_answer(text: str) -> str:
     return " ".join(text.split())
+
+
+def sandbox_failure(result: ExecResult) -> str | None:
+    """Why the sandbox could not run an execution's code, or None when the code ran.
+
+    The sandbox says SYSTEM_ERROR only of its own failures: the code never started (a program
+    of its launch missing, bwrap refused, the runner could not isolate the execution, its
+    memory limit could not be set) or the warm runner stopped answering. Whatever the code does
+    once started ends otherwise: its own limits (memory, processes, time), its crash, killing
+    its processes or bringing its sandbox down are ``runtime_error`` or ``timeout``; so task
+    code cannot make its own failure adp's (tests/test_no_silent_failure.py tries).
+    """
+    if result.status is not ExecStatus.SYSTEM_ERROR:
+        return None
+    return " ".join(result.stderr.replace("[adp] ", "").split())[:_DETAIL_CHARS] or "the sandbox failed silently"
 
 
 async def verify_task(
@@ -28,6 +43,9 @@ async def verify_task(
     harness's evidence that every test ran, never on how the code exited; ``page_contains``,
     ``url_contains`` and ``miniwob_reward`` read the task's page as the run left it. Returns
     None when the task has no verifier (success then means complete_task was called).
+
+    Raises:
+        SandboxError: the sandbox could not run ``python_tests`` (no verdict: the tests never ran).
     """
     spec = task.constraints.verify
     if spec is None:
@@ -46,6 +64,8 @@ async def verify_task(
             details.append("no python_executor call succeeded, so there is no code to test")
         else:
             check = await sandbox.check_python(last_good_code, spec.python_tests, limits)
+            if (failure := sandbox_failure(check.execution)) is not None:
+                raise SandboxError(f"{failure}; python_tests could not be run")
             checks["python_tests"] = check.passed
             if not check.passed:
                 # Redacted before the cut, which could leave a secret's tail that no rule knows.

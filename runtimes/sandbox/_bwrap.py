@@ -17,6 +17,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,8 @@ from runtimes.sandbox._memory import MemoryControlError, SandboxMemory
 DEFAULT_UID_BASE = 61000
 _KILLED_BY_SIGKILL = 128 + signal.SIGKILL
 
+# The programs a sandbox is launched with (looked up on PATH) and the Debian package of each.
+_LAUNCH_TOOLS = {"prlimit": "util-linux", "setpriv": "util-linux", "bwrap": "bubblewrap"}
 # The code runner, copied read-only into every sandbox (see zygote.py).
 ZYGOTE_IN_SANDBOX = "/opt/adp/zygote.py"
 EVIDENCE_PREFIX = "checked:"  # the status word of a check's evidence (_zygote.EVIDENCE_PREFIX)
@@ -139,7 +142,7 @@ class BwrapSandbox(Sandbox):
                         start_new_session=True,
                     )
             except OSError as exc:
-                return ExecResult(status=ExecStatus.SYSTEM_ERROR, stderr=f"cannot start the sandbox: {exc}")
+                return ExecResult(status=ExecStatus.SYSTEM_ERROR, stderr=not_run(str(exc)))
             finally:
                 os.close(status_write)
             assert process.stdin and process.stdout and process.stderr
@@ -247,6 +250,24 @@ def classify(
     return ExecStatus.RUNTIME_ERROR
 
 
+def not_run(said: str) -> str:
+    """The stderr of an execution whose code never ran (SYSTEM_ERROR): why, for a person.
+
+    A program of the launch missing from PATH leaves only "No such file or directory" (or, in
+    the warm pool, a closed pipe): it is named, with its package. Otherwise what the launch or
+    the runner said (bwrap refused namespaces, the runner could not isolate the execution).
+    """
+    missing = [
+        tool for tool in _LAUNCH_TOOLS if shutil.which(tool) is None and (tool != "setpriv" or os.geteuid() == 0)
+    ]
+    if missing:
+        packages = " and ".join(sorted({_LAUNCH_TOOLS[tool] for tool in missing}))
+        why = f"{' and '.join(missing)} not found on PATH: install {packages} (`make setup` as root)"
+    else:
+        why = " ".join(said.replace("[adp] ", "").split())[-500:] or "its launch ended without saying why"
+    return f"[adp] the sandbox could not run the code: {why}"
+
+
 def exec_result(
     statuses: Sequence[str],
     status: ExecStatus,
@@ -263,6 +284,8 @@ def exec_result(
             f"wall-clock limit of {limits.timeout:g} s" if timed_out else f"CPU limit of {math.ceil(limits.timeout)} s"
         )
         stderr += f"\n[adp] {which} reached"
+    elif status is ExecStatus.SYSTEM_ERROR:
+        stderr = not_run(stderr)
     return ExecResult(
         status=status,
         stdout=stdout,

@@ -12,6 +12,7 @@ executions, and whenever it stops answering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from runtimes.sandbox._bwrap import (
     exec_result,
     isolate,
     kill_sandbox,
+    not_run,
     sandbox_python,
     slot_uids,
     zygote_fd,
@@ -125,7 +127,8 @@ class WarmSandbox(Sandbox):
                 # which is its own error (the next execution gets a fresh sandbox).
                 message = "[adp] the sandbox's init died while this code ran (the code brought its sandbox down)"
                 return ExecResult(status=ExecStatus.RUNTIME_ERROR, stderr=message)
-            return ExecResult(status=ExecStatus.SYSTEM_ERROR, stderr=f"the warm sandbox failed: {exc!r}")
+            said = f"[adp] {exc}" if isinstance(exc, SandboxError) else f"[adp] the warm sandbox failed: {exc!r}"
+            return ExecResult(status=ExecStatus.SYSTEM_ERROR, stderr=said)
         slot.executions += 1
         if answer["timed_out"] or slot.executions >= self._recycle_after:
             await self._discard(slot)
@@ -154,12 +157,20 @@ class WarmSandbox(Sandbox):
                 *command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,  # what the launch says when it fails (the zygote writes none)
                 pass_fds=(runner_fd,),
                 start_new_session=True,
             )
         slot.process, slot.executions = process, 0
-        ready = await asyncio.wait_for(_read_frame(process), timeout=_START_TIMEOUT)
+        try:
+            ready = await asyncio.wait_for(_read_frame(process), timeout=_START_TIMEOUT)
+        except (asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            await self._discard(slot)
+            assert process.stderr is not None
+            said = ""
+            with contextlib.suppress(TimeoutError):  # killed, so its end of the pipe is closed
+                said = (await asyncio.wait_for(process.stderr.read(4096), 5)).decode("utf-8", "replace")
+            raise SandboxError(not_run(said or repr(exc)).removeprefix("[adp] ")) from exc
         if not ready.get("ready"):
             raise SandboxError(f"the zygote did not start: {ready}")
         return process
