@@ -90,7 +90,9 @@ async def stream_tasks(
                             task, policy, ErrorType.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}"
                         )
                     trajectory.attempts = attempt
-                    if trajectory.error_type is not ErrorType.BROWSER_ERROR:
+                    # A dead browser is retried on a relaunched one; a start page that did not
+                    # load (the task's data, not a system failure) would fail the same way again.
+                    if trajectory.error_type is not ErrorType.BROWSER_ERROR or not trajectory.system_failure:
                         break
             on_done(position, trajectory)
         finally:

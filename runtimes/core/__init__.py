@@ -37,6 +37,7 @@ from runtimes.core._errors import (
     QueryLimitError,
     RefusedError,
     SandboxError,
+    StartPageError,
     StructuredAnswerError,
     TaskFileError,
 )
@@ -139,6 +140,7 @@ __all__ = [
     "Scroll",
     "Select",
     "Snapshot",
+    "StartPageError",
     "Step",
     "StoredTaskLines",
     "StructuredAnswerError",

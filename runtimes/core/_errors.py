@@ -64,6 +64,14 @@ class BrowserError(AdpError):
     error_type = ErrorType.BROWSER_ERROR
 
 
+class StartPageError(BrowserError):
+    """The browser works, but the task's ``start_url`` did not load (a host that refuses or does
+    not resolve, a page that never finished loading, a redirect off the allowlist): a defect of
+    the task's data, not of adp's machinery."""
+
+    system_failure = False  # the task's page is at fault; `adp doctor` would find nothing to fix
+
+
 class SandboxError(AdpError):
     """The sandbox itself failed (its runner did not start), as opposed to the code it ran."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -11,10 +12,11 @@ from playwright.async_api import BrowserContext, Page, Route, WebSocketRoute
 from playwright.async_api import Error as PlaywrightError
 
 from runtimes import core
-from runtimes.core import Allowlist, BrowserAction, BrowserError, ErrorType, TaskSpec
+from runtimes.core import Allowlist, BrowserAction, BrowserError, ErrorType, StartPageError, TaskSpec
 from runtimes.web._sites import SITE_HOSTS, content_type, local_file, miniwob_url
 
 OBSERVATION_CHARS = 6000
+_ALIVE_SECONDS = 2.0
 # WebRTC would reach STUN/TURN servers over UDP, past every allowlist: the page cannot open it.
 _NO_WEBRTC_JS = """
 (() => {
@@ -94,7 +96,9 @@ class BrowserSession:
         does not see redirect hops.
 
         Raises:
-            BrowserError: the browser died or the start page could not be opened.
+            StartPageError: the browser works but the task's ``start_url`` did not load (the
+                task's data: not a system failure).
+            BrowserError: the browser died, or adp's own pages (MiniWoB) could not be opened.
         """
         constraints = task.constraints
         try:
@@ -114,11 +118,22 @@ class BrowserSession:
                     }""",
                     {"seed": constraints.miniwob.seed, "ms": task.timeout * 1000},
                 )
-            elif constraints.start_url:
-                await session.page.goto(constraints.start_url, wait_until="load")
         except PlaywrightError as exc:
             raise BrowserError(f"cannot open the start page: {_first_line(exc)}") from exc
+        if constraints.miniwob is None and constraints.start_url:
+            await session._open_start_url(constraints.start_url)
         return session
+
+    async def _open_start_url(self, url: str) -> None:
+        try:
+            await self.page.goto(url, wait_until="load")
+        except PlaywrightError as exc:
+            # A browser that still answers loaded nothing because of the page (net::ERR_*, a
+            # name that does not resolve, the navigation timeout): the task's data. One that
+            # does not answer died under it: adp's machinery, retried on a relaunched browser.
+            if not await self._alive():
+                raise BrowserError(f"the browser died opening the start page: {_first_line(exc)}") from exc
+            raise StartPageError(f"the task's start page did not load: {_first_line(exc)}") from exc
 
     async def act(self, action: BrowserAction) -> ActionOutcome:
         """Perform one action. A failed action is an outcome for the model to read; a dead
@@ -179,14 +194,21 @@ class BrowserSession:
         return browser is not None and browser.is_connected()
 
     async def _alive(self) -> bool:
-        """Whether the page still answers (the disconnect event may not have arrived yet)."""
-        if not self.browser_connected() or self.page.is_closed():
-            return False
-        try:
-            await asyncio.wait_for(self.page.evaluate("1"), timeout=2)
-        except (PlaywrightError, TimeoutError):
-            return False
-        return True
+        """Whether the page still answers within 2 s (the disconnect event may not have arrived yet).
+
+        Asked again until then: a navigation that just failed is replacing the page with its
+        error page, and the first question can meet the old document's destroyed context.
+        """
+        deadline = time.monotonic() + _ALIVE_SECONDS
+        while self.browser_connected() and not self.page.is_closed():
+            try:
+                await asyncio.wait_for(self.page.evaluate("1"), timeout=max(0.1, deadline - time.monotonic()))
+                return True
+            except (PlaywrightError, TimeoutError):
+                if time.monotonic() >= deadline:
+                    return False
+            await asyncio.sleep(0.05)
+        return False
 
     async def page_text(self) -> str:
         """The page's visible text.
