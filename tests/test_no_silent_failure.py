@@ -6,10 +6,16 @@ no sandbox) fails its run, its trajectories kept; ordinary failures never fail a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -21,10 +27,10 @@ from adp_pipeline.doctor import Status, policy_check
 from adp_pipeline.materialize import failure_reason
 from adp_pipeline.storage import Lake
 from adp_pipeline.task_files import register_task_file
-from runtimes.agent import run_task
+from runtimes.agent import AgentLimits, run_task
 from runtimes.core import AdpError, BrowserError, ErrorType, LLMError, OracleError, SandboxError, TaskSpec, Trajectory
-from runtimes.llm import OraclePolicy, Policy, UnconfiguredPolicy
-from runtimes.sandbox import BwrapSandbox
+from runtimes.llm import OraclePolicy, Policy, Turn, UnconfiguredPolicy
+from runtimes.sandbox import BwrapSandbox, SandboxLimits, WarmSandbox
 from runtimes.settings import Settings
 from runtimes.testing import MockLLMServer, MockScript, RedisServer, ScriptedTurn, ScriptRule, free_port, wait_for
 from tests.helpers import (
@@ -129,7 +135,9 @@ def test_contradictory_llm_settings_fail_the_run_at_its_first_step_naming_the_se
     assert problem is not None  # an endpoint without a model
     result = materialize_file(write(tmp_path / "f.jsonl", task_line("t")), contradictory, instance)
     assert not result.success
-    assert failure_reason(result) == f"task_batch: {problem}"
+    assert failure_reason(result) == (
+        f"task_batch: {problem}; once fixed, launch this partition again (the UI's Materialize, or `adp run FILE`)"
+    )
 
 
 def test_task_batch_alone_ingests_without_a_policy_and_re_executing_trajectories_alone_still_refuses(
@@ -389,3 +397,220 @@ def test_a_batch_the_oracle_cannot_replay_is_not_failed_by_the_system(
     result = materialize_file(write(tmp_path / "plain.jsonl", task_line("a"), task_line("b")), settings, instance)
     assert result.success  # the tasks' data lacks reference calls: the success rate says so
     assert system_failures(settings, batch_of(result)) == [("a", "system_error", False), ("b", "system_error", False)]
+
+
+# --- what counts: the sandbox, a model that never answers, a start page that does not load --------
+
+
+@pytest.fixture
+def path_without_bwrap(tmp_path: Path) -> str:
+    """A PATH holding every program of the system's PATH but bwrap (links to the real ones)."""
+    folder = tmp_path / "bin-without-bwrap"
+    folder.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        for program in Path(directory).glob("*") if Path(directory).is_dir() else ():
+            link = folder / program.name
+            if program.name != "bwrap" and not link.exists() and os.access(program, os.X_OK):
+                link.symlink_to(program)
+    assert shutil.which("bwrap", path=str(folder)) is None and shutil.which("setpriv", path=str(folder))
+    return str(folder)
+
+
+def test_adp_run_without_bwrap_on_path_fails_naming_the_missing_sandbox(
+    path_without_bwrap: str, tmp_path: Path
+) -> None:
+    # The default (warm) sandbox, as a user's `adp run` meets a machine without bubblewrap; the
+    # oracle's code is right, so only the sandbox can fail these tasks.
+    lines = (code_task(f"c{i}", f"n = {i}\nprint(n)", str(i), tests=f"assert n == {i}") for i in range(3))
+    path = write(tmp_path / "code.jsonl", *lines)
+    data = tmp_path / "data"
+    done = adp("run", str(path), "--policy", "oracle", env={"ADP_DATA_DIR": str(data), "PATH": path_without_bwrap})
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = " ".join((done.stdout + done.stderr).split())
+    assert "check not_all_system_failures failed: every one of the 3 tasks failed for a system reason" in said
+    assert (
+        "(3 system_error); e.g. task c0: system_error: the sandbox could not run the code: bwrap not found on PATH"
+        in said
+    )
+    assert "IncompleteReadError" not in said
+    with Lake(data).connect() as connection:
+        rows = connection.execute("SELECT task_id, error_type, system_failure FROM trajectories ORDER BY 1").fetchall()
+    assert rows == [(f"c{i}", "system_error", True) for i in range(3)]
+
+
+class _BreaksTheSandboxBeforeVerifying(OraclePolicy):
+    """The oracle, but bwrap leaves PATH before its last call: the agent's code ran in a sandbox,
+    the verifier's tests find none."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+        self.monkeypatch, self.path = monkeypatch, path
+
+    async def next_turn(self, task: TaskSpec, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Turn:
+        turn = await super().next_turn(task, messages, tools)
+        if turn.message["tool_calls"][0]["function"]["name"] == "complete_task":
+            self.monkeypatch.setenv("PATH", self.path)
+        return turn
+
+
+@pytest.mark.parametrize("kind", ["warm", "bwrap"])
+def test_a_sandbox_that_cannot_run_the_code_makes_a_failed_task_a_system_failure_naming_why(
+    kind: str, path_without_bwrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = TaskSpec.model_validate_json(code_task("c", "n = 2\nprint(n)", "2", tests="assert n == 2"))
+
+    async def run(policy: Policy) -> Trajectory:
+        # A warm slot relaunched after each execution: the verifier's starts afresh, as bwrap's does.
+        sandbox = WarmSandbox(1, recycle_after=1) if kind == "warm" else BwrapSandbox(1)
+        try:
+            return await run_task(spec, policy, sandbox)
+        finally:
+            await sandbox.aclose()
+
+    assert asyncio.run(run(OraclePolicy())).success  # the task is right: only the sandbox can fail it
+
+    # The verifier's tests find no sandbox: no verdict, adp's failure.
+    verifier = asyncio.run(run(_BreaksTheSandboxBeforeVerifying(monkeypatch, path_without_bwrap)))
+    assert (verifier.error_type, verifier.system_failure, verifier.verifier) == (ErrorType.SYSTEM_ERROR, True, None)
+    assert verifier.steps[0].success  # the agent's code did run
+    assert verifier.error_message == (
+        "the sandbox could not run the code: bwrap not found on PATH: install bubblewrap (`make setup` as root); "
+        "python_tests could not be run"
+    )
+
+    # The agent's code finds none: its step says why, and the task that then failed is adp's failure.
+    monkeypatch.setenv("PATH", path_without_bwrap)
+    agent = asyncio.run(run(OraclePolicy()))
+    assert (agent.error_type, agent.system_failure) == (ErrorType.SYSTEM_ERROR, True)
+    assert agent.steps[0].error_type is ErrorType.SYSTEM_ERROR
+    assert agent.steps[0].error_message == (
+        "[adp] the sandbox could not run the code: bwrap not found on PATH: install bubblewrap (`make setup` as root)"
+    )
+    assert agent.error_message == (
+        "the sandbox could not run the code: bwrap not found on PATH: install bubblewrap (`make setup` as root); "
+        "the task then failed: verification failed: no python_executor call succeeded, so there is no code to test"
+    )
+
+
+@pytest.mark.parametrize("kind", ["warm", "bwrap"])
+def test_code_that_exhausts_its_own_limits_or_kills_its_sandbox_is_an_ordinary_failure(kind: str) -> None:
+    # What task code can do to itself never reads as the sandbox failing: memory, processes, its
+    # CPU, its sandbox's init, its own process; and the sandbox runs the next task's code after.
+    attacks = {
+        "memory": "x = bytearray(10**10)",
+        "fork_bomb": "import os\nwhile True: os.fork()",
+        "cpu": "while True: pass",
+        "kills_init": "import os, signal\nos.kill(1, signal.SIGKILL)\nraise SystemExit(3)",
+        "kills_itself": "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+        "closes_its_fds": "import os\nfor fd in range(64):\n    try: os.close(fd)\n    except OSError: pass\n1/0",
+    }
+    tasks = [TaskSpec.model_validate_json(code_task(name, code, "x", tests="pass")) for name, code in attacks.items()]
+
+    async def run() -> list[Trajectory]:
+        sandbox = WarmSandbox(2) if kind == "warm" else BwrapSandbox(2)
+        try:
+            limits = AgentLimits(sandbox=SandboxLimits(timeout=2, memory_mb=256))
+            done = [await run_task(task, OraclePolicy(), sandbox, limits) for task in tasks]
+            after = TaskSpec.model_validate_json(code_task("after", "n = 7\nprint(n)", "7", tests="assert n == 7"))
+            return [*done, await run_task(after, OraclePolicy(), sandbox, limits)]
+        finally:
+            await sandbox.aclose()
+
+    *attacked, after = asyncio.run(run())
+    for trajectory in attacked:
+        assert not trajectory.success and not trajectory.system_failure, trajectory.task_id
+        assert trajectory.steps[0].error_type is not ErrorType.SYSTEM_ERROR, (trajectory.task_id, trajectory.steps[0])
+    assert after.success
+
+
+class _Unanswering:
+    """A model endpoint that accepts every connection and never answers (a hung server)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
+        self.held: list[socket.socket] = []
+        self.accepted = threading.Event()
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _hold(self) -> None:
+        with contextlib.suppress(OSError):  # the listener closed: done
+            while True:
+                self.held.append(self.listener.accept()[0])
+                self.accepted.set()
+
+    def __enter__(self) -> _Unanswering:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept (close alone does not)
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+        self.thread.join(timeout=5)
+
+
+def test_a_model_endpoint_that_never_answers_fails_the_run_within_the_task_timeout(
+    settings: Settings, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "code.jsonl", *(code_task(f"c{i}", f"print({i})", str(i), timeout=3) for i in range(2)))
+    with _Unanswering() as endpoint:
+        hung = settings.model_copy(
+            update={"policy": "llm", "llm_base_url": endpoint.base_url, "llm_model": "m", "enable_cache": False}
+        )  # the client's own timeout (120 s) and retries would outlast the task's 3 s
+        started = time.monotonic()
+        result = materialize_file(path, hung, instance)
+        assert endpoint.accepted.is_set()  # it did accept: only its silence fails the tasks
+    assert time.monotonic() - started < 60
+    assert not result.success
+    assert system_failures(hung, batch_of(result)) == [("c0", "llm_error", True), ("c1", "llm_error", True)]
+    assert (
+        f"(2 llm_error); e.g. task c0: llm_error: the model (custom at {endpoint.base_url}) did not answer within the "
+        "task's timeout of 3 s, and no call of this task was answered: check that the endpoint is up and serving"
+    ) in failure_reason(result)
+
+
+def test_a_model_that_answered_and_then_ran_out_of_time_is_an_ordinary_timeout(tmp_path: Path) -> None:
+    # Each answer takes 1.5 s; the task has 4 s: two turns are answered, the third is cut short.
+    spec = TaskSpec.model_validate_json(task_line("slow", max_steps=10, timeout=4))
+    chatter = MockScript(rules=[ScriptRule(match="do slow", turns=[ScriptedTurn(content="thinking")] * 10)])
+
+    async def run(base_url: str) -> Trajectory:
+        config = Settings(data_dir=tmp_path, llm_base_url=base_url, llm_model="m", enable_cache=False).policy_config
+        async with config.open("llm", [spec]) as policy:
+            return await run_task(spec, policy, BwrapSandbox(1))
+
+    with MockLLMServer(chatter, latency=1.5) as server:
+        trajectory = asyncio.run(run(server.base_url))
+    assert len(trajectory.llm_calls) >= 1  # the model did answer this task
+    assert (trajectory.error_type, trajectory.system_failure) == (ErrorType.TIMEOUT, False)
+    assert trajectory.error_message == "task timeout of 4 s reached"
+
+
+def test_web_tasks_whose_start_page_does_not_load_are_ordinary_failures(
+    settings: Settings, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    calls = [{"name": "complete_task", "arguments": {"answer": "done"}}]
+    start_urls = {
+        "unsafe_port": "http://127.0.0.1:9/",  # Chromium refuses the port itself
+        "refused": f"http://127.0.0.1:{free_port()}/",  # nothing listens there
+        "no_such_host": "http://no-such-host.invalid/",  # the name does not resolve
+    }
+    lines = [
+        task_line(name, "web", constraints={"start_url": url, "reference_tool_calls": calls})
+        for name, url in start_urls.items()
+    ]
+    result = materialize_file(write(tmp_path / "web.jsonl", *lines), settings, instance)
+    assert result.success  # the tasks' data is wrong: `adp doctor` would find nothing to fix
+    assert check_results(result)["not_all_system_failures"] is True
+    with Lake(settings.data_dir).connect() as connection:
+        rows = connection.execute(
+            "SELECT task_id, error_type, system_failure, attempts, error_message FROM trajectories ORDER BY 1"
+        ).fetchall()
+    assert [row[:4] for row in rows] == [
+        (name, "browser_error", False, 1)  # not retried on a relaunched browser: it would fail the same way
+        for name in sorted(start_urls)
+    ]
+    for *_, message in rows:
+        assert message.startswith("the task's start page did not load: Page.goto: net::ERR_"), message

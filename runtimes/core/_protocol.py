@@ -278,10 +278,12 @@ class Trajectory(BaseModel):
     error_message: str | None = None
     system_failure: bool = False
     """The task failed for a system reason: adp's machinery failed it, not the agent's work (the
-    ``system_failure`` of the error that ended it: no model answered, no browser, no sandbox, a
-    worker gave up on it). A model that answered badly (no complete_task within max_steps, over
-    the token budget), code that failed, a wrong answer, the task's own timeout or a task the
-    oracle cannot replay are ordinary failures. A batch whose every task has it fails its run."""
+    ``system_failure`` of the error that ended it: no model answered, not even before the task's
+    timeout; no browser; a sandbox that could not run the task's code or tests; a worker gave up
+    on it). A model that answered badly (no complete_task within max_steps, over the token
+    budget), code that failed, a wrong answer, the task's own timeout once its model had
+    answered, a start page that did not load in a working browser or a task the oracle cannot
+    replay are ordinary failures. A batch whose every task has it fails its run."""
     total_duration: float = 0.0
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: float = Field(default_factory=time.time)

@@ -19,9 +19,10 @@ CHECK_SPECS = [
         "not_all_system_failures",
         asset="trajectories",
         blocking=True,
-        description="Not every task of the batch failed for a system reason (no model answered, no browser, no "
-        "sandbox: the trajectories' system_failure column). A batch where every task did fails its run, its "
-        "trajectories kept in the lake; ordinary failures (wrong answers, failing code) never fail it.",
+        description="Not every task of the batch failed for a system reason (the trajectories' system_failure "
+        "column: no model answered, not even within the task's timeout; no browser; a sandbox that could not run the "
+        "code). A batch where every task did fails its run, its trajectories kept in the lake; ordinary failures "
+        "(wrong answers, failing code, a start page that did not load) never fail it.",
     ),
     dg.AssetCheckSpec(
         "success_rate_per_type",
