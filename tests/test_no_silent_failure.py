@@ -28,7 +28,17 @@ from adp_pipeline.materialize import failure_reason
 from adp_pipeline.storage import Lake
 from adp_pipeline.task_files import register_task_file
 from runtimes.agent import AgentLimits, run_task
-from runtimes.core import AdpError, BrowserError, ErrorType, LLMError, OracleError, SandboxError, TaskSpec, Trajectory
+from runtimes.core import (
+    AdpError,
+    BrowserError,
+    ErrorType,
+    LLMError,
+    OracleError,
+    SandboxError,
+    StartPageError,
+    TaskSpec,
+    Trajectory,
+)
 from runtimes.llm import OraclePolicy, Policy, Turn, UnconfiguredPolicy
 from runtimes.sandbox import BwrapSandbox, SandboxLimits, WarmSandbox
 from runtimes.settings import Settings
@@ -378,6 +388,7 @@ def test_which_errors_are_system_failures_is_said_by_the_error_classes() -> None
     assert LLMError.system_failure and BrowserError.system_failure and SandboxError.system_failure
     assert AdpError.system_failure  # anything unexpected that ends a task
     assert not OracleError.system_failure
+    assert not StartPageError.system_failure and issubclass(StartPageError, BrowserError)  # the task's page
 
 
 def test_no_model_is_a_system_failure_and_a_task_the_oracle_cannot_replay_is_not() -> None:
