@@ -33,10 +33,13 @@ def _aliases() -> list[str]:
 
 @pytest.fixture
 def no_setting_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every setting's variable unset, but DAGSTER_HOME: a test's instance (``dg.instance_for_test``)
+    owns it, and unsetting it under that instance would restore it after the instance is gone."""
     for name in _aliases():
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-    assert not [name for name in os.environ if name in _aliases()]
+        if name.upper() != "DAGSTER_HOME":
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.upper(), raising=False)
+    assert not [name for name in os.environ if name in _aliases() and name != "DAGSTER_HOME"]
 
 
 def _not_the_default(name: str, default: Any, annotation: Any, tmp_path: Path) -> Any:
