@@ -483,6 +483,29 @@ def dev(data_dir: Path | None, host: str, port: int) -> None:
 
 @main.command()
 @_data_dir_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address; keep it local unless you must.")
+@click.option("--port", default=8080, show_default=True, type=int)
+def view(data_dir: Path | None, host: str, port: int) -> None:
+    """A read-only web app over the lake: batches, trajectories (filtered, paged) and each
+    trajectory's steps. It reads like adp query (the lake only, under the same limits); a data
+    dir without a lake is refused (exit 2)."""
+    import uvicorn
+
+    from adp_pipeline.storage import QueryLimits
+    from adp_pipeline.view import build_app
+
+    settings = _settings(data_dir)
+    _require_data(settings.data_dir, "adp view shows a lake that runs wrote")
+    app = build_app(settings.data_dir.absolute(), QueryLimits.from_settings(settings))
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        printable(f"adp view on http://{shown}:{port} over {settings.data_dir.absolute()}; Ctrl-C stops it"), err=True
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+
+
+@main.command()
+@_data_dir_option
 def doctor(data_dir: Path | None) -> None:
     """Check each system dependency and say how to fix what is missing."""
     from adp_pipeline.doctor import Status, run_checks

@@ -1,0 +1,192 @@
+"""The Starlette app of `adp view`: three GET pages over the lake and one stylesheet.
+
+Each request opens its own read-only, lake-only connection (:func:`open_catalog`, as `adp
+query` does) under the query limits, so a slow page is interrupted like a slow query and a run
+writing the lake meanwhile is never blocked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from adp_pipeline.storage import QueryLimits, open_catalog, within_limits
+from adp_pipeline.storage.view_queries import (
+    TrajectoryFilter,
+    batch_summaries,
+    trajectory_detail,
+    trajectory_page,
+)
+from adp_pipeline.view.html import CSS, href, page, table, text
+from runtimes.core import AdpError, redact
+
+PAGE_SIZE = 50
+# No script at all, nothing from another origin, no plugins, no framing, no <base> rewrite.
+CSP = (
+    "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+class _SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+
+def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
+    """The viewer over the lake in ``data_dir``; every query runs under ``limits``."""
+
+    @contextmanager
+    def lake() -> Iterator[duckdb.DuckDBPyConnection]:
+        with open_catalog(data_dir, limits) as connection, within_limits(connection, limits, "the page"):
+            yield connection
+
+    def batches(request: Request) -> Response:
+        with lake() as connection:
+            summaries = batch_summaries(connection)
+        rows = [
+            [
+                f'<a href="{href(["trajectories"], {"batch": s.batch})}">{text(s.batch)}</a>',
+                text(s.tasks),
+                "<br>".join(f"{text(t)}: {text(v)}/{text(n)}" for t, (v, n) in s.by_type.items()),
+                "<br>".join(
+                    f'<a href="{href(["trajectories"], {"batch": s.batch, "success": "false", "error_type": e})}">'
+                    f"{text(e)}</a>: {text(c)}"
+                    for e, c in s.errors.items()
+                ),
+            ]
+            for s in summaries
+        ]
+        body = table(["batch", "tasks", "verified / trajectories per type", "failures by error type"], rows)
+        return HTMLResponse(page("Batches", body if rows else "<p>No batches yet.</p>"))
+
+    def trajectories(request: Request) -> Response:
+        q = request.query_params
+        success = {"true": True, "false": False}.get(q.get("success", ""))
+        where = TrajectoryFilter(
+            batch=q.get("batch") or None,
+            task_type=q.get("task_type") or None,
+            success=success,
+            error_type=q.get("error_type") or None,
+        )
+        after = (q["after_batch"], q["after_task"]) if "after_batch" in q and "after_task" in q else None
+        with lake() as connection:
+            found = trajectory_page(connection, where, after, PAGE_SIZE)
+        form = (
+            '<form method=get action="/trajectories">'
+            f'<label>batch <input name=batch value="{text(where.batch)}"></label>'
+            f'<label>type <input name=task_type value="{text(where.task_type)}"></label>'
+            "<label>success <select name=success>"
+            + "".join(
+                f'<option value="{v}"{" selected" if q.get("success", "") == v else ""}>{label}</option>'
+                for v, label in (("", "any"), ("true", "succeeded"), ("false", "failed"))
+            )
+            + "</select></label>"
+            f'<label>error type <input name=error_type value="{text(where.error_type)}"></label>'
+            "<button type=submit>Filter</button></form>"
+        )
+        rows = [
+            [
+                f'<a href="{href(["trajectories", r.batch, r.task_id])}">{text(r.task_id)}</a>',
+                text(r.batch),
+                text(r.task_type),
+                f'<span class="{"ok" if r.success else "fail"}">{"yes" if r.success else "no"}</span>',
+                text("—" if r.verified is None else r.verified),
+                text(r.error_type),
+                text(r.n_steps),
+                text(r.policy),
+            ]
+            for r in found.rows
+        ]
+        body = form + (
+            table(["task", "batch", "type", "success", "verified", "error type", "steps", "policy"], rows)
+            if rows
+            else "<p>No trajectories match.</p>"
+        )
+        if found.next_after is not None:
+            keep = {k: v for k, v in q.items() if k not in {"after_batch", "after_task"}}
+            more = keep | {"after_batch": found.next_after[0], "after_task": found.next_after[1]}
+            body += f'<p><a rel=next href="{href(["trajectories"], more)}">Next page</a></p>'
+        return HTMLResponse(page("Trajectories", body))
+
+    def trajectory(request: Request) -> Response:
+        batch, task_id = request.path_params["batch"], request.path_params["task_id"]
+        with lake() as connection:
+            detail = trajectory_detail(connection, batch, task_id)
+        if detail is None:
+            return HTMLResponse(page("Not found", f"<p>No trajectory {text(task_id)} in batch {text(batch)}.</p>"), 404)
+        r = detail.row
+        parts = [
+            f"<p>batch {text(r.batch)} · {text(r.task_type)} · policy {text(r.policy)} · "
+            f'<span class="{"ok" if r.success else "fail"}">{"succeeded" if r.success else "failed"}</span></p>',
+            "<h2>Task</h2>",
+            f"<pre class=description>{text(detail.description)}</pre>",
+            f"<details><summary>Constraints</summary><pre>{text(_pretty(detail.constraints))}</pre></details>",
+            f"<h2>Steps ({len(detail.steps)})</h2>",
+        ]
+        for step in detail.steps:
+            error = (
+                f"<p class=fail>{text(step.error_type)}: {text(step.error_message)}</p>"
+                if step.error_type or step.error_message
+                else ""
+            )
+            parts.append(
+                f'<section class=step id="step-{step.step_id}"><h3>{text(step.step_id)}. {text(step.tool)} '
+                f"<small>{step.duration:.2f}s</small></h3>"
+                f"<pre class=params>{text(_pretty(step.action_params))}</pre>"
+                f"<details class=observation><summary>Observation ({len(step.observation)} chars)</summary>"
+                f"<pre>{text(step.observation)}</pre></details>{error}</section>"
+            )
+        parts += [
+            "<h2>Result</h2>",
+            f"<pre class=final>{text(detail.final_result)}</pre>",
+            f"<p class=fail>{text(r.error_type)}: {text(detail.error_message)}</p>" if r.error_type else "",
+            f"<h3>Verifier</h3><pre class=verifier>{text(_pretty(detail.verifier))}</pre>",
+        ]
+        return HTMLResponse(page(task_id, "".join(parts)))
+
+    def stylesheet(request: Request) -> Response:
+        return Response(CSS, media_type="text/css")
+
+    routes = [
+        Route("/", batches, methods=["GET"]),
+        Route("/trajectories", trajectories, methods=["GET"]),
+        Route("/trajectories/{batch}/{task_id:path}", trajectory, methods=["GET"]),
+        Route("/static/view.css", stylesheet, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(_SecurityHeaders)])
+
+    async def adp_error(request: Request, exc: Exception) -> Response:
+        return HTMLResponse(page("Cannot read the lake", f"<pre>{text(redact(str(exc)))}</pre>"), 503)
+
+    app.add_exception_handler(AdpError, adp_error)
+    app.add_exception_handler(duckdb.Error, adp_error)
+    return app
+
+
+def _pretty(value: str | None) -> str:
+    """JSON text indented for reading; anything else as it is."""
+    if value is None:
+        return ""
+    try:
+        return json.dumps(json.loads(value), indent=2, ensure_ascii=False)
+    except ValueError:
+        return value

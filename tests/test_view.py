@@ -1,0 +1,212 @@
+"""`adp view` (issue #21, first slice): a real `adp view` process over a lake made by a real
+`adp run --policy oracle`, driven in Chromium through Playwright. Hostile task text and
+observations render as text, no script runs, nothing is fetched from another host, and the
+pages carry a Content-Security-Policy that forbids script."""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Dialog, Page, sync_playwright
+
+from adp_pipeline.storage import open_catalog
+from adp_pipeline.storage.view_queries import TrajectoryFilter, trajectory_detail, trajectory_page
+from runtimes.web import CHROMIUM_ARGS
+from tests.helpers import ADP, REPO, adp, clean_env, code_task, free_port, http_ok, wait_for
+
+# What a hostile task or page might carry: each must come back as the very same text.
+SCRIPT = "<script>alert(1)</script>"
+IMG = "<img src=x onerror=alert(1)>"
+JS_LINK = '<a href="javascript:alert(1)">click me</a>'
+MD_IMAGE = "![x](http://198.51.100.7/track.png)"
+REMOTE = '<link rel=stylesheet href="http://198.51.100.7/x.css"><iframe src="http://198.51.100.7/"></iframe>'
+HOSTILE = [SCRIPT, IMG, JS_LINK, MD_IMAGE, REMOTE]
+HOSTILE_TEXT = " ".join(HOSTILE)
+
+
+@dataclass(frozen=True)
+class Viewer:
+    url: str
+    data: Path
+    batch: str
+
+
+@pytest.fixture(scope="module")
+def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
+    root = tmp_path_factory.mktemp("view")
+    task_file = root / "hostile.jsonl"
+    lines = [
+        code_task("square", "print(4)", "4"),
+        code_task("wrong", "print(1)", "1", tests="assert False"),
+        # The reference code prints the hostile text, so it lands in the step's observation too.
+        code_task("hostile", f"print({HOSTILE_TEXT!r})", "ok", description=f"Say ok. {HOSTILE_TEXT}"),
+    ]
+    task_file.write_text("\n".join(lines) + "\n")
+    data = root / "data"
+    ran = adp(
+        "run", str(task_file), "--data-dir", str(data), env={"ADP_POLICY": "oracle", "TASKS_DIR": str(root / "in")}
+    )
+    assert ran.returncode == 0, ran.stderr
+    (batch,) = (p.name.removeprefix("batch=") for p in (data / "lake" / "tasks").iterdir() if "__" not in p.name)
+    port = free_port()
+    process = subprocess.Popen(
+        [ADP, "view", "--data-dir", str(data), "--port", str(port)],
+        cwd=REPO,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: http_ok(url + "/") or process.poll() is not None, 30, "adp view to answer")
+        assert process.poll() is None, process.communicate()[1]
+        yield Viewer(url, data, batch)
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    assert f"http://127.0.0.1:{port}" in err  # it said where it listens
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Watched:
+    page: Page
+    requests: list[str]
+    dialogs: list[str]
+    console: list[str]
+
+
+@pytest.fixture
+def watched(browser: Browser) -> Iterator[Watched]:
+    context = browser.new_context()
+    page = context.new_page()
+    seen = Watched(page, [], [], [])
+
+    def on_dialog(dialog: Dialog) -> None:
+        seen.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    context.on("request", lambda request: seen.requests.append(request.url))
+    page.on("console", lambda message: seen.console.append(message.text))
+    yield seen
+    context.close()
+
+
+def _same_host(urls: list[str], base: str) -> list[str]:
+    return [url for url in urls if urlsplit(url).netloc != urlsplit(base).netloc]
+
+
+def test_filter_to_failed_open_a_trajectory_and_see_its_steps(viewer: Viewer, watched: Watched) -> None:
+    page = watched.page
+    response = page.goto(viewer.url + "/")
+    assert response is not None and response.ok
+    assert page.locator("td", has_text=viewer.batch).count() == 1
+    page.get_by_role("link", name=viewer.batch).click()
+    page.locator("select[name=success]").select_option("false")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**/trajectories?*success=false*")
+    listed = page.locator("tbody tr td:first-child").all_inner_texts()
+    assert listed == ["wrong"]  # the one failing task, and only it
+    page.get_by_role("link", name="wrong").click()
+    page.wait_for_url(f"**/trajectories/{viewer.batch}/wrong")
+    steps = page.locator("section.step")
+    assert steps.count() == 2
+    assert "python_executor" in steps.nth(0).inner_text()
+    assert "print(1)" in steps.nth(0).locator("pre.params").inner_text()
+    observation = steps.nth(0).locator("details.observation")
+    assert not observation.locator("pre").is_visible()  # folded until opened
+    observation.locator("summary").click()
+    assert observation.locator("pre").inner_text().strip() == "1"
+    assert "complete_task" in steps.nth(1).inner_text()
+    assert "failed" in page.locator("body").inner_text()
+    assert "python_tests" in page.locator("pre.verifier").inner_text()
+    assert _same_host(watched.requests, viewer.url) == []
+
+
+def test_hostile_task_text_and_observation_render_as_text(viewer: Viewer, watched: Watched) -> None:
+    page = watched.page
+    response = page.goto(f"{viewer.url}/trajectories/{viewer.batch}/hostile")
+    assert response is not None and response.ok
+    headers = response.headers
+    assert "script-src 'none'" in headers["content-security-policy"]
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+    description = page.locator("pre.description").inner_text()
+    for hostile in HOSTILE:
+        assert hostile in description
+    observation = page.locator("section.step").first.locator("details.observation")
+    observation.locator("summary").click()
+    shown = observation.locator("pre").inner_text()
+    for hostile in HOSTILE:
+        assert hostile in shown
+    assert page.locator("section.step").first.locator("pre.params").inner_text().count("alert(1)") == 3
+    # Not one element came from the data: no script, image, frame, foreign stylesheet or javascript: link.
+    assert page.locator("script, img, iframe, a[href^='javascript:' i]").count() == 0
+    assert page.locator("link").count() == 1
+    assert page.evaluate("1 + 1") == 2  # the page is alive; Playwright's own evaluation is not the page's script
+    assert watched.dialogs == []
+    assert _same_host(watched.requests, viewer.url) == []
+
+
+def test_every_page_sends_the_security_headers_and_only_get_is_served(viewer: Viewer) -> None:
+    for path in ("/", "/trajectories", f"/trajectories/{viewer.batch}/square", "/static/view.css", "/nowhere"):
+        try:
+            with urllib.request.urlopen(viewer.url + path, timeout=10) as response:
+                headers = response.headers
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404 and path == "/nowhere"
+            headers = exc.headers
+        assert "script-src 'none'" in headers["Content-Security-Policy"], path
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+    request = urllib.request.Request(viewer.url + "/trajectories", method="POST", data=b"x")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 405
+
+
+def test_a_missing_trajectory_is_404_with_its_name_escaped(viewer: Viewer) -> None:
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{viewer.url}/trajectories/{viewer.batch}/%3Cscript%3Ex", timeout=10)
+    assert missing.value.code == 404
+    body = missing.value.read().decode()
+    assert "&lt;script&gt;x" in body and "<script>" not in body
+
+
+def test_keyset_pages_walk_every_trajectory_once_in_order(viewer: Viewer) -> None:
+    with open_catalog(viewer.data) as connection:
+        walked, after = [], None
+        while True:
+            page = trajectory_page(connection, TrajectoryFilter(), after, 1)
+            walked += [row.task_id for row in page.rows]
+            if page.next_after is None:
+                break
+            after = page.next_after
+        assert walked == ["hostile", "square", "wrong"]
+        failed = trajectory_page(connection, TrajectoryFilter(batch=viewer.batch, success=False), None, 10)
+        assert [row.task_id for row in failed.rows] == ["wrong"] and failed.next_after is None
+        other = trajectory_page(connection, TrajectoryFilter(batch="absent-0"), None, 10)
+        assert other.rows == []
+        assert trajectory_detail(connection, viewer.batch, "nope") is None
+
+
+def test_view_refuses_a_data_dir_without_a_lake(tmp_path: Path) -> None:
+    result = adp("view", "--data-dir", str(tmp_path / "empty"), "--port", str(free_port()))
+    assert result.returncode == 2
+    assert "no data here yet" in result.stderr
+    assert not (tmp_path / "empty").exists()
