@@ -1,7 +1,13 @@
 """`adp view` (issue #21, first slice): a real `adp view` process over a lake made by a real
 `adp run --policy oracle`, driven in Chromium through Playwright. Hostile task text and
 observations render as text, no script runs, nothing is fetched from another host, and the
-pages carry a Content-Security-Policy that forbids script."""
+pages carry a Content-Security-Policy that forbids script.
+
+The lineage and synthesis-rejects pages read ``synthesized_tasks`` and ``synthesis_rejects``
+rows written with ``Lake.write_partition`` on top of that run (as tests/test_cli_reports.py
+does): ``square_g1`` (run in the same batch) is generation 1 of ``square``, ``square_g2`` its
+child not run yet, and ``loop_a``/``loop_b`` name each other as parents (a cycle the walk must
+survive)."""
 
 from __future__ import annotations
 
@@ -10,14 +16,21 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
-from adp_pipeline.storage import open_catalog
-from adp_pipeline.storage.view_queries import TrajectoryFilter, trajectory_detail, trajectory_page
+from adp_pipeline.storage import Lake, open_catalog
+from adp_pipeline.storage.view_queries import (
+    TrajectoryFilter,
+    lineage,
+    reject_page,
+    trajectory_detail,
+    trajectory_page,
+)
 from runtimes.web import CHROMIUM_ARGS
 from tests.helpers import ADP, REPO, adp, clean_env, code_task, free_port, http_ok, wait_for
 
@@ -47,6 +60,7 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
         code_task("wrong", "print(1)", "1", tests="assert False"),
         # The reference code prints the hostile text, so it lands in the step's observation too.
         code_task("hostile", f"print({HOSTILE_TEXT!r})", "ok", description=f"Say ok. {HOSTILE_TEXT}"),
+        code_task("square_g1", "print(9)", "9"),  # generation 1 of square (its synthesis row below)
     ]
     task_file.write_text("\n".join(lines) + "\n")
     data = root / "data"
@@ -55,6 +69,7 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
     )
     assert ran.returncode == 0, ran.stderr
     (batch,) = (p.name.removeprefix("batch=") for p in (data / "lake" / "tasks").iterdir() if "__" not in p.name)
+    _write_synthesis(Lake(data), batch)
     port = free_port()
     process = subprocess.Popen(
         [ADP, "view", "--data-dir", str(data), "--port", str(port)],
@@ -73,6 +88,33 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
         process.terminate()
         _, err = process.communicate(timeout=10)
     assert f"http://127.0.0.1:{port}" in err  # it said where it listens
+
+
+def _write_synthesis(lake: Lake, batch: str) -> None:
+    now = datetime.now(UTC)
+    made = [
+        {"task_id": task_id, "task_type": "code", "generation": generation, "mutation": mutation,
+         "parent_task_ids": parents, "essence_ids": [f"essence-{parents[0]}"], "description": "d", "task": "{}",
+         "task_file": "synth-g1.jsonl", "tokens": 0, "created_at": now}
+        for task_id, generation, mutation, parents in [
+            ("square_g1", 1, "reseed", ["square"]),
+            ("square_g2", 2, "harder", ["square_g1"]),
+            ("loop_a", 1, "reseed", ["loop_b"]),
+            ("loop_b", 1, "reseed", ["loop_a"]),
+        ]
+    ]  # fmt: skip
+    rejects = [
+        {"candidate_id": None, "task_type": "code", "mutation": "reseed", "stage": "validation",
+         "reason": f"bad verify {HOSTILE_TEXT}", "parent_task_ids": ["square", IMG], "essence_ids": [],
+         "description": f"Hostile candidate {HOSTILE_TEXT}", "task": None, "tokens": 3, "created_at": now},
+    ] + [
+        {"candidate_id": f"dup_{n}", "task_type": "code", "mutation": "paraphrase", "stage": "dedupe",
+         "reason": "same as square", "parent_task_ids": ["square", "wrong"], "essence_ids": [],
+         "description": "Print 4.", "task": "{}", "tokens": 1, "created_at": now + timedelta(seconds=n % 2)}
+        for n in range(3)
+    ]  # fmt: skip
+    lake.write_partition("synthesized_tasks", batch, made)
+    lake.write_partition("synthesis_rejects", batch, rejects)
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +239,7 @@ def test_keyset_pages_walk_every_trajectory_once_in_order(viewer: Viewer) -> Non
             if page.next_after is None:
                 break
             after = page.next_after
-        assert walked == ["hostile", "square", "wrong"]
+        assert walked == ["hostile", "square", "square_g1", "wrong"]
         failed = trajectory_page(connection, TrajectoryFilter(batch=viewer.batch, success=False), None, 10)
         assert [row.task_id for row in failed.rows] == ["wrong"] and failed.next_after is None
         other = trajectory_page(connection, TrajectoryFilter(batch="absent-0"), None, 10)
@@ -210,3 +252,91 @@ def test_view_refuses_a_data_dir_without_a_lake(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no data here yet" in result.stderr
     assert not (tmp_path / "empty").exists()
+
+
+def test_follow_lineage_from_a_generation_1_task_to_its_parent_and_back(viewer: Viewer, watched: Watched) -> None:
+    page = watched.page
+    response = page.goto(f"{viewer.url}/trajectories/{viewer.batch}/square_g1")
+    assert response is not None and response.ok
+    page.locator("a.lineage").click()
+    page.wait_for_url("**/lineage/square_g1")
+    this, parents, children = (page.locator(f"section.{name}") for name in ("task", "parents", "children"))
+    assert this.locator("tbody td").all_inner_texts() == [
+        "square_g1", "1", "reseed", "square", "essence-square", "verified"
+    ]  # fmt: skip
+    assert parents.locator("tbody td").all_inner_texts() == ["square", "0", "", "", "", "verified"]
+    assert children.locator("tbody td").all_inner_texts() == [
+        "square_g2", "2", "harder", "square_g1", "essence-square_g1", "not run yet"
+    ]  # fmt: skip
+    parents.locator("a.task").click()  # the parent's own lineage
+    page.wait_for_url("**/lineage/square")
+    assert page.locator("h1").inner_text() == "Lineage of square"
+    assert parents.inner_text() == "None."  # generation 0: no parents
+    assert children.locator("a.task").all_inner_texts() == ["square_g1"]
+    children.locator("a.trajectory").click()  # the child's outcome opens its trajectory
+    page.wait_for_url(f"**/trajectories/{viewer.batch}/square_g1")
+    assert page.locator("section.step").count() == 2
+    page.go_back()
+    children.locator("a.task").click()  # and back to the child's lineage
+    page.wait_for_url("**/lineage/square_g1")
+    assert this.locator("a.task").all_inner_texts() == ["square_g1"]
+    assert _same_host(watched.requests, viewer.url) == []
+
+
+def test_lineage_walks_every_generation_survives_a_cycle_and_refuses_the_unknown(viewer: Viewer) -> None:
+    with open_catalog(viewer.data) as connection:
+        g2 = lineage(connection, "square_g2")
+        assert g2 is not None and g2.task.batch is None and g2.task.generation == 2
+        assert [t.task_id for t in g2.ancestors] == ["square_g1", "square"] and not g2.cut
+        loop = lineage(connection, "loop_a")
+        assert loop is not None and [t.task_id for t in loop.ancestors] == ["loop_b"]
+        assert [t.task_id for t in loop.children] == ["loop_b"]
+        assert lineage(connection, "nobody") is None
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{viewer.url}/lineage/%3Cscript%3Enobody", timeout=10)
+    assert missing.value.code == 404
+    body = missing.value.read().decode()
+    assert "&lt;script&gt;nobody" in body and "<script>" not in body
+
+
+def test_open_the_rejects_of_a_batch_and_read_a_reason_as_text(viewer: Viewer, watched: Watched) -> None:
+    page = watched.page
+    response = page.goto(viewer.url + "/")
+    assert response is not None and response.ok
+    synthesis = page.locator("tbody tr").first.locator("td").nth(4)
+    assert synthesis.inner_text() == "accepted 4 · rejected 4 (dedupe 3, validation 1)"
+    synthesis.get_by_role("link", name="validation 1").click()
+    page.wait_for_url("**/rejects?*stage=validation*")
+    assert "dedupe: 3" in page.locator("p.stages").inner_text()
+    assert "validation: 1" in page.locator("p.stages").inner_text()
+    (row,) = page.locator("tbody tr").all()
+    assert row.locator("pre.reason").inner_text() == f"bad verify {HOSTILE_TEXT}"
+    candidate = f"Hostile candidate {HOSTILE_TEXT}"  # no candidate id: its description's preview
+    assert row.locator("pre.candidate").inner_text() == candidate[:200] + "…"
+    assert page.locator("script, img, iframe, a[href^='javascript:' i]").count() == 0
+    assert page.locator("link").count() == 1
+    assert watched.dialogs == []
+    row.get_by_role("link", name="square").click()  # a reject's parent opens its lineage
+    page.wait_for_url("**/lineage/square")
+    assert _same_host(watched.requests, viewer.url) == []
+
+
+def test_reject_pages_walk_every_reject_once_per_stage_in_time_order(viewer: Viewer) -> None:
+    with open_catalog(viewer.data) as connection:
+        walked: list[tuple[str, str | None]] = []
+        after = None
+        while True:
+            page = reject_page(connection, viewer.batch, None, after, 1)
+            assert page.per_stage == {"dedupe": 3, "validation": 1}
+            walked += [(row.stage, row.candidate_id) for row in page.rows]
+            if page.next_after is None:
+                break
+            after = page.next_after
+        assert [stage for stage, _ in walked] == ["dedupe"] * 3 + ["validation"]
+        # dup_0 and dup_2 share a time (their order is their digest's); dup_1 is a second later.
+        assert {walked[0][1], walked[1][1]} == {"dup_0", "dup_2"} and walked[2:] == [
+            ("dedupe", "dup_1"), ("validation", None)
+        ]  # fmt: skip
+        only = reject_page(connection, viewer.batch, "validation", None, 10)
+        assert [r.candidate_id for r in only.rows] == [None] and only.next_after is None
+        assert reject_page(connection, "absent-0", None, None, 10).rows == []

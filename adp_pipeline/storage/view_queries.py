@@ -170,3 +170,180 @@ def trajectory_detail(connection: duckdb.DuckDBPyConnection, batch: str, task_id
         verifier=found[10],
         steps=steps,
     )
+
+
+# How far up a lineage walks: a synthesized task names its parents, and a lake written by hand
+# (or by a bug) may hold a chain longer than any loop ran, or a cycle; the walk stops at either.
+MAX_GENERATIONS = 1000
+
+
+@dataclass(frozen=True)
+class LineageTask:
+    """A task in a lineage: its generation and how synthesis made it (None for a task a person
+    wrote), and the outcome of its latest trajectory (``batch`` None: not run yet)."""
+
+    task_id: str
+    generation: int | None
+    mutation: str | None
+    parent_task_ids: list[str]
+    essence_ids: list[str]
+    batch: str | None
+    verified: bool | None
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """A task, its ancestors nearest first (each once, however many paths lead to it), and its
+    children. ``cut`` says the walk stopped at :data:`MAX_GENERATIONS` with parents left."""
+
+    task: LineageTask
+    ancestors: list[LineageTask]
+    children: list[LineageTask]
+    cut: bool
+
+
+def _lineage_tasks(connection: duckdb.DuckDBPyConnection, ids: list[str], children_of: str | None) -> list[LineageTask]:
+    """The tasks ``ids`` (or, with ``children_of``, the synthesized children of that task) with
+    their latest synthesis row and latest trajectory."""
+    params: list[object]
+    if children_of is None:
+        chosen, params = "SELECT unnest(?::VARCHAR[]) AS task_id", [ids]
+    else:
+        chosen = "SELECT DISTINCT task_id FROM synthesized_tasks WHERE list_contains(parent_task_ids, ?)"
+        params = [children_of]
+    rows = connection.execute(
+        f"WITH chosen AS ({chosen}), "
+        "made AS (SELECT task_id, generation, mutation, parent_task_ids, essence_ids FROM synthesized_tasks "
+        "  WHERE task_id IN (SELECT task_id FROM chosen) QUALIFY row_number() OVER "
+        "  (PARTITION BY task_id ORDER BY created_at DESC, batch DESC) = 1), "
+        "ran AS (SELECT task_id, batch, verified_success FROM trajectories "
+        "  WHERE task_id IN (SELECT task_id FROM chosen) QUALIFY row_number() OVER "
+        "  (PARTITION BY task_id ORDER BY batch DESC) = 1) "
+        "SELECT c.task_id, m.generation, m.mutation, m.parent_task_ids, m.essence_ids, r.batch, r.verified_success "
+        "FROM chosen c LEFT JOIN made m USING (task_id) LEFT JOIN ran r USING (task_id) ORDER BY c.task_id",
+        params,
+    ).fetchall()
+    return [
+        LineageTask(
+            str(task_id),
+            None if generation is None else int(generation),
+            None if mutation is None else str(mutation),
+            [str(p) for p in parents or []],
+            [str(e) for e in essences or []],
+            None if batch is None else str(batch),
+            None if verified is None else bool(verified),
+        )
+        for task_id, generation, mutation, parents, essences, batch, verified in rows
+    ]
+
+
+def lineage(connection: duckdb.DuckDBPyConnection, task_id: str) -> Lineage | None:
+    """Where ``task_id`` came from and what synthesis made of it; None when the lake knows
+    nothing of it (no task, trajectory or synthesis row names it)."""
+    (task,) = _lineage_tasks(connection, [task_id], None)
+    known = connection.execute(
+        "SELECT EXISTS (SELECT 1 FROM tasks WHERE task_id = ?) OR EXISTS (SELECT 1 FROM trajectories "
+        "WHERE task_id = ?) OR EXISTS (SELECT 1 FROM synthesized_tasks WHERE task_id = ? "
+        "OR list_contains(parent_task_ids, ?))",
+        [task_id] * 4,
+    ).fetchone()
+    if task.generation is None and task.batch is None and not (known and known[0]):
+        return None
+    seen, ancestors = {task_id}, []
+    frontier = [p for p in dict.fromkeys(task.parent_task_ids) if p not in seen]
+    for _ in range(MAX_GENERATIONS):
+        if not frontier:
+            break
+        seen.update(frontier)
+        level = _lineage_tasks(connection, frontier, None)
+        ancestors += level
+        frontier = [p for p in dict.fromkeys(p for t in level for p in t.parent_task_ids) if p not in seen]
+    return Lineage(task, ancestors, _lineage_tasks(connection, [], task_id), cut=bool(frontier))
+
+
+@dataclass(frozen=True)
+class RejectRow:
+    batch: str
+    stage: str
+    candidate_id: str | None
+    task_type: str
+    mutation: str
+    reason: str
+    parent_task_ids: list[str]
+    description: str | None
+    key: str
+
+
+@dataclass(frozen=True)
+class RejectPage:
+    """A page of synthesis rejects and, for the whole filter's batch(es), the rejects per stage.
+    ``next_after`` is the (batch, stage, key) the next page starts after (None: last page)."""
+
+    rows: list[RejectRow]
+    per_stage: dict[str, int]
+    next_after: tuple[str, str, str] | None
+
+
+# A reject has no id of its own (a candidate without a task has no candidate_id), so its page key
+# is its time then a digest of its content: keyset paging in time order. Two rows identical to
+# the microsecond in every column share a key; a page boundary between them shows one of them.
+_REJECT_KEY = (
+    "strftime(created_at, '%Y-%m-%dT%H:%M:%S.%f') || '~' || md5(concat_ws(chr(31), coalesce(candidate_id, ''), "
+    "task_type, mutation, reason, array_to_string(parent_task_ids, chr(30)), array_to_string(essence_ids, chr(30)), "
+    "coalesce(description, ''), coalesce(task, ''), tokens::VARCHAR))"
+)
+
+
+def reject_page(
+    connection: duckdb.DuckDBPyConnection,
+    batch: str | None,
+    stage: str | None,
+    after: tuple[str, str, str] | None,
+    limit: int,
+) -> RejectPage:
+    """Up to ``limit`` rejects of ``batch`` at ``stage`` (None: any) after the key ``after``."""
+    conditions: list[str] = ["TRUE"]
+    params: list[object] = []
+    if batch is not None:
+        conditions.append("batch = ?")
+        params.append(batch)
+    per_stage = {
+        str(s): int(n)
+        for s, n in connection.execute(
+            f"SELECT stage, count(*) FROM synthesis_rejects WHERE {' AND '.join(conditions)} "
+            "GROUP BY stage ORDER BY stage",
+            params,
+        ).fetchall()
+    }
+    if stage is not None:
+        conditions.append("stage = ?")
+        params.append(stage)
+    if after is not None:
+        conditions.append(f"(batch, stage, {_REJECT_KEY}) > (?, ?, ?)")
+        params += list(after)
+    rows = [
+        RejectRow(str(b), str(s), c, str(t), str(m), str(r), [str(p) for p in parents], d, str(k))
+        for b, s, c, t, m, r, parents, d, k in connection.execute(
+            "SELECT batch, stage, candidate_id, task_type, mutation, reason, parent_task_ids, description, "
+            f"{_REJECT_KEY} AS key FROM synthesis_rejects WHERE {' AND '.join(conditions)} "
+            f"ORDER BY batch, stage, key LIMIT {int(limit) + 1}",
+            params,
+        ).fetchall()
+    ]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return RejectPage(rows, per_stage, (rows[-1].batch, rows[-1].stage, rows[-1].key) if more and rows else None)
+
+
+def synthesis_counts(connection: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, dict[str, int]]]:
+    """Per batch: its accepted synthesized tasks and its rejects per stage."""
+    counts: dict[str, tuple[int, dict[str, int]]] = {}
+    for batch, accepted in connection.execute(
+        "SELECT batch, count(*) FROM synthesized_tasks GROUP BY batch"
+    ).fetchall():
+        counts[str(batch)] = (int(accepted), {})
+    for batch, stage, n in connection.execute(
+        "SELECT batch, stage, count(*) FROM synthesis_rejects GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        counts.setdefault(str(batch), (0, {}))[1][str(stage)] = int(n)
+    return counts

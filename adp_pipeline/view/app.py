@@ -22,8 +22,13 @@ from starlette.routing import Route
 
 from adp_pipeline.storage import QueryLimits, open_catalog, within_limits
 from adp_pipeline.storage.view_queries import (
+    MAX_GENERATIONS,
+    LineageTask,
     TrajectoryFilter,
     batch_summaries,
+    lineage,
+    reject_page,
+    synthesis_counts,
     trajectory_detail,
     trajectory_page,
 )
@@ -62,6 +67,7 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
     def batches(request: Request) -> Response:
         with lake() as connection:
             summaries = batch_summaries(connection)
+            synthesis = synthesis_counts(connection)
         rows = [
             [
                 f'<a href="{href(["trajectories"], {"batch": s.batch})}">{text(s.batch)}</a>',
@@ -72,10 +78,13 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
                     f"{text(e)}</a>: {text(c)}"
                     for e, c in s.errors.items()
                 ),
+                _synthesis_cell(s.batch, *synthesis.get(s.batch, (0, {}))),
             ]
             for s in summaries
         ]
-        body = table(["batch", "tasks", "verified / trajectories per type", "failures by error type"], rows)
+        body = table(
+            ["batch", "tasks", "verified / trajectories per type", "failures by error type", "synthesis"], rows
+        )
         return HTMLResponse(page("Batches", body if rows else "<p>No batches yet.</p>"))
 
     def trajectories(request: Request) -> Response:
@@ -136,7 +145,8 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
         r = detail.row
         parts = [
             f"<p>batch {text(r.batch)} · {text(r.task_type)} · policy {text(r.policy)} · "
-            f'<span class="{"ok" if r.success else "fail"}">{"succeeded" if r.success else "failed"}</span></p>',
+            f'<span class="{"ok" if r.success else "fail"}">{"succeeded" if r.success else "failed"}</span> · '
+            f'<a class=lineage href="{href(["lineage", r.task_id])}">lineage</a></p>',
             "<h2>Task</h2>",
             f"<pre class=description>{text(detail.description)}</pre>",
             f"<details><summary>Constraints</summary><pre>{text(_pretty(detail.constraints))}</pre></details>",
@@ -163,6 +173,63 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
         ]
         return HTMLResponse(page(task_id, "".join(parts)))
 
+    def lineage_page(request: Request) -> Response:
+        task_id = request.path_params["task_id"]
+        with lake() as connection:
+            found = lineage(connection, task_id)
+        if found is None:
+            return HTMLResponse(page("Not found", f"<p>The lake knows no task {text(task_id)}.</p>"), 404)
+        headers = ["task", "generation", "mutation", "parents", "essences", "outcome"]
+        parents = table(headers, [_lineage_row(t) for t in found.ancestors]) if found.ancestors else "<p>None.</p>"
+        children = (
+            table(headers, [_lineage_row(t) for t in found.children])
+            if found.children
+            else "<p>No synthesized task names it as a parent.</p>"
+        )
+        cut = f"<p class=fail>The walk stopped after {MAX_GENERATIONS} generations; older parents are not shown.</p>"
+        parts = [
+            f"<section class=task>{table(headers, [_lineage_row(found.task)])}</section>",
+            f"<h2>Parents, up to generation 0 ({len(found.ancestors)})</h2>",
+            f"<section class=parents>{parents}{cut if found.cut else ''}</section>",
+            f"<h2>Children ({len(found.children)})</h2>",
+            f"<section class=children>{children}</section>",
+        ]
+        return HTMLResponse(page(f"Lineage of {task_id}", "".join(parts)))
+
+    def rejects(request: Request) -> Response:
+        q = request.query_params
+        batch, stage = q.get("batch") or None, q.get("stage") or None
+        keys = ("after_batch", "after_stage", "after_key")
+        after = (q["after_batch"], q["after_stage"], q["after_key"]) if all(k in q for k in keys) else None
+        with lake() as connection:
+            found = reject_page(connection, batch, stage, after, PAGE_SIZE)
+        stages = " · ".join(
+            f'<a href="{href(["rejects"], {"batch": batch or "", "stage": s})}">{text(s)}</a>: {text(n)}'
+            for s, n in found.per_stage.items()
+        )
+        rows = [
+            [
+                text(r.batch),
+                text(r.stage),
+                f"<pre class=candidate>{text(r.candidate_id or _preview(r.description))}</pre>",
+                f"<pre class=reason>{text(r.reason)}</pre>",
+                text(r.task_type) + " · " + text(r.mutation),
+                _task_links(r.parent_task_ids),
+            ]
+            for r in found.rows
+        ]
+        body = f"<p class=stages>Rejects per stage: {stages or 'none'}</p>" + (
+            table(["batch", "stage", "candidate", "reason", "type · mutation", "parents"], rows)
+            if rows
+            else "<p>No rejects match.</p>"
+        )
+        if found.next_after is not None:
+            keep = {k: v for k, v in q.items() if k not in keys}
+            more = keep | dict(zip(keys, found.next_after, strict=True))
+            body += f'<p><a rel=next href="{href(["rejects"], more)}">Next page</a></p>'
+        title = "Synthesis rejects" + (f" of {batch}" if batch else "") + (f" at {stage}" if stage else "")
+        return HTMLResponse(page(title, body))
+
     def stylesheet(request: Request) -> Response:
         return Response(CSS, media_type="text/css")
 
@@ -170,6 +237,8 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
         Route("/", batches, methods=["GET"]),
         Route("/trajectories", trajectories, methods=["GET"]),
         Route("/trajectories/{batch}/{task_id:path}", trajectory, methods=["GET"]),
+        Route("/lineage/{task_id:path}", lineage_page, methods=["GET"]),
+        Route("/rejects", rejects, methods=["GET"]),
         Route("/static/view.css", stylesheet, methods=["GET"]),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(_SecurityHeaders)])
@@ -190,3 +259,43 @@ def _pretty(value: str | None) -> str:
         return json.dumps(json.loads(value), indent=2, ensure_ascii=False)
     except ValueError:
         return value
+
+
+def _synthesis_cell(batch: str, accepted: int, rejected: dict[str, int]) -> str:
+    """A batch's synthesis: accepted, then rejected per stage, each linked to its rejects."""
+    if not accepted and not rejected:
+        return ""
+    link = f'<a href="{href(["rejects"], {"batch": batch})}">rejected {text(sum(rejected.values()))}</a>'
+    stages = ", ".join(
+        f'<a href="{href(["rejects"], {"batch": batch, "stage": s})}">{text(s)} {text(n)}</a>'
+        for s, n in rejected.items()
+    )
+    return f"accepted {text(accepted)} · {link}" + (f" ({stages})" if stages else "")
+
+
+def _task_links(task_ids: list[str]) -> str:
+    return ", ".join(f'<a href="{href(["lineage", t])}">{text(t)}</a>' for t in task_ids)
+
+
+def _lineage_row(task: LineageTask) -> list[str]:
+    """A task of a lineage: linked to its lineage and, when it ran, to its trajectory."""
+    if task.batch is None:
+        outcome = "not run yet"
+    else:
+        css, word = ("ok", "verified") if task.verified else ("fail", "not verified")
+        verdict = f'<span class="{css}">{word}</span>'
+        outcome = f'<a class=trajectory href="{href(["trajectories", task.batch, task.task_id])}">{verdict}</a>'
+    return [
+        f'<a class=task href="{href(["lineage", task.task_id])}">{text(task.task_id)}</a>',
+        text(0 if task.generation is None else task.generation),
+        text(task.mutation),
+        _task_links(task.parent_task_ids),
+        text(", ".join(task.essence_ids)),
+        outcome,
+    ]
+
+
+def _preview(description: str | None, limit: int = 200) -> str:
+    if description is None:
+        return "(no task)"
+    return description if len(description) <= limit else description[:limit] + "…"

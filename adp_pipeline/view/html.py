@@ -37,7 +37,7 @@ def page(title: str, body: str) -> str:
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{text(title)} · adp view</title>"
         '<link rel=stylesheet href="/static/view.css"></head><body>'
-        '<nav><a href="/">Batches</a><a href="/trajectories">Trajectories</a></nav>'
+        '<nav><a href="/">Batches</a><a href="/trajectories">Trajectories</a><a href="/rejects">Rejects</a></nav>'
         f"<h1>{text(title)}</h1>{body}</body></html>"
     )
 
