@@ -288,6 +288,8 @@ def test_lineage_walks_every_generation_survives_a_cycle_and_refuses_the_unknown
         g2 = lineage(connection, "square_g2")
         assert g2 is not None and g2.task.batch is None and g2.task.generation == 2
         assert [t.task_id for t in g2.ancestors] == ["square_g1", "square"] and not g2.cut
+        short = lineage(connection, "square_g2", max_generations=1)
+        assert short is not None and [t.task_id for t in short.ancestors] == ["square_g1"] and short.cut
         loop = lineage(connection, "loop_a")
         assert loop is not None and [t.task_id for t in loop.ancestors] == ["loop_b"]
         assert [t.task_id for t in loop.children] == ["loop_b"]

@@ -237,9 +237,12 @@ def _lineage_tasks(connection: duckdb.DuckDBPyConnection, ids: list[str], childr
     ]
 
 
-def lineage(connection: duckdb.DuckDBPyConnection, task_id: str) -> Lineage | None:
-    """Where ``task_id`` came from and what synthesis made of it; None when the lake knows
-    nothing of it (no task, trajectory or synthesis row names it)."""
+def lineage(
+    connection: duckdb.DuckDBPyConnection, task_id: str, max_generations: int = MAX_GENERATIONS
+) -> Lineage | None:
+    """Where ``task_id`` came from (at most ``max_generations`` up; one query per generation)
+    and what synthesis made of it; None when the lake knows nothing of it (no task, trajectory
+    or synthesis row names it)."""
     (task,) = _lineage_tasks(connection, [task_id], None)
     known = connection.execute(
         "SELECT EXISTS (SELECT 1 FROM tasks WHERE task_id = ?) OR EXISTS (SELECT 1 FROM trajectories "
@@ -251,7 +254,7 @@ def lineage(connection: duckdb.DuckDBPyConnection, task_id: str) -> Lineage | No
         return None
     seen, ancestors = {task_id}, []
     frontier = [p for p in dict.fromkeys(task.parent_task_ids) if p not in seen]
-    for _ in range(MAX_GENERATIONS):
+    for _ in range(max_generations):
         if not frontier:
             break
         seen.update(frontier)
