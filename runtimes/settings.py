@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtimes.core import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_TASK_LINES, PolicyName
@@ -149,6 +150,9 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", validation_alias=_env("ADP_METRICS_HOST"))
     metrics_port: int = Field(8001, ge=0, le=65535, validation_alias=_env("METRICS_PORT"))
     dagster_home_override: Path | None = Field(None, validation_alias=_env("DAGSTER_HOME"))
+    view_url: str | None = Field(None, validation_alias=_env("ADP_VIEW_URL"))
+    """`adp view`'s base URL as the operator's browser reaches it: Dagster's metadata links to its
+    pages when set (`adp dev` sets it for the viewer it starts)."""
     llm_base_url: str | None = Field(None, validation_alias=_env("ADP_LLM_BASE_URL"))
     """An explicit OpenAI-compatible endpoint for the llm policy (with ADP_LLM_MODEL)."""
     llm_model: str | None = Field(None, validation_alias=_env("ADP_LLM_MODEL"))
@@ -161,6 +165,16 @@ class Settings(BaseSettings):
     openai_api_base: str | None = Field(None, validation_alias=_env("OPENAI_API_BASE"))
     vllm_url: str | None = Field(None, validation_alias=_env("VLLM_URL"))
     vllm_model: str | None = Field(None, validation_alias=_env("VLLM_MODEL"))
+
+    @field_validator("view_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # Checked here, at the edge: a link Dagster shows must not be javascript: or a bare path.
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                raise ValueError(f"must be http(s)://host[:port][/path], not {value!r}")
+        return value
 
     @property
     def output_dir(self) -> Path:

@@ -70,6 +70,7 @@ def test_the_resource_hands_every_asset_the_settings_it_was_built_with_and_reads
         for name, field in Settings.model_fields.items()
     }
     values.update(nightly_cron="0 3 * * *", timezone="Europe/Berlin", dbt_project_dir=None, redis_url="redis://x:1/0")
+    values.update(view_url="http://viewer.example:8080")  # validated: an http(s) base
     settings = Settings(**values)
     differing = [
         name for name in Settings.model_fields if getattr(settings, name) == Settings.model_fields[name].default

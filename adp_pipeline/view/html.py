@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping
-from urllib.parse import quote, urlencode
+
+from adp_pipeline.view.links import route
 
 CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #222; }
@@ -25,10 +26,7 @@ def text(value: object) -> str:
 def href(path_segments: Iterable[str], query: Mapping[str, str] | None = None) -> str:
     """An escaped, same-origin link: each segment percent-encoded (no ``/``, no scheme can slip
     in: the link always starts with ``/``), the query string encoded."""
-    path = "/" + "/".join(quote(segment, safe="") for segment in path_segments)
-    if query:
-        path += "?" + urlencode({k: v for k, v in query.items() if v})
-    return text(path)
+    return text(route(path_segments, query))
 
 
 def page(title: str, body: str) -> str:

@@ -9,6 +9,7 @@ from adp_pipeline.defs.synthesis.checks import CHECK_SPECS, evaluate_checks
 from adp_pipeline.defs.trajectories.assets import trajectories
 from adp_pipeline.essences import extract_batch_essences
 from adp_pipeline.synthesize import skipped_in_words, synthesize_batch
+from adp_pipeline.view.links import view_links
 from runtimes.core import redact
 from synthesis.stages import Stage
 
@@ -83,6 +84,8 @@ def synthesized_tasks(context: dg.AssetExecutionContext, adp: AdpResource) -> dg
         "seconds": dg.MetadataValue.json(summary.seconds),
         "sample": dg.MetadataValue.json(accepted[0].model_dump(mode="json", exclude_none=True) if accepted else {}),
     }
+    if (links := view_links(settings.view_url)) is not None:
+        metadata["view_rejects"] = dg.MetadataValue.url(links.rejects(context.partition_key))
     if summary.no_candidates_because is not None:
         metadata["no_candidates_because"] = dg.MetadataValue.text(summary.no_candidates_because)
     return dg.MaterializeResult(

@@ -6,6 +6,7 @@ from adp_pipeline.defs.resources import AdpResource
 from adp_pipeline.defs.tasks.assets import refuse_unusable_policy, task_batch
 from adp_pipeline.defs.trajectories.checks import CHECK_SPECS, evaluate_checks
 from adp_pipeline.execute import BatchProgress, ExecuteSummary, execute_batch
+from adp_pipeline.view.links import ViewLinks, view_links
 from runtimes.core import Trajectory, redact
 
 _PROGRESS_EVERY = 25
@@ -70,14 +71,16 @@ def trajectories(context: dg.AssetExecutionContext, adp: AdpResource) -> dg.Mate
     )
     context.log.info(f"{done} tasks done with policy {summary.policy}")
     resumed = started[0].resumed if started else 0
-    metadata = {**_metadata(summary), "resumed": dg.MetadataValue.int(resumed), **_charts(adp, context.partition_key)}
+    charts = _charts(adp, context.partition_key, view_links(settings.view_url))
+    metadata = {**_metadata(summary), "resumed": dg.MetadataValue.int(resumed), **charts}
     checks = evaluate_checks(adp, context.partition_key)
     return dg.MaterializeResult(metadata=for_people(metadata), check_results=checks)
 
 
-def _charts(adp: AdpResource, batch: str) -> dict[str, dg.MetadataValue]:
+def _charts(adp: AdpResource, batch: str, links: ViewLinks | None) -> dict[str, dg.MetadataValue]:
     """What a person checks first: the top errors with an example, the verified success rate of
-    the latest batches (oldest first) and this batch's step counts, as charts."""
+    the latest batches (oldest first) and this batch's step counts, as charts; with a viewer, links
+    to the batch's trajectories and to the example of its top error type there."""
     with adp.lake().connect() as connection:
         rates = connection.execute(
             "SELECT batch, avg(CASE WHEN verified_success THEN 1 ELSE 0 END), min(created_at) "
@@ -94,6 +97,10 @@ def _charts(adp: AdpResource, batch: str) -> dict[str, dg.MetadataValue]:
             [batch],
         ).fetchall()
     panels: dict[str, dg.MetadataValue] = {}
+    if links is not None:
+        panels["view_batch"] = dg.MetadataValue.url(links.batch(batch))
+        if errors:
+            panels["view_top_error_example"] = dg.MetadataValue.url(links.trajectory(batch, errors[0][2]))
     if errors:
         # Redacted before it is cut: a cut can leave a secret its redaction would not recognise.
         rows = [(kind, n, task, redact(message or "")[:160]) for kind, n, task, message in errors]

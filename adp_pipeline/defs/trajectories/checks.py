@@ -4,6 +4,7 @@ import dagster as dg
 
 from adp_pipeline.defs.markdown import for_people, markdown_table
 from adp_pipeline.defs.resources import AdpResource
+from adp_pipeline.view.links import view_links
 from runtimes.core import redact
 
 _EXAMPLE_CHARS = 300
@@ -101,18 +102,19 @@ def not_all_system_failures(adp: AdpResource, batch: str) -> dg.AssetCheckResult
             "batch again from the start (`adp run --fresh FILE`, or launch the partition with the run tag "
             "adp/fresh=true)"
         )
+    metadata = {
+        "tasks": tasks,
+        "system_failures": system,
+        "causes": markdown_table(("error type", "tasks", "example task", "its message"), causes),
+    }
+    if causes and (links := view_links(adp.settings().view_url)) is not None:
+        metadata["view_example"] = dg.MetadataValue.url(links.trajectory(batch, causes[0][2]))
     return dg.AssetCheckResult(
         check_name="not_all_system_failures",
         passed=not failed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=description,
-        metadata=for_people(
-            {
-                "tasks": tasks,
-                "system_failures": system,
-                "causes": markdown_table(("error type", "tasks", "example task", "its message"), causes),
-            }
-        ),
+        metadata=for_people(metadata),
     )
 
 
