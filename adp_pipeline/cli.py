@@ -456,11 +456,22 @@ def _plain(value: Any) -> Any:
 @_data_dir_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address; keep it local unless you must.")
 @click.option("--port", default=3000, show_default=True, type=int)
-def dev(data_dir: Path | None, host: str, port: int) -> None:
-    """The Dagster UI (webserver + daemon) with adp's definitions; the sensor watches TASKS_DIR."""
+@click.option(
+    "--view-port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="adp view alongside, on the same host (0: no viewer).",
+)
+def dev(data_dir: Path | None, host: str, port: int, view_port: int) -> None:
+    """The Dagster UI (webserver + daemon) with adp's definitions, and `adp view` beside it; the
+    sensor watches TASKS_DIR. Both are children of this process and end with it."""
     from adp_pipeline.instance import prepare_dagster_home
+    from adp_pipeline.storage import Lake
 
     settings = _settings(data_dir)
+    if view_port and view_port == port:
+        _fail(f"--view-port {view_port} is the UI's --port: give the viewer another one (0: none)", 2)
     if (problem := settings.policy_config.problem(settings.policy)) is not None:
         # The sensor's runs would each fail at their first step with this same reason: say it now.
         click.echo(f"adp: warning: {printable(redact(problem))}", err=True)
@@ -473,12 +484,106 @@ def dev(data_dir: Path | None, host: str, port: int) -> None:
     env["ADP_DATA_DIR"] = str(settings.data_dir.absolute())
     env["TASKS_DIR"] = str(inbox)  # the folder said below, whatever directory Dagster's processes start in
     command = [sys.executable, "-m", "dagster", "dev", "-m", "adp_pipeline.definitions", "-h", host, "-p", str(port)]
-    for line in (  # whole lines (a console would wrap a long path at 80 columns in a log)
+    lines = [
         f"the sensor watches {inbox} for *.jsonl task files (policy {settings.policy})",
-        f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={env['DAGSTER_HOME']}); Ctrl-C stops it",
-    ):
+        f"Dagster UI on http://{_url_host(host)}:{port} (DAGSTER_HOME={env['DAGSTER_HOME']}); Ctrl-C stops it",
+    ]
+    viewer_command: list[str] | None = None
+    if view_port:
+        try:  # the viewer refuses a data dir without a lake; the runs of this instance lay it out anyway
+            Lake(settings.data_dir).ensure_layout()
+        except OSError as exc:
+            _fail(f"data dir {settings.data_dir.absolute()} cannot be written: {exc}")
+        viewer_url = f"http://{_url_host(_reachable(host))}:{view_port}"
+        if settings.view_url is None:  # so that Dagster's metadata links to this viewer
+            env["ADP_VIEW_URL"] = viewer_url
+        viewer_command = [
+            sys.executable,
+            "-c",
+            "from adp_pipeline.cli import main; main()",
+            "view",
+            "--data-dir",
+            str(settings.data_dir.absolute()),
+            "--host",
+            host,
+            "--port",
+            str(view_port),
+        ]
+        lines.append(f"adp view on {viewer_url}")
+    for line in lines:  # whole lines (a console would wrap a long path at 80 columns in a log)
         click.echo(printable(line), err=True)
-    os.execve(sys.executable, command, env)
+    raise SystemExit(_supervise(command, viewer_command, env))
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _reachable(host: str) -> str:
+    """Where a browser on this machine reaches a server bound to ``host`` (not 0.0.0.0 or ::)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def _supervise(dagster: list[str], viewer: list[str] | None, env: dict[str, str]) -> int:
+    """Run Dagster (and the viewer) as children and return Dagster's exit code.
+
+    Each child has its own process group, so a Ctrl-C or a SIGTERM to this process's group reaches
+    them once, forwarded from here (`dagster dev` cuts its own shutdown short at a second one).
+    They get SIGTERM if this process dies without forwarding (Linux's parent-death signal). When
+    Dagster ends, the viewer is stopped; when the viewer ends, Dagster goes on, and that is said.
+    """
+    import signal
+    import subprocess
+
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        if sys.platform == "linux":
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before the line above
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    children: list[subprocess.Popen[bytes]] = []
+    stopping: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    dagster_process = subprocess.Popen(dagster, env=env, process_group=0, preexec_fn=die_with_parent)
+    children.append(dagster_process)
+    viewer_process = None
+    if viewer is not None:
+        viewer_process = subprocess.Popen(viewer, env=env, process_group=0, preexec_fn=die_with_parent)
+        children.append(viewer_process)
+    if stopping:  # a signal came while they were starting: they get it now
+        forward(stopping[-1], None)
+    reported = False
+    while True:
+        try:
+            code = dagster_process.wait(timeout=0.5)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if viewer_process is not None and not reported and not stopping and viewer_process.poll() is not None:
+            reported = True
+            click.echo(
+                f"adp: warning: adp view exited with code {viewer_process.returncode}; Dagster goes on", err=True
+            )
+    if viewer_process is not None and viewer_process.poll() is None:
+        viewer_process.terminate()
+        try:
+            viewer_process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            viewer_process.kill()
+            viewer_process.wait()
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
 @main.command()
