@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -371,3 +372,17 @@ class Workers:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
+
+
+def synthesis_only(settings: Settings, batch: str) -> tuple[dict[str, Any], list[str]]:
+    """Materialise ``synthesized_tasks`` alone for ``batch`` (again), in-process on a fresh
+    instance: its metadata values and the warnings its run logged."""
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(task_files.name, [batch])
+        job = build_definitions(settings, lake_wide=False).resolve_job_def(process_task_file.name)
+        result = job.execute_in_process(
+            partition_key=batch, instance=instance, asset_selection=[dg.AssetKey("synthesized_tasks")]
+        )
+        (materialization,) = result.asset_materializations_for_node("synthesized_tasks")
+        warnings = [log.user_message for log in instance.all_logs(result.run_id) if log.level == logging.WARNING]
+    return {key: value.value for key, value in materialization.metadata.items()}, warnings

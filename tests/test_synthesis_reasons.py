@@ -5,7 +5,6 @@ the model, where one is configured, is the scripted mock server."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +14,7 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from adp_pipeline.builder import build_definitions
 from adp_pipeline.cli import main
-from adp_pipeline.defs.jobs import process_task_file
-from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.essences import extract_batch_essences
 from adp_pipeline.instance import open_instance
 from adp_pipeline.materialize import failure_reason
@@ -30,7 +26,7 @@ from runtimes.settings import Settings
 from runtimes.testing import MockLLMServer, MockScript
 from synthesis.essence import Essence, SuccessPattern
 from synthesis.stages import Stage
-from tests.helpers import code_task, materialize_file, query, task_line
+from tests.helpers import code_task, materialize_file, query, synthesis_only, task_line
 
 SOLVED = code_task("solved", "print(6 * 7)", "42")
 # A URL with no model name: settings that contradict each other. Nothing listens on port 9; nothing
@@ -47,20 +43,6 @@ UNSOLVED = code_task("unsolved", "print(6 * 7)", "42", tests="assert False")  # 
 def model() -> Iterator[MockLLMServer]:
     with MockLLMServer(MockScript()) as server:
         yield server
-
-
-def synthesis_only(settings: Settings, batch: str) -> tuple[dict[str, Any], list[str]]:
-    """Materialise ``synthesized_tasks`` alone for ``batch``, in-process: its metadata and the
-    warnings its run logged."""
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(task_files.name, [batch])
-        job = build_definitions(settings, lake_wide=False).resolve_job_def(process_task_file.name)
-        result = job.execute_in_process(
-            partition_key=batch, instance=instance, asset_selection=[dg.AssetKey("synthesized_tasks")]
-        )
-        (materialization,) = result.asset_materializations_for_node("synthesized_tasks")
-        warnings = [log.user_message for log in instance.all_logs(result.run_id) if log.level == logging.WARNING]
-    return {key: value.value for key, value in materialization.metadata.items()}, warnings
 
 
 def test_adp_run_and_the_metadata_give_the_same_reason_and_each_setting_its_own(

@@ -11,13 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import numpy as np
 import pytest
 
-from adp_pipeline.builder import build_definitions
-from adp_pipeline.defs.jobs import process_task_file
-from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.materialize import run_task_files
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.synthesis import index_path, known_tasks
@@ -28,7 +24,7 @@ from runtimes.testing import MockLLMServer, MockScript, ScriptedTurn, ScriptRule
 from synthesis.dedupe import DedupeIndex, Duplicate, normalise
 from synthesis.mutate import OPERATOR_INSTRUCTIONS
 from synthesis.sampler import Job
-from tests.helpers import code_task
+from tests.helpers import code_task, synthesis_only
 
 SEED = (
     "Write a Python function sum_to(n) that returns the sum of the integers from 1 to n inclusive, "
@@ -119,18 +115,6 @@ def seed_batch(settings: Settings, tmp_path: Path, **fields: object) -> str:
     return run.registered.key
 
 
-def rematerialise(settings: Settings, batch: str) -> dict[str, Any]:
-    """Materialise ``synthesized_tasks`` alone for ``batch`` again, in-process; its metadata."""
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(task_files.name, [batch])
-        job = build_definitions(settings, lake_wide=False).resolve_job_def(process_task_file.name)
-        result = job.execute_in_process(
-            partition_key=batch, instance=instance, asset_selection=[dg.AssetKey("synthesized_tasks")]
-        )
-        (materialization,) = result.asset_materializations_for_node("synthesized_tasks")
-        return {key: value.value for key, value in materialization.metadata.items()}
-
-
 def query(settings: Settings, sql: str, *params: object) -> list[tuple[Any, ...]]:
     with Lake(settings.data_dir).connect() as connection:
         return connection.execute(sql, list(params)).fetchall()
@@ -159,7 +143,7 @@ def test_rematerialising_a_partition_gets_only_what_is_left_of_the_days_task_bud
 
     # The same partition again, with two new tasks: one task of the day's three is left.
     model.script = script(parameter=LAST_DIGIT, complexity=COUNT_A)
-    metadata = rematerialise(settings, batch)
+    metadata, _ = synthesis_only(settings, batch)
     assert (metadata["accepted"], metadata["rejected_guard"]) == (1, 1)
     assert metadata["stopped"] == ["the daily task budget (ADP_SYNTH_DAILY_TASKS=3) is used up"]
     assert len(accepted(settings, batch)) == 3
@@ -168,7 +152,7 @@ def test_rematerialising_a_partition_gets_only_what_is_left_of_the_days_task_bud
 
     # And again: nothing is left, so the model is not even asked.
     requests = model.stats.requests
-    metadata = rematerialise(settings, batch)
+    metadata, _ = synthesis_only(settings, batch)
     assert metadata["candidates"] == 0
     assert metadata["stopped"] == ["the daily task budget (ADP_SYNTH_DAILY_TASKS=3) is used up"]
     assert model.stats.requests == requests
@@ -187,7 +171,7 @@ def test_rematerialising_a_partition_gets_only_what_is_left_of_the_days_token_bu
     assert spent > 10 and accepted(settings, batch) == [TRIPLE[0]]
 
     requests = model.stats.requests
-    metadata = rematerialise(settings, batch)
+    metadata, _ = synthesis_only(settings, batch)
     assert metadata["candidates"] == 0
     assert metadata["stopped"] == ["the daily token budget (ADP_SYNTH_DAILY_TOKENS=10) is used up"]
     assert model.stats.requests == requests  # the batch's own earlier spending counts
@@ -206,7 +190,7 @@ def test_a_rematerialisation_keeps_every_accepted_task_in_its_file_and_the_lake(
 
     # Again: one new task, and a copy of one accepted the first time.
     model.script = script(parameter=LAST_DIGIT, complexity=TRIPLE)
-    metadata = rematerialise(settings, batch)
+    metadata, _ = synthesis_only(settings, batch)
     second_file = settings.tasks_dir / f"synth-{batch}-g1-r2.jsonl"
     assert metadata["task_files"] == {"1": str(second_file)}
     assert first_file.read_bytes() == first_content  # never replaced
@@ -222,7 +206,7 @@ def test_a_rematerialisation_keeps_every_accepted_task_in_its_file_and_the_lake(
     # index forgets exactly them: their text may be proposed, and accepted, again.
     Lake(settings.data_dir).write_partition("synthesized_tasks", batch, [])
     model.script = script(parameter=IS_EVEN, complexity=COUNT_A)
-    metadata = rematerialise(settings, batch)
+    metadata, _ = synthesis_only(settings, batch)
     assert (metadata["accepted"], metadata["rejected_dedupe"]) == (2, 0)
     assert accepted(settings, batch) == sorted([IS_EVEN[0], COUNT_A[0]])
     assert_nothing_lost(settings)
