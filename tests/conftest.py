@@ -20,7 +20,9 @@ import pytest  # noqa: E402
 
 from runtimes.settings import Settings  # noqa: E402
 from runtimes.testing import RedisServer  # noqa: E402
-from tests.helpers import Workers  # noqa: E402
+
+# The browser fixtures live in helpers.py with the types the tests annotate them with.
+from tests.helpers import Workers, browser, watched  # noqa: E402, F401
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +68,30 @@ def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def demo_lake_with_g1(demo_lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `make demo` leaves after its second step: a copy of ``demo_lake`` (its Dagster instance
+    in ``data/dagster`` included) in which the generation-1 files its first run synthesized into
+    ``data/inbox`` (MiniWoB reseeds, self-checked in Chromium) ran through `adp run --policy oracle`
+    with ADP_SYNTH_MAX_GENERATION=1, as scripts/demo.sh runs them. Its lake holds HumanEval code,
+    MiniWoB web, the mixed examples, a synthesized generation with its lineage, and the synthesis
+    rejects of the first run (reseeds that came out as copies of another candidate, at dedupe).
+    Read-only for the tests that share it: copy it to change it."""
+    import shutil
+
+    from tests.helpers import adp
+
+    data = tmp_path_factory.mktemp("demo_g1") / "data"
+    shutil.copytree(demo_lake, data)
+    generated = sorted(str(path) for path in (data / "inbox").glob("synth-*-g1.jsonl"))
+    assert generated, "the demo's first run synthesizes generation-1 files into data/inbox"
+    done = adp(
+        "run", *generated, "--policy", "oracle", env={"ADP_DATA_DIR": str(data), "ADP_SYNTH_MAX_GENERATION": "1"}
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return data
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -14,12 +14,15 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
+from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
 from adp_pipeline.builder import build_definitions
 from adp_pipeline.defs.jobs import process_task_file
@@ -31,6 +34,7 @@ from runtimes.core import ActionType, Step
 from runtimes.sandbox import DEFAULT_UID_BASE
 from runtimes.settings import Settings
 from runtimes.testing import MockLLMServer, MockScript, free_port, http_ok, wait_for
+from runtimes.web import CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parents[1]
 # (what was checked, records): printed at the end of the run by tests/conftest.py
@@ -386,3 +390,73 @@ def synthesis_only(settings: Settings, batch: str) -> tuple[dict[str, Any], list
         (materialization,) = result.asset_materializations_for_node("synthesized_tasks")
         warnings = [log.user_message for log in instance.all_logs(result.run_id) if log.level == logging.WARNING]
     return {key: value.value for key, value in materialization.metadata.items()}, warnings
+
+
+@contextlib.contextmanager
+def running_view(data: Path) -> Iterator[str]:
+    """A real `adp view --data-dir data` on a free port of 127.0.0.1, as a user starts it; yields
+    its base URL once it answers, and checks when it stops that it said where it listens."""
+    port = free_port()
+    process = subprocess.Popen(
+        [ADP, "view", "--data-dir", str(data), "--port", str(port)],
+        cwd=REPO,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: http_ok(url + "/") or process.poll() is not None, 30, "adp view to answer")
+        assert process.poll() is None, process.communicate()[1]
+        yield url
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    assert url in err  # it said where it listens
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium (the system's, as the web runtime runs it) per test module that drives
+    a page (module scope: the sync API's loop never outlives the module, so the asyncio tests of
+    other modules never meet it); each test gets its own context (:func:`watched`). conftest.py
+    makes it and ``watched`` fixtures of every module."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Watched:
+    """A page in a fresh browser context, with everything it did recorded: every request the
+    context made (URLs), every dialog (dismissed), every console message."""
+
+    page: Page
+    requests: list[str]
+    dialogs: list[str]
+    console: list[str]
+
+
+@pytest.fixture
+def watched(browser: Browser) -> Iterator[Watched]:
+    """A :class:`Watched` page at a fixed 1280x800 viewport, closed after the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    seen = Watched(page, [], [], [])
+
+    def on_dialog(dialog: Dialog) -> None:
+        seen.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    context.on("request", lambda request: seen.requests.append(request.url))
+    page.on("console", lambda message: seen.console.append(message.text))
+    yield seen
+    context.close()
+
+
+def foreign_requests(urls: list[str], base: str) -> list[str]:
+    """The ``urls`` that went to another host (or port) than ``base``'s."""
+    return [url for url in urls if urlsplit(url).netloc != urlsplit(base).netloc]

@@ -12,24 +12,18 @@ import pytest
 from adp_pipeline.defs.partitions import task_files
 from adp_pipeline.instance import open_instance
 from runtimes.settings import Settings
-from tests.helpers import Daemon, adp, task_line
+from tests.helpers import Daemon, task_line
 
 
 @pytest.fixture
-def after_the_demo(demo_lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """What `make demo` leaves: a copy of its first run's data dir (the instance in ``data/dagster``
-    included), then its second step, the generation-1 files of ``data/inbox`` run by `adp run`
-    (with ADP_SYNTH_MAX_GENERATION=1, as scripts/demo.sh does). No TASKS_DIR in the environment:
-    `adp dev` afterwards, as a new user starts it."""
+def after_the_demo(demo_lake_with_g1: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """What `make demo` leaves: its data dir after both its runs (the instance in ``data/dagster``
+    included; see ``demo_lake_with_g1``), copied, since a test drops files into it. No TASKS_DIR in
+    the environment: `adp dev` afterwards, as a new user starts it."""
     monkeypatch.delenv("TASKS_DIR", raising=False)
     data = tmp_path / "data"
-    shutil.copytree(demo_lake, data)
-    generated = sorted(str(path) for path in (data / "inbox").glob("synth-*-g1.jsonl"))
-    assert generated, "the demo's first run synthesizes generation-1 files into data/inbox"
-    done = adp(
-        "run", *generated, "--policy", "oracle", env={"ADP_DATA_DIR": str(data), "ADP_SYNTH_MAX_GENERATION": "1"}
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    shutil.copytree(demo_lake_with_g1, data)
+    assert sorted((data / "inbox").glob("synth-*-g1.jsonl")), "the demo's first run synthesizes into data/inbox"
     return data
 
 

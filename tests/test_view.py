@@ -18,10 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
 from adp_pipeline.storage import Lake, open_catalog
 from adp_pipeline.storage.view_queries import (
@@ -31,8 +29,7 @@ from adp_pipeline.storage.view_queries import (
     trajectory_detail,
     trajectory_page,
 )
-from runtimes.web import CHROMIUM_ARGS
-from tests.helpers import ADP, REPO, adp, clean_env, code_task, free_port, http_ok, wait_for
+from tests.helpers import ADP, REPO, Watched, adp, clean_env, code_task, foreign_requests, free_port, http_ok, wait_for
 
 # What a hostile task or page might carry: each must come back as the very same text.
 SCRIPT = "<script>alert(1)</script>"
@@ -117,43 +114,6 @@ def _write_synthesis(lake: Lake, batch: str) -> None:
     lake.write_partition("synthesis_rejects", batch, rejects)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
-
-
-@dataclass
-class Watched:
-    page: Page
-    requests: list[str]
-    dialogs: list[str]
-    console: list[str]
-
-
-@pytest.fixture
-def watched(browser: Browser) -> Iterator[Watched]:
-    context = browser.new_context()
-    page = context.new_page()
-    seen = Watched(page, [], [], [])
-
-    def on_dialog(dialog: Dialog) -> None:
-        seen.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    context.on("request", lambda request: seen.requests.append(request.url))
-    page.on("console", lambda message: seen.console.append(message.text))
-    yield seen
-    context.close()
-
-
-def _same_host(urls: list[str], base: str) -> list[str]:
-    return [url for url in urls if urlsplit(url).netloc != urlsplit(base).netloc]
-
-
 def test_filter_to_failed_open_a_trajectory_and_see_its_steps(viewer: Viewer, watched: Watched) -> None:
     page = watched.page
     response = page.goto(viewer.url + "/")
@@ -178,7 +138,7 @@ def test_filter_to_failed_open_a_trajectory_and_see_its_steps(viewer: Viewer, wa
     assert "complete_task" in steps.nth(1).inner_text()
     assert "failed" in page.locator("body").inner_text()
     assert "python_tests" in page.locator("pre.verifier").inner_text()
-    assert _same_host(watched.requests, viewer.url) == []
+    assert foreign_requests(watched.requests, viewer.url) == []
 
 
 def test_hostile_task_text_and_observation_render_as_text(viewer: Viewer, watched: Watched) -> None:
@@ -203,7 +163,7 @@ def test_hostile_task_text_and_observation_render_as_text(viewer: Viewer, watche
     assert page.locator("link").count() == 1
     assert page.evaluate("1 + 1") == 2  # the page is alive; Playwright's own evaluation is not the page's script
     assert watched.dialogs == []
-    assert _same_host(watched.requests, viewer.url) == []
+    assert foreign_requests(watched.requests, viewer.url) == []
 
 
 def test_every_page_sends_the_security_headers_and_only_get_is_served(viewer: Viewer) -> None:
@@ -280,7 +240,7 @@ def test_follow_lineage_from_a_generation_1_task_to_its_parent_and_back(viewer: 
     children.locator("a.task").click()  # and back to the child's lineage
     page.wait_for_url("**/lineage/square_g1")
     assert this.locator("a.task").all_inner_texts() == ["square_g1"]
-    assert _same_host(watched.requests, viewer.url) == []
+    assert foreign_requests(watched.requests, viewer.url) == []
 
 
 def test_lineage_walks_every_generation_survives_a_cycle_and_refuses_the_unknown(viewer: Viewer) -> None:
@@ -320,7 +280,7 @@ def test_open_the_rejects_of_a_batch_and_read_a_reason_as_text(viewer: Viewer, w
     assert watched.dialogs == []
     row.get_by_role("link", name="square").click()  # a reject's parent opens its lineage
     page.wait_for_url("**/lineage/square")
-    assert _same_host(watched.requests, viewer.url) == []
+    assert foreign_requests(watched.requests, viewer.url) == []
 
 
 def test_reject_pages_walk_every_reject_once_per_stage_in_time_order(viewer: Viewer) -> None:
