@@ -38,6 +38,8 @@ _RUN_FILE = "run.json"
 _COMMIT_KEYS = ("committing", "committed")  # run.json: the lake commit under way, and the last that landed
 _STEPS = ".steps.parquet"
 _TRAJECTORIES = ".trajectories.parquet"
+# The per-task JSON files keep the seeds' format: a screenshot is a lake file, not base64 in them.
+_NO_SCREENSHOTS: dict[str, Any] = {"steps": {"__all__": {"screenshot"}}}
 
 
 class BatchBusyError(AdpError):
@@ -102,15 +104,22 @@ class Checkpoint:
         if not trajectories:
             return 0
         created_at = datetime.now(UTC)
+        # Screenshots go into the lake first, so that each is in place before a row naming it can
+        # be committed; their bytes then leave memory (a crash leaves at most unnamed files).
+        screenshots = [self._store_screenshots(trajectory) for trajectory in trajectories]
         output.mkdir(parents=True, exist_ok=True)
         for trajectory in trajectories:
             _write_atomically(
                 output / f"{task_file_stem(trajectory.task_id)}.json",
-                trajectory.model_dump_json(indent=2).encode(),
+                trajectory.model_dump_json(indent=2, exclude=_NO_SCREENSHOTS).encode(),
                 self.batch,
             )
         number = self.chunks
-        steps = [row for trajectory in trajectories for row in step_rows(trajectory)]
+        steps = [
+            row
+            for trajectory, named in zip(trajectories, screenshots, strict=True)
+            for row in step_rows(trajectory, named)
+        ]
         _write_table(self.folder / f"{number:06d}{_STEPS}", steps, "steps")
         fault_point("chunk:steps_written")
         rows = [trajectory_row(trajectory, created_at) for trajectory in trajectories]
@@ -118,6 +127,17 @@ class Checkpoint:
         fault_point("chunk:committed")
         self.chunks += 1
         return len(trajectories)
+
+    def _store_screenshots(self, trajectory: Trajectory) -> dict[int, str]:
+        """Write ``trajectory``'s screenshots into the lake and drop their bytes; their paths by step id."""
+        named: dict[int, str] = {}
+        for step in trajectory.steps:
+            if step.screenshot is not None:
+                named[step.step_id] = self.lake.write_screenshot(
+                    self.batch, trajectory.task_id, step.step_id, step.screenshot
+                )
+                step.screenshot = None
+        return named
 
     def commit(self) -> None:
         """Write the committed chunks into the lake as the batch, with what the lake already holds

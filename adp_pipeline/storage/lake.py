@@ -4,11 +4,17 @@ Layout: ``<data_dir>/lake/<table>/batch=<key>/data.parquet``. A writer writes a 
 file beside the table and renames it into place, so a reader sees the old partition or the
 new one, never half of one, and never waits for a writer. Each table also holds an empty
 ``batch=__schema__`` file so that its view has columns before the first batch lands.
+
+Screenshots of web steps are files of their own, ``screenshots/<batch>/<task>/<step>-<sha256[:12]>.jpg``,
+named by the ``screenshot`` column of their step's row. A name holds one content forever, and
+each file is in place before any row naming it can be read; files no row of a batch's current
+or previous commit names are removed once past the steps' grace period.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 import uuid
@@ -22,9 +28,11 @@ import pyarrow.parquet as pq
 
 from adp_pipeline.faults import fault_point
 from adp_pipeline.storage.confine import confined_connection
+from adp_pipeline.storage.names import task_file_stem
 from adp_pipeline.storage.tables import COMPUTED_COLUMNS, DERIVED_VIEWS, TABLES
 
 SCHEMA_PARTITION = "__schema__"
+SCREENSHOTS = "screenshots"  # the lake's folder of screenshot files (not a table)
 _DATA_FILE = "data.parquet"
 _MERGE_ROWS = 1000
 _STEPS_GRACE_SECONDS = 600  # a superseded commit's steps file outlives the queries that listed it
@@ -106,6 +114,63 @@ class Lake:
         for path in steps_folder.glob("*.parquet"):
             if path.name not in keep and path.stat().st_mtime < stale_before:
                 path.unlink(missing_ok=True)
+        self._remove_unnamed_screenshots(batch, [steps_folder / name for name in keep], stale_before)
+
+    def write_screenshot(self, batch: str, task_id: str, step_id: int, jpeg: bytes) -> str:
+        """Store the screenshot of step ``step_id`` of ``task_id`` in ``batch``, whole or not at
+        all, and return its path relative to the lake's root (the step row's ``screenshot``).
+
+        The name carries the bytes' hash, so a file never changes once written: one already
+        there holds these bytes and is kept. Called before the rows naming it are committed.
+        """
+        self.partition_file("steps", batch)  # the batch key's checks
+        name = f"{int(step_id)}-{hashlib.sha256(jpeg).hexdigest()[:12]}.jpg"
+        relative = f"{SCREENSHOTS}/{batch}/{task_file_stem(task_id)}/{name}"
+        target = self.root / relative
+        if target.is_file():
+            return relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{name}.{uuid.uuid4().hex}.partial")
+        try:
+            temporary.write_bytes(jpeg)
+            fsync_file(temporary)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return relative
+
+    def screenshot_file(self, relative: str) -> Path | None:
+        """The file a step row's ``screenshot`` names, or None when the value is not a screenshot
+        path of this lake (anything else it could name: a traversal, a link out, another table)."""
+        parts = relative.split("/")
+        if len(parts) != 4 or parts[0] != SCREENSHOTS or not parts[3].endswith(".jpg"):
+            return None
+        if any(part in {"", ".", ".."} or part.startswith(".") or "\\" in part for part in parts):
+            return None
+        folder = (self.root / SCREENSHOTS).resolve()
+        path = (self.root / relative).resolve()
+        return path if folder in path.parents and path.is_file() else None
+
+    def _remove_unnamed_screenshots(self, batch: str, steps_files: Sequence[Path], stale_before: float) -> None:
+        """Remove the batch's screenshot files (and temporaries of killed writers) that no row of
+        ``steps_files`` names and that are older than ``stale_before``: a reader of an older commit
+        may still be showing them, and a run of the batch writes only under its lock."""
+        folder = self.root / SCREENSHOTS / batch
+        if not folder.is_dir():
+            return
+        named: set[str] = set()
+        for steps in steps_files:
+            with contextlib.suppress(FileNotFoundError, KeyError, pa.ArrowInvalid):
+                column = pq.read_table(steps, columns=["screenshot"]).column("screenshot")
+                named.update(value for value in column.to_pylist() if value)
+        for path in folder.rglob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                unnamed = path.is_file() and path.relative_to(self.root).as_posix() not in named
+                if unnamed and path.stat().st_mtime < stale_before:
+                    path.unlink()
+        for task_folder in folder.iterdir():
+            with contextlib.suppress(OSError):
+                task_folder.rmdir()  # only when empty
 
     def committed_batch(self, batch: str, commit_id: str | None) -> tuple[Path, Path] | None:
         """The (steps, trajectories) files of ``batch`` if its trajectories are at ``commit_id``."""
@@ -124,7 +189,7 @@ class Lake:
             with pq.ParquetWriter(temporary, schema) as writer:
                 for source in sources:
                     for rows in pq.ParquetFile(source).iter_batches(batch_size=_MERGE_ROWS):
-                        part = pa.Table.from_batches([rows]).cast(schema)
+                        part = _conform(pa.Table.from_batches([rows]), schema)
                         commit = pa.array([commit_id] * part.num_rows, pa.string())
                         writer.write_table(part.set_column(position, schema.field(position), commit))
             fsync_file(temporary)
@@ -230,6 +295,16 @@ class _RowFile:
         if self._pending:
             self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self._schema))
             self._pending.clear()
+
+
+def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``part`` in ``schema``: a column added to the schema since ``part`` was written (a batch
+    committed by an older adp, kept by the next commit) is null in it."""
+    columns = [
+        part.column(field.name) if field.name in part.column_names else pa.nulls(part.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, names=schema.names).cast(schema)
 
 
 def _partial(target: Path) -> Path:

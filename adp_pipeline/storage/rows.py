@@ -19,10 +19,11 @@ Row = Mapping[str, Any]
 TASK_FIELDS = ("task_id", "task_type", "description", "expected_tools", "max_steps", "timeout", "priority")
 TASK_COLUMNS = (*TASK_FIELDS, "constraints", "lineage")
 """The columns of ``tasks`` that :func:`task_from_row` reads: a TaskSpec and nothing else."""
-# What step_from_row reads: every Step field, the timestamp as epoch seconds (no timezone library).
+# What step_from_row reads: every Step field, the timestamp as epoch seconds (no timezone library);
+# not the screenshot, whose bytes are a file in the lake that the row only names.
 STEP_COLUMNS = (
     "task_id",
-    *(field for field in Step.model_fields if field != "timestamp"),
+    *(field for field in Step.model_fields if field not in {"timestamp", "screenshot"}),
     "epoch(timestamp) AS timestamp",
 )
 
@@ -100,8 +101,10 @@ def conversation_from_row(row: Row) -> tuple[list[dict[str, Any]], list[dict[str
     return json.loads(row["messages"]), json.loads(row["tools"])
 
 
-def step_rows(trajectory: Trajectory) -> list[dict[str, Any]]:
-    """``trajectory``'s steps as rows of ``steps``."""
+def step_rows(trajectory: Trajectory, screenshots: Mapping[int, str] | None = None) -> list[dict[str, Any]]:
+    """``trajectory``'s steps as rows of ``steps``; ``screenshots`` names, by step id, the lake file
+    that holds a step's screenshot (:meth:`~adp_pipeline.storage.Lake.write_screenshot`)."""
+    screenshots = screenshots or {}
     return [
         {
             "task_id": trajectory.task_id,
@@ -115,13 +118,15 @@ def step_rows(trajectory: Trajectory) -> list[dict[str, Any]]:
             "error_message": step.error_message,
             "duration": step.duration,
             "timestamp": datetime.fromtimestamp(step.timestamp, UTC),
+            "screenshot": screenshots.get(step.step_id),
         }
         for step in trajectory.steps
     ]
 
 
 def step_from_row(row: Row) -> Step:
-    """The Step a row of ``steps`` (:data:`STEP_COLUMNS`) holds."""
+    """The Step a row of ``steps`` (:data:`STEP_COLUMNS`) holds, without its screenshot's bytes
+    (what reads steps back, essences and exports, has no use for them)."""
     return Step(
         step_id=row["step_id"],
         action_type=ActionType(row["action_type"]),

@@ -83,6 +83,10 @@ TABLES: dict[str, pa.Schema] = {
             pa.field("error_message", pa.string()),
             pa.field("duration", pa.float64(), nullable=False),
             pa.field("timestamp", pa.timestamp("us", tz="UTC")),
+            # The JPEG of the page after a browser step, as a path relative to the lake's root
+            # (``screenshots/<batch>/<task>/<step>-<sha256[:12]>.jpg``, Lake.write_screenshot);
+            # null for every other step, with ADP_SCREENSHOTS=off, and in files written before it existed.
+            pa.field("screenshot", pa.string()),
             _COMMIT_ID,
         ]
     ),

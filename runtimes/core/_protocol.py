@@ -250,6 +250,9 @@ class LLMCall(BaseModel):
 class Step(BaseModel):
     """One recorded action of an agent and what it observed (the seeds' ExecutionStep)."""
 
+    # The screenshot crosses Redis inside the trajectory's JSON: base64 there, bytes here.
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
     step_id: int
     action_type: ActionType
     tool: ToolName | Literal["unknown"]
@@ -262,6 +265,10 @@ class Step(BaseModel):
     error_message: str | None = None
     timestamp: float = Field(default_factory=time.time)
     duration: float = 0.0
+    screenshot: bytes | None = None
+    """A JPEG of the page's viewport after a browser action (ADP_SCREENSHOTS), never on another
+    step. It travels with the trajectory until the lake stores it as a file and the step row
+    names it; the per-task JSON files, the messages and the exports never carry it."""
 
 
 class Trajectory(BaseModel):
