@@ -64,6 +64,35 @@ class StepView:
     error_type: str | None
     error_message: str | None
     duration: float
+    screenshot: str | None = None  # the page after a web step: a path under the lake's screenshots/
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What the task asked: its text and limits (``constraints`` is JSON text)."""
+
+    description: str
+    constraints: str
+    expected_tools: list[str]
+    max_steps: int
+    timeout: int
+
+
+@dataclass(frozen=True)
+class RunView:
+    """How the trajectory ran: its model, time and the tokens of its LLM calls (the lake keeps
+    their sum per trajectory and how many calls there were, not each call's tokens)."""
+
+    model: str | None
+    provider: str | None
+    total_duration: float
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    llm_calls: int
+    llm_retries: int
+    llm_cached_calls: int
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -77,6 +106,8 @@ class TrajectoryDetail:
     final_result: str
     verifier: str | None
     steps: list[StepView]
+    task: TaskView | None = None
+    run: RunView | None = None
 
 
 def batch_summaries(connection: duckdb.DuckDBPyConnection) -> list[BatchSummary]:
@@ -144,23 +175,27 @@ def trajectory_page(
 def trajectory_detail(connection: duckdb.DuckDBPyConnection, batch: str, task_id: str) -> TrajectoryDetail | None:
     """The trajectory of ``task_id`` in ``batch`` with its task and steps, or None if there is none."""
     found = connection.execute(
-        f"SELECT {_ROW_COLUMNS}, error_message, final_result, verifier FROM trajectories "
-        "WHERE batch = ? AND task_id = ? LIMIT 1",
+        f"SELECT {_ROW_COLUMNS}, error_message, final_result, verifier, model, provider, total_duration, "
+        "prompt_tokens, completion_tokens, total_tokens, llm_calls, llm_retries, llm_cached_calls, attempts "
+        "FROM trajectories WHERE batch = ? AND task_id = ? LIMIT 1",
         [batch, task_id],
     ).fetchone()
     if found is None:
         return None
     task = connection.execute(
-        "SELECT description, constraints FROM tasks WHERE batch = ? AND task_id = ? LIMIT 1", [batch, task_id]
+        "SELECT description, constraints, expected_tools, max_steps, timeout FROM tasks "
+        "WHERE batch = ? AND task_id = ? LIMIT 1",
+        [batch, task_id],
     ).fetchone()
     steps = [
-        StepView(int(s), str(tool), str(params), str(obs), bool(ok), et, em, float(duration))
-        for s, tool, params, obs, ok, et, em, duration in connection.execute(
-            "SELECT step_id, tool, action_params, observation, success, error_type, error_message, duration "
-            "FROM steps WHERE batch = ? AND task_id = ? ORDER BY step_id",
+        StepView(int(s), str(tool), str(params), str(obs), bool(ok), et, em, float(duration), shot)
+        for s, tool, params, obs, ok, et, em, duration, shot in connection.execute(
+            "SELECT step_id, tool, action_params, observation, success, error_type, error_message, duration, "
+            "screenshot FROM steps WHERE batch = ? AND task_id = ? ORDER BY step_id",
             [batch, task_id],
         ).fetchall()
     ]
+    model, provider, total_duration, *counts = found[11:]
     return TrajectoryDetail(
         row=_row(found[:8]),
         description=None if task is None else str(task[0]),
@@ -169,7 +204,21 @@ def trajectory_detail(connection: duckdb.DuckDBPyConnection, batch: str, task_id
         final_result=str(found[9]),
         verifier=found[10],
         steps=steps,
+        task=None
+        if task is None
+        else TaskView(str(task[0]), str(task[1]), [str(t) for t in task[2]], int(task[3]), int(task[4])),
+        run=RunView(model, provider, float(total_duration), *(int(c) for c in counts)),
     )
+
+
+def step_screenshot(connection: duckdb.DuckDBPyConnection, batch: str, task_id: str, step_id: int) -> str | None:
+    """The ``screenshot`` value of one step (a path relative to the lake's root, as the lake
+    holds it: not yet checked), or None when there is no such step or it has none."""
+    found = connection.execute(
+        "SELECT screenshot FROM steps WHERE batch = ? AND task_id = ? AND step_id = ? LIMIT 1",
+        [batch, task_id, step_id],
+    ).fetchone()
+    return None if found is None or found[0] is None else str(found[0])
 
 
 # How far up a lineage walks: a synthesized task names its parents, and a lake written by hand

@@ -7,7 +7,6 @@ writing the lake meanwhile is never blocked.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from adp_pipeline.storage import QueryLimits, open_catalog, within_limits
+from adp_pipeline.storage import Lake, QueryLimits, open_catalog, within_limits
 from adp_pipeline.storage.view_queries import (
     MAX_GENERATIONS,
     LineageTask,
@@ -28,11 +27,13 @@ from adp_pipeline.storage.view_queries import (
     batch_summaries,
     lineage,
     reject_page,
+    step_screenshot,
     synthesis_counts,
     trajectory_detail,
     trajectory_page,
 )
 from adp_pipeline.view.html import CSS, href, page, table, text
+from adp_pipeline.view.trajectory_page import TABS, exported_record, screenshot_bytes, trajectory_body
 from runtimes.core import AdpError, redact
 
 PAGE_SIZE = 50
@@ -138,40 +139,30 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
 
     def trajectory(request: Request) -> Response:
         batch, task_id = request.path_params["batch"], request.path_params["task_id"]
+        tab = request.query_params.get("tab", "steps")
+        if tab not in TABS:
+            return HTMLResponse(page("Not found", f"<p>No tab {text(tab)}.</p>"), 404)
         with lake() as connection:
             detail = trajectory_detail(connection, batch, task_id)
+            record = exported_record(connection, batch, task_id) if detail is not None and tab == "messages" else None
         if detail is None:
             return HTMLResponse(page("Not found", f"<p>No trajectory {text(task_id)} in batch {text(batch)}.</p>"), 404)
-        r = detail.row
-        parts = [
-            f"<p>batch {text(r.batch)} · {text(r.task_type)} · policy {text(r.policy)} · "
-            f'<span class="{"ok" if r.success else "fail"}">{"succeeded" if r.success else "failed"}</span> · '
-            f'<a class=lineage href="{href(["lineage", r.task_id])}">lineage</a></p>',
-            "<h2>Task</h2>",
-            f"<pre class=description>{text(detail.description)}</pre>",
-            f"<details><summary>Constraints</summary><pre>{text(_pretty(detail.constraints))}</pre></details>",
-            f"<h2>Steps ({len(detail.steps)})</h2>",
-        ]
-        for step in detail.steps:
-            error = (
-                f"<p class=fail>{text(step.error_type)}: {text(step.error_message)}</p>"
-                if step.error_type or step.error_message
-                else ""
-            )
-            parts.append(
-                f'<section class=step id="step-{step.step_id}"><h3>{text(step.step_id)}. {text(step.tool)} '
-                f"<small>{step.duration:.2f}s</small></h3>"
-                f"<pre class=params>{text(_pretty(step.action_params))}</pre>"
-                f"<details class=observation><summary>Observation ({len(step.observation)} chars)</summary>"
-                f"<pre>{text(step.observation)}</pre></details>{error}</section>"
-            )
-        parts += [
-            "<h2>Result</h2>",
-            f"<pre class=final>{text(detail.final_result)}</pre>",
-            f"<p class=fail>{text(r.error_type)}: {text(detail.error_message)}</p>" if r.error_type else "",
-            f"<h3>Verifier</h3><pre class=verifier>{text(_pretty(detail.verifier))}</pre>",
-        ]
-        return HTMLResponse(page(task_id, "".join(parts)))
+        nav = ""  # links to the trajectories before and after this one within the list's filter
+        return HTMLResponse(page(task_id, trajectory_body(detail, tab, request.query_params, record, nav)))
+
+    def screenshot(request: Request) -> Response:
+        """A step's screenshot, named by its step (never by a file): the file the step row names,
+        served only if it is a regular .jpg file inside the lake's screenshots/ folder."""
+        batch, step_id, task_id = (request.path_params[k] for k in ("batch", "step_id", "task_id"))
+        with lake() as connection:
+            stored = step_screenshot(connection, batch, task_id, step_id)
+        image = None if stored is None else screenshot_bytes(Lake(data_dir), stored)
+        if image is None:
+            return Response("no such screenshot", 404, media_type="text/plain")
+        # The file's name holds its digest: the same URL never names other bytes.
+        return Response(
+            image, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"}
+        )
 
     def lineage_page(request: Request) -> Response:
         task_id = request.path_params["task_id"]
@@ -237,6 +228,7 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
         Route("/", batches, methods=["GET"]),
         Route("/trajectories", trajectories, methods=["GET"]),
         Route("/trajectories/{batch}/{task_id:path}", trajectory, methods=["GET"]),
+        Route("/screenshots/{batch}/{step_id:int}/{task_id:path}", screenshot, methods=["GET"]),
         Route("/lineage/{task_id:path}", lineage_page, methods=["GET"]),
         Route("/rejects", rejects, methods=["GET"]),
         Route("/static/view.css", stylesheet, methods=["GET"]),
@@ -249,16 +241,6 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
     app.add_exception_handler(AdpError, adp_error)
     app.add_exception_handler(duckdb.Error, adp_error)
     return app
-
-
-def _pretty(value: str | None) -> str:
-    """JSON text indented for reading; anything else as it is."""
-    if value is None:
-        return ""
-    try:
-        return json.dumps(json.loads(value), indent=2, ensure_ascii=False)
-    except ValueError:
-        return value
 
 
 def _synthesis_cell(batch: str, accepted: int, rejected: dict[str, int]) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Mapping
 
+from pygments.formatters import HtmlFormatter  # type: ignore[import-untyped]
+
 from adp_pipeline.view.links import route
 
 CSS = """
@@ -45,3 +47,21 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     head = "".join(f"<th>{text(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_HIGHLIGHT = HtmlFormatter(style="default")
+
+# The one-trajectory page (trajectory_page.py): tabs, steps, folded observations, screenshots,
+# and Pygments' token colours: its highlighted code carries class names only (``.highlight .k``),
+# since the CSP allows no inline style.
+CSS += """
+nav.tabs { margin: 1rem 0; border-bottom: 1px solid #ccc; } nav.tabs a { padding: .25rem .75rem; }
+nav.tabs a.current { font-weight: bold; border: 1px solid #ccc; border-bottom-color: #fff; }
+.step h3 small { font-weight: normal; margin-left: .5rem; } .param { color: #555; font-weight: bold; }
+.step.step-failed { border-left-color: #a00; }
+details.observation > summary .preview { display: block; white-space: pre-wrap; font-family: monospace;
+  background: #f5f5f5; padding: .25rem .5rem; margin-top: .25rem; word-break: break-word; }
+details.observation[open] > summary .preview, details.observation[open] > summary .more { display: none; }
+img.step-screenshot { max-width: 320px; max-height: 240px; border: 1px solid #ccc; display: block; margin: .5rem 0; }
+"""
+CSS += "\n".join(_HIGHLIGHT.get_background_style_defs(".highlight") + _HIGHLIGHT.get_token_style_defs(".highlight"))

@@ -1,0 +1,269 @@
+"""The body of `adp view`'s one-trajectory page: the task, each step, the verifier's result, and
+a tab with the conversation exactly as ``adp export --format openai`` writes it.
+
+Everything from the lake goes through :func:`text`; the only markup made from data is
+Pygments' (its ``<span class=…>`` tokens around escaped text: no inline style, which the CSP
+forbids). A URL is shown as text, never as a link: a page or a model chose it. The tabs are two
+links to the same page (``?tab=messages``): the view runs no script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Mapping
+from typing import Any
+
+import duckdb
+from pygments import highlight  # type: ignore[import-untyped]  # no stubs: it returns str
+from pygments.formatters import HtmlFormatter  # type: ignore[import-untyped]
+from pygments.lexers import PythonLexer  # type: ignore[import-untyped]
+
+# The exporter's own row reader and record builder: the tab shows what `adp export` writes.
+from adp_pipeline.export.formats import openai_record
+from adp_pipeline.export.writer import _COLUMNS as _EXPORT_COLUMNS
+from adp_pipeline.export.writer import _source
+from adp_pipeline.storage import Lake
+from adp_pipeline.storage.rows import named
+from adp_pipeline.storage.view_queries import StepView, TrajectoryDetail
+from adp_pipeline.view.html import href, table, text
+from runtimes.core import AdpError
+
+TABS = {"steps": "Steps", "messages": "Messages (OpenAI export)"}
+# An observation longer than this shows its first lines in its summary, the rest folded.
+PREVIEW_LINES = 5
+PREVIEW_LINE_CHARS = 200
+# Parameters that hold source code, by tool: highlighted as that language.
+_CODE_PARAMS = {("python_executor", "code"): PythonLexer}
+# Only class names (``.highlight .k``) around escaped text: the stylesheet (html.CSS) holds the colours.
+_FORMATTER = HtmlFormatter(nowrap=True)
+
+
+# A screenshot is a capped viewport JPEG; a file far larger is not one adp wrote.
+MAX_SCREENSHOT_BYTES = 16 * 1024 * 1024
+
+
+def screenshot_bytes(lake: Lake, stored: str) -> bytes | None:
+    """The JPEG a step row names (``stored``), or None unless it is a screenshot path of the lake
+    (:meth:`Lake.screenshot_file`: inside ``screenshots/`` once every link is followed) naming a
+    regular file: a row written by hand or by a bug can serve no other file."""
+    target = lake.screenshot_file(stored)
+    if target is None:
+        return None
+    try:
+        # No link at the last step (one swapped in since the check is refused), and no wait on a FIFO.
+        descriptor = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        found = os.fstat(descriptor)
+        if not stat.S_ISREG(found.st_mode) or found.st_size > MAX_SCREENSHOT_BYTES:
+            return None  # a directory, a FIFO, a device: not a screenshot
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            return handle.read(MAX_SCREENSHOT_BYTES)
+    finally:
+        os.close(descriptor)
+
+
+def exported_record(connection: duckdb.DuckDBPyConnection, batch: str, task_id: str) -> dict[str, Any] | str:
+    """The ``openai`` export's record of this trajectory (its line in the JSON-lines file), or,
+    when the exporter refuses the trajectory, why (a string)."""
+    rows = named(
+        connection.execute(
+            f"SELECT {_EXPORT_COLUMNS} FROM trajectories WHERE batch = ? AND task_id = ? LIMIT 1", [batch, task_id]
+        )
+    )
+    if not rows:
+        return "no trajectory"
+    try:
+        return openai_record(_source(rows[0], 0.0))
+    except (AdpError, ValueError, KeyError, TypeError) as exc:  # broken messages: said, not shown half
+        return f"the exporter refuses this trajectory: {exc}"
+
+
+def trajectory_body(
+    detail: TrajectoryDetail,
+    tab: str,
+    query: Mapping[str, str],
+    record: dict[str, Any] | str | None = None,
+    nav: str = "",
+) -> str:
+    """The page's HTML: its header, ``nav`` (links to other trajectories, already HTML), the tab
+    links (keeping the rest of ``query``), then the ``steps`` tab or the ``messages`` one (the
+    exported ``record``)."""
+    r = detail.row
+    outcome = "succeeded" if r.success else "failed"
+    header = (
+        f"<p>batch {text(r.batch)} · {text(r.task_type)} · policy {text(r.policy)} · "
+        f'<span class="{"ok" if r.success else "fail"}">{outcome}</span> · '
+        f'<a class=lineage href="{href(["lineage", r.task_id])}">lineage</a></p>'
+    )
+    keep = {k: v for k, v in query.items() if k != "tab"}
+    tabs = "".join(
+        f'<a class="tab{" current" if name == tab else ""}"'
+        f"{' aria-current=page' if name == tab else ''} "
+        f'href="{href(["trajectories", r.batch, r.task_id], keep | ({"tab": name} if name != "steps" else {}))}">'
+        f"{text(label)}</a>"
+        for name, label in TABS.items()
+    )
+    body = _messages(record) if tab == "messages" else _steps_tab(detail)
+    return f"{header}{nav}<nav class=tabs>{tabs}</nav>{body}"
+
+
+def _steps_tab(detail: TrajectoryDetail) -> str:
+    r = detail.row
+    parts = ["<h2>Task</h2>", _task(detail), _run(detail), f"<h2>Steps ({len(detail.steps)})</h2>"]
+    parts += [_step(detail.row.batch, r.task_id, step) for step in detail.steps]
+    error = (
+        f"<p class=fail>{text(r.error_type)}: {text(detail.error_message)}</p>"
+        if r.error_type or detail.error_message
+        else ""
+    )
+    parts += [
+        "<h2>Result</h2>",
+        f"<pre class=final>{text(detail.final_result)}</pre>",
+        f"<section class=error>{error}</section>",
+        "<h3>Verifier</h3>",
+        _verifier(detail.verifier),
+    ]
+    return "".join(parts)
+
+
+def _task(detail: TrajectoryDetail) -> str:
+    task = detail.task
+    if task is None:
+        return "<p class=fail>The lake holds no task row for this trajectory.</p>"
+    constraints = _json_object(task.constraints)
+    verify = constraints.pop("verify", None) if constraints is not None else None
+    facts = table(
+        ["expected tools", "max steps", "timeout"],
+        [[text(", ".join(task.expected_tools)), text(task.max_steps), text(f"{task.timeout} s")]],
+    )
+    rest = task.constraints if constraints is None else _pretty(constraints)
+    return (
+        f"<pre class=description>{text(task.description)}</pre>"
+        f"<section class=task-facts>{facts}</section>"
+        f"<h3>Verify</h3><pre class=verify>{text(_pretty(verify) if verify is not None else 'no verify spec')}</pre>"
+        f"<details class=constraints><summary>Other constraints</summary><pre>{text(rest)}</pre></details>"
+    )
+
+
+def _run(detail: TrajectoryDetail) -> str:
+    run = detail.run
+    if run is None:
+        return ""
+    cells = [
+        text(run.model or "—") + (f" ({text(run.provider)})" if run.provider else ""),
+        text(f"{run.total_duration:.2f} s"),
+        text(run.prompt_tokens),
+        text(run.completion_tokens),
+        text(run.total_tokens),
+        text(f"{run.llm_calls} (+{run.llm_cached_calls} cached, {run.llm_retries} retried)"),
+        text(run.attempts),
+    ]
+    headers = ["model", "duration", "prompt tokens", "completion tokens", "total tokens", "LLM calls", "attempts"]
+    # Tokens are the trajectory's sum: the lake does not keep each call's usage, and a step is a
+    # tool call, several of which one LLM answer may make, so a step has no tokens of its own.
+    return f"<section class=run>{table(headers, [cells])}</section>"
+
+
+def _step(batch: str, task_id: str, step: StepView) -> str:
+    state = "ok" if step.success else "fail"
+    error = (
+        f"<p class=fail>{text(step.error_type)}: {text(step.error_message)}</p>"
+        if step.error_type or step.error_message
+        else ""
+    )
+    shot = ""
+    if step.screenshot:
+        url = href(["screenshots", batch, str(step.step_id), task_id])
+        shot = (
+            f'<a class=step-screenshot href="{url}"><img class=step-screenshot src="{url}" '
+            f'alt="screenshot after step {step.step_id}" loading=lazy></a>'
+        )
+    return (
+        f'<section class="{"step" if step.success else "step step-failed"}" id="step-{step.step_id}">'
+        f"<h3>{text(step.step_id)}. "
+        f"<span class=tool>{text(step.tool)}</span> <small class=duration>{step.duration:.2f} s</small> "
+        f'<small class="{state}">{"ok" if step.success else "failed"}</small></h3>'
+        f"{_params(step.tool, step.action_params)}{_observation(step.observation)}{error}{shot}</section>"
+    )
+
+
+def _params(tool: str, action_params: str) -> str:
+    """A step's parameters, one per line: code highlighted, everything else (URLs included) as text."""
+    params = _json_object(action_params)
+    if params is None:
+        return f"<pre class=params>{text(action_params)}</pre>"
+    lines = []
+    for name, value in params.items():
+        lexer = _CODE_PARAMS.get((tool, name))
+        if lexer is not None and isinstance(value, str):
+            lines.append(f"<span class=param>{text(name)}</span>:\n{highlight(value, lexer(), _FORMATTER)}")
+        else:
+            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            css = "param-value url" if name == "url" else "param-value"
+            lines.append(f'<span class=param>{text(name)}</span>: <span class="{css}">{text(shown)}</span>\n')
+    return f"<pre class='params highlight'>{''.join(lines)}</pre>"
+
+
+def _observation(observation: str) -> str:
+    """Folded: the summary shows its first lines, the whole text is in the fold."""
+    lines = observation.splitlines()
+    preview = "\n".join(
+        line if len(line) <= PREVIEW_LINE_CHARS else line[:PREVIEW_LINE_CHARS] + "…" for line in lines[:PREVIEW_LINES]
+    )
+    more = len(lines) > PREVIEW_LINES or preview != "\n".join(lines)
+    return (
+        f"<details class=observation><summary>Observation "
+        f"({_count(len(lines), 'line')}, {_count(len(observation), 'char')})"
+        f"{'' if not preview else f'<span class=preview>{text(preview)}</span>'}"
+        f"{'<span class=more>… open for the rest</span>' if more else ''}</summary>"
+        f"<pre>{text(observation)}</pre></details>"
+    )
+
+
+def _verifier(verifier: str | None) -> str:
+    """The verifier's checks (each passed or not) and details, or that the task has none."""
+    report = _json_object(verifier)
+    if report is None:
+        return f"<pre class=verifier>{text(verifier or 'no verifier')}</pre>"
+    checks = report.get("checks") if isinstance(report.get("checks"), dict) else {}
+    passed = report.get("passed") is True
+    lines = [f'<span class="{"ok" if passed else "fail"}">{"passed" if passed else "not passed"}</span>']
+    lines += [
+        f'<span class="{"ok" if ok else "fail"}">{"✓" if ok else "✗"}</span> {text(name)}'
+        for name, ok in (checks or {}).items()
+    ]
+    details = report.get("details")
+    return f"<pre class=verifier>{chr(10).join(lines)}</pre>" + (
+        f"<pre class=verifier-details>{text(details)}</pre>" if details else ""
+    )
+
+
+def _messages(record: dict[str, Any] | str | None) -> str:
+    if not isinstance(record, dict):
+        return f"<p class=fail>{text(record or 'no record')}</p>"
+    exported = json.dumps(record, indent=2, ensure_ascii=False)
+    return (
+        "<p>The trajectory's line of <code>adp export --format openai</code> (messages and tool schemas), "
+        "indented.</p>"
+        f"<pre class=messages>{text(exported)}</pre>"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _json_object(value: str | None) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(value) if value else None
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)

@@ -1,0 +1,229 @@
+"""`adp view`'s one-trajectory page (issue #21): each step's tool, highlighted code, folded
+observation and duration; the verifier's result; the messages tab as `adp export --format
+openai` writes them; a web step's screenshot, served by a route that names the step and serves
+no other file than the screenshot the lake holds for it.
+
+The lake is made by a real `adp run --policy oracle` (a code task with a long output and a
+MiniWoB task in Chromium, whose browser step is screenshotted), and a batch ``attack`` written
+with ``Lake.write_partition`` on top: step rows whose ``screenshot`` names files outside
+``<lake>/screenshots/`` in every way a row can (``../``, an absolute path, a link, a directory, a
+FIFO, another suffix), and steps whose URLs are ``javascript:`` and ``data:``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from adp_pipeline.export import export_training_set
+from adp_pipeline.storage import Lake, open_catalog
+from tests.helpers import REPO, Watched, adp, code_task, foreign_requests, lake_trajectory_row, running_view
+
+LONG = "for i in range(40):\n    print('line', i)"
+MINIWOB = (REPO / "examples" / "miniwob.jsonl").read_text().splitlines()[0]
+WEB_TASK = json.loads(MINIWOB)["task_id"]
+SECRET = "not a screenshot: a file outside the lake's screenshots"
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64  # only served, never decoded
+
+
+@dataclass(frozen=True)
+class Lakeview:
+    url: str
+    data: Path
+    batch: str
+
+
+def _step_row(task_id: str, step_id: int, screenshot: str | None, **params: object) -> dict[str, object]:
+    return {
+        "task_id": task_id,
+        "step_id": step_id,
+        "tool": "browser",
+        "action_type": "browser_action",
+        "action_params": json.dumps(params),
+        "observation": "page",
+        "success": True,
+        "duration": 0.25,
+        "screenshot": screenshot,
+    }
+
+
+# Step rows of the batch "attack": each names a file the route must refuse (but step 1).
+ATTACKS = {
+    1: "screenshots/attack/shots/ok.jpg",  # a regular JPEG inside screenshots/: served (the control)
+    2: "../secret.jpg",  # outside the lake
+    3: "screenshots/../../secret.jpg",  # through screenshots/ and out
+    4: "lake-secret.jpg",  # inside the lake, outside screenshots/
+    5: "ABSOLUTE",  # an absolute path to the secret (filled in by the fixture)
+    6: "/etc/passwd",
+    7: "screenshots/attack/shots/passwd.jpg",  # a link to /etc/passwd
+    8: "screenshots/attack/shots/secret-link.jpg",  # a link to the secret
+    9: "screenshots/attack/shots/folder.jpg",  # a directory
+    10: "screenshots/attack/shots/fifo.jpg",  # a FIFO: refused without waiting for a writer
+    11: "screenshots/attack/shots/ok.png",  # a regular file, not a .jpg
+    12: "screenshots/attack/shots/missing.jpg",
+    13: "screenshots/attack/out/secret.jpg",  # through a linked folder to the secret
+}
+
+
+@pytest.fixture(scope="module")
+def lakeview(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lakeview]:
+    root = tmp_path_factory.mktemp("view_trajectory")
+    task_file = root / "tasks.jsonl"
+    task_file.write_text(code_task("long_output", LONG, "done") + "\n" + MINIWOB + "\n")
+    data = root / "data"
+    ran = adp(
+        "run", str(task_file), "--data-dir", str(data), env={"ADP_POLICY": "oracle", "TASKS_DIR": str(root / "in")}
+    )
+    assert ran.returncode == 0, ran.stderr
+    (batch,) = (p.name.removeprefix("batch=") for p in (data / "lake" / "tasks").iterdir() if "__" not in p.name)
+    _write_attack(Lake(data), data)
+    with running_view(data) as url:
+        yield Lakeview(url, data, batch)
+
+
+def _write_attack(lake: Lake, data: Path) -> None:
+    (data / "secret.jpg").write_text(SECRET)
+    (lake.root / "lake-secret.jpg").write_text(SECRET)
+    shots = lake.root / "screenshots" / "attack" / "shots"
+    shots.mkdir(parents=True)
+    (shots / "ok.jpg").write_bytes(JPEG)
+    (shots / "ok.png").write_bytes(JPEG)
+    (shots / "passwd.jpg").symlink_to("/etc/passwd")
+    (shots / "secret-link.jpg").symlink_to(data / "secret.jpg")
+    (shots / "folder.jpg").mkdir()
+    os.mkfifo(shots / "fifo.jpg")
+    (shots.parent / "out").symlink_to(data, target_is_directory=True)
+    attacks = ATTACKS | {5: str(data / "secret.jpg")}
+    steps = [_step_row("shots", step_id, value, action="click") for step_id, value in attacks.items()]
+    steps += [
+        _step_row("shots", 20, None, action="goto", url="javascript:alert(1)"),
+        _step_row("shots", 21, None, action="goto", url="data:text/html,<script>alert(1)</script>"),
+    ]
+    messages = [{"role": "user", "content": "<script>alert(1)</script>"}, {"role": "assistant", "content": "ok"}]
+    lake.write_partition("trajectories", "attack", [lake_trajectory_row("shots", messages)])
+    lake.write_partition("steps", "attack", steps)
+
+
+def _get(url: str) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers (lower-case names) and body of a GET of ``url``."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def test_steps_show_the_tool_highlighted_code_a_folded_long_observation_and_the_duration(
+    lakeview: Lakeview, watched: Watched
+) -> None:
+    page = watched.page
+    response = page.goto(f"{lakeview.url}/trajectories/{lakeview.batch}/long_output")
+    assert response is not None and response.ok
+    with open_catalog(lakeview.data) as connection:
+        durations = [d for (d,) in connection.execute(
+            "SELECT duration FROM steps WHERE task_id = 'long_output' ORDER BY step_id"
+        ).fetchall()]  # fmt: skip
+    steps = page.locator("section.step")
+    assert steps.count() == len(durations) == 2
+    first = steps.nth(0)
+    assert first.locator(".tool").inner_text() == "python_executor"
+    assert first.locator(".duration").inner_text() == f"{durations[0]:.2f} s"
+    # Pygments' tokens: `for` a keyword, `'line'` a string, each coloured by the local stylesheet.
+    keyword = first.locator("pre.params span.k", has_text="for")
+    assert keyword.count() == 1
+    assert keyword.evaluate("e => getComputedStyle(e).color") == "rgb(0, 128, 0)"
+    assert first.locator("pre.params span.s1", has_text="'line'").count() == 1
+    assert first.locator("pre.params").inner_text().rstrip("\n") == "code:\n" + LONG
+    observation = first.locator("details.observation")
+    assert observation.get_attribute("open") is None
+    full = observation.locator("pre")
+    assert not full.is_visible()
+    preview = observation.locator("summary .preview")
+    assert preview.inner_text() == "\n".join(f"line {i}" for i in range(5))  # the first lines, visible
+    observation.locator("summary").click()
+    assert full.is_visible() and not preview.is_visible()
+    assert full.inner_text().strip() == "\n".join(f"line {i}" for i in range(40))
+    assert steps.nth(1).locator(".tool").inner_text() == "complete_task"
+    assert steps.nth(1).locator("pre.params").inner_text().rstrip("\n") == "answer: done"
+    assert page.locator("pre.verify").inner_text() == '{\n  "expected_answer": "done"\n}'
+    assert page.locator("pre.verifier").inner_text().splitlines()[:2] == ["passed", "✓ expected_answer"]
+    with open_catalog(lakeview.data) as connection:
+        found = connection.execute("SELECT max_steps, timeout FROM tasks WHERE task_id = 'long_output'").fetchone()
+    assert found is not None
+    facts = page.locator("section.task-facts td").all_inner_texts()
+    assert facts == ["python_executor", str(found[0]), f"{found[1]} s"]
+    assert page.locator("img").count() == 0  # a code task has no screenshot
+    assert foreign_requests(watched.requests, lakeview.url) == []
+
+
+def test_the_messages_tab_shows_the_conversation_as_the_openai_export_writes_it(
+    lakeview: Lakeview, watched: Watched, tmp_path: Path
+) -> None:
+    out = tmp_path / "train.jsonl"
+    export_training_set(Lake(lakeview.data), out, export_format="openai", include_failed=True)
+    with open_catalog(lakeview.data) as connection:
+        order = [t for (t,) in connection.execute("SELECT DISTINCT task_id FROM trajectories ORDER BY 1").fetchall()]
+    exported = dict(zip(order, (json.loads(line) for line in out.read_text().splitlines()), strict=True))
+    page = watched.page
+    for task_id in ("long_output", WEB_TASK):
+        page.goto(f"{lakeview.url}/trajectories/{lakeview.batch}/{task_id}")
+        page.locator("nav.tabs a", has_text="Messages").click()
+        page.wait_for_url(re.compile(r".*\?tab=messages$"))
+        assert page.locator("nav.tabs a[aria-current=page]").inner_text() == "Messages (OpenAI export)"
+        assert page.locator("section.step").count() == 0
+        shown = json.loads(page.locator("pre.messages").inner_text())
+        assert shown == exported[task_id]
+        assert [m["role"] for m in shown["messages"]][-2:] == ["assistant", "tool"]
+    page.locator("nav.tabs a", has_text="Steps").click()
+    assert page.locator("section.step").count() == 2
+    # Hostile message text is text on the tab too.
+    page.goto(f"{lakeview.url}/trajectories/attack/shots?tab=messages")
+    assert "<script>alert(1)</script>" in page.locator("pre.messages").inner_text()
+    assert page.locator("script").count() == 0 and watched.dialogs == []
+    assert _get(f"{lakeview.url}/trajectories/attack/shots?tab=%3Cb%3E")[0] == 404
+
+
+def test_the_screenshot_route_serves_only_the_lakes_screenshot_of_the_step_it_names(lakeview: Lakeview) -> None:
+    base = f"{lakeview.url}/screenshots"
+    status, headers, body = _get(f"{base}/attack/1/shots")
+    assert (status, headers["content-type"], body) == (200, "image/jpeg", JPEG)  # the control is served
+    assert "script-src 'none'" in headers["content-security-policy"] and headers["x-content-type-options"] == "nosniff"
+    refused = [step_id for step_id in ATTACKS if step_id != 1]
+    for step_id in refused:
+        status, headers, body = _get(f"{base}/attack/{step_id}/shots")
+        assert status == 404, (step_id, ATTACKS[step_id])
+        assert SECRET.encode() not in body and b"root:" not in body
+        assert "image" not in headers["content-type"]
+    for missing in (
+        f"{base}/attack/99/shots",  # no such step
+        f"{base}/attack/20/shots",  # a step without a screenshot
+        f"{base}/{lakeview.batch}/1/long_output",  # a code step
+        f"{base}/attack/1/nobody",
+        f"{base}/nobatch/1/shots",
+        f"{base}/attack/x/shots",  # a step is a number
+        f"{base}/attack/..%2F..%2Fsecret.jpg",
+    ):
+        assert _get(missing)[0] == 404, missing
+
+
+def test_urls_in_parameters_are_text_never_links(lakeview: Lakeview, watched: Watched) -> None:
+    page = watched.page
+    response = page.goto(f"{lakeview.url}/trajectories/attack/shots")
+    assert response is not None and response.ok
+    urls = page.locator("pre.params .url").all_inner_texts()
+    assert urls == ["javascript:alert(1)", "data:text/html,<script>alert(1)</script>"]
+    assert page.locator("a[href^='javascript:' i], a[href^='data:' i], script").count() == 0
+    # Every link on the page stays on the viewer: the screenshots' links name steps, not files.
+    hrefs = [a.get_attribute("href") or "" for a in page.locator("a").all()]
+    assert hrefs and all(h.startswith("/") and not h.startswith("//") for h in hrefs)
+    assert page.locator("section.task, pre.description").count() == 0  # no task row: said, not invented
+    assert "no task row" in page.locator("body").inner_text()
+    assert watched.dialogs == []
+    assert foreign_requests(watched.requests, lakeview.url) == []
