@@ -107,7 +107,9 @@ def _write_attack(lake: Lake, data: Path) -> None:
         _step_row("shots", 21, None, action="goto", url="data:text/html,<script>alert(1)</script>"),
     ]
     messages = [{"role": "user", "content": "<script>alert(1)</script>"}, {"role": "assistant", "content": "ok"}]
-    lake.write_partition("trajectories", "attack", [lake_trajectory_row("shots", messages)])
+    broken = lake_trajectory_row("broken", [{"role": "assistant", "content": "no task before me"}])
+    garbled = lake_trajectory_row("garbled", []) | {"messages": '["not a message"]'}
+    lake.write_partition("trajectories", "attack", [lake_trajectory_row("shots", messages), broken, garbled])
     lake.write_partition("steps", "attack", steps)
 
 
@@ -167,9 +169,12 @@ def test_the_messages_tab_shows_the_conversation_as_the_openai_export_writes_it(
     lakeview: Lakeview, watched: Watched, tmp_path: Path
 ) -> None:
     out = tmp_path / "train.jsonl"
-    export_training_set(Lake(lakeview.data), out, export_format="openai", include_failed=True)
+    where = f"batch = '{lakeview.batch}'"  # the run's trajectories (the export refuses the attack's)
+    export_training_set(Lake(lakeview.data), out, export_format="openai", include_failed=True, where=where)
     with open_catalog(lakeview.data) as connection:
-        order = [t for (t,) in connection.execute("SELECT DISTINCT task_id FROM trajectories ORDER BY 1").fetchall()]
+        order = [
+            t for (t,) in connection.execute(f"SELECT task_id FROM trajectories WHERE {where} ORDER BY 1").fetchall()
+        ]
     exported = dict(zip(order, (json.loads(line) for line in out.read_text().splitlines()), strict=True))
     page = watched.page
     for task_id in ("long_output", WEB_TASK):
@@ -188,6 +193,14 @@ def test_the_messages_tab_shows_the_conversation_as_the_openai_export_writes_it(
     assert "<script>alert(1)</script>" in page.locator("pre.messages").inner_text()
     assert page.locator("script").count() == 0 and watched.dialogs == []
     assert _get(f"{lakeview.url}/trajectories/attack/shots?tab=%3Cb%3E")[0] == 404
+    # Messages the exporter leaves out, or cannot read, are said to be so: never half a record.
+    for task_id, said in (
+        ("broken", "adp export leaves this trajectory out: no user message opens the conversation"),
+        ("garbled", "adp export cannot read this trajectory's messages"),
+    ):
+        response = page.goto(f"{lakeview.url}/trajectories/attack/{task_id}?tab=messages")
+        assert response is not None and response.ok
+        assert said in page.locator("p.fail").inner_text() and page.locator("pre.messages").count() == 0
 
 
 def test_the_screenshot_route_serves_only_the_lakes_screenshot_of_the_step_it_names(lakeview: Lakeview) -> None:

@@ -21,14 +21,14 @@ from pygments.formatters import HtmlFormatter  # type: ignore[import-untyped]
 from pygments.lexers import PythonLexer  # type: ignore[import-untyped]
 
 # The exporter's own row reader and record builder: the tab shows what `adp export` writes.
-from adp_pipeline.export.formats import openai_record
+from adp_pipeline.export.formats import check_messages, json_text, openai_record
 from adp_pipeline.export.writer import _COLUMNS as _EXPORT_COLUMNS
 from adp_pipeline.export.writer import _source
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.rows import named
 from adp_pipeline.storage.view_queries import StepView, TrajectoryDetail
 from adp_pipeline.view.html import href, table, text
-from runtimes.core import AdpError
+from runtimes.core import BrokenMessagesError
 
 TABS = {"steps": "Steps", "messages": "Messages (OpenAI export)"}
 # An observation longer than this shows its first lines in its summary, the rest folded.
@@ -77,9 +77,13 @@ def exported_record(connection: duckdb.DuckDBPyConnection, batch: str, task_id: 
     if not rows:
         return "no trajectory"
     try:
-        return openai_record(_source(rows[0], 0.0))
-    except (AdpError, ValueError, KeyError, TypeError) as exc:  # broken messages: said, not shown half
-        return f"the exporter refuses this trajectory: {exc}"
+        source = _source(rows[0], 0.0)
+        check_messages(source.messages)  # as the exporter does, record by record
+        return dict(json.loads(json_text(openai_record(source))))  # its line: strict JSON
+    except BrokenMessagesError as exc:
+        return f"adp export leaves this trajectory out: {exc}"
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # messages that are not a conversation
+        return f"adp export cannot read this trajectory's messages: {exc}"
 
 
 def trajectory_body(
@@ -107,7 +111,7 @@ def trajectory_body(
         f"{text(label)}</a>"
         for name, label in TABS.items()
     )
-    body = _messages(record) if tab == "messages" else _steps_tab(detail)
+    body = _messages(record, r.success and r.verified is True) if tab == "messages" else _steps_tab(detail)
     return f"{header}{nav}<nav class=tabs>{tabs}</nav>{body}"
 
 
@@ -165,7 +169,7 @@ def _run(detail: TrajectoryDetail) -> str:
     headers = ["model", "duration", "prompt tokens", "completion tokens", "total tokens", "LLM calls", "attempts"]
     # Tokens are the trajectory's sum: the lake does not keep each call's usage, and a step is a
     # tool call, several of which one LLM answer may make, so a step has no tokens of its own.
-    return f"<section class=run>{table(headers, [cells])}</section>"
+    return f"<h3>Run</h3><section class=run>{table(headers, [cells])}</section>"
 
 
 def _step(batch: str, task_id: str, step: StepView) -> str:
@@ -242,14 +246,14 @@ def _verifier(verifier: str | None) -> str:
     )
 
 
-def _messages(record: dict[str, Any] | str | None) -> str:
+def _messages(record: dict[str, Any] | str | None, verified_success: bool) -> str:
     if not isinstance(record, dict):
         return f"<p class=fail>{text(record or 'no record')}</p>"
     exported = json.dumps(record, indent=2, ensure_ascii=False)
+    which = "" if verified_success else " (not a verified success: only <code>--include-failed</code> exports it)"
     return (
         "<p>The trajectory's line of <code>adp export --format openai</code> (messages and tool schemas), "
-        "indented.</p>"
-        f"<pre class=messages>{text(exported)}</pre>"
+        f"indented{which}.</p><pre class=messages>{text(exported)}</pre>"
     )
 
 
