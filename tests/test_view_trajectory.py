@@ -11,6 +11,7 @@ FIFO, another suffix), and steps whose URLs are ``javascript:`` and ``data:``.""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import pytest
 
 from adp_pipeline.export import export_training_set
 from adp_pipeline.storage import Lake, open_catalog
+from adp_pipeline.view.trajectory_page import MAX_HIGHLIGHTED_CHARS, _params
 from tests.helpers import REPO, Watched, adp, code_task, foreign_requests, lake_trajectory_row, running_view
 
 LONG = "for i in range(40):\n    print('line', i)"
@@ -240,3 +242,15 @@ def test_urls_in_parameters_are_text_never_links(lakeview: Lakeview, watched: Wa
     assert "no task row" in page.locator("body").inner_text()
     assert watched.dialogs == []
     assert foreign_requests(watched.requests, lakeview.url) == []
+
+
+def test_code_is_highlighted_as_escaped_text_and_a_huge_one_is_left_plain() -> None:
+    hostile = "x = '</pre><script>alert(1)</script>'  # <img src=x onerror=alert(1)>"
+    shown = _params("python_executor", json.dumps({"code": hostile}))
+    assert "<script>" not in shown and "<img" not in shown and 'class="s1"' in shown
+    assert html.unescape(re.sub(r"<[^>]+>", "", shown)) == "code:\n" + hostile + "\n"
+    huge = "print(1)\n" * (MAX_HIGHLIGHTED_CHARS // 9 + 1)
+    plain = _params("python_executor", json.dumps({"code": huge}))
+    assert 'class="k"' not in plain and 'class="nb"' not in plain and plain.count("print(1)") == huge.count("print")
+    # The same key of another tool is no code: text.
+    assert 'class="nb"' not in _params("browser", json.dumps({"code": "print(1)"}))

@@ -36,6 +36,8 @@ PREVIEW_LINES = 5
 PREVIEW_LINE_CHARS = 200
 # Parameters that hold source code, by tool: highlighted as that language.
 _CODE_PARAMS = {("python_executor", "code"): PythonLexer}
+# Longer code is shown as plain text: highlighting a model's megabyte would hold the page up.
+MAX_HIGHLIGHTED_CHARS = 100_000
 # Only class names (``.highlight .k``) around escaped text: the stylesheet (html.CSS) holds the colours.
 _FORMATTER = HtmlFormatter(nowrap=True)
 
@@ -203,7 +205,7 @@ def _params(tool: str, action_params: str) -> str:
     lines = []
     for name, value in params.items():
         lexer = _CODE_PARAMS.get((tool, name))
-        if lexer is not None and isinstance(value, str):
+        if lexer is not None and isinstance(value, str) and len(value) <= MAX_HIGHLIGHTED_CHARS:
             lines.append(f"<span class=param>{text(name)}</span>:\n{highlight(value, lexer(), _FORMATTER)}")
         else:
             shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
