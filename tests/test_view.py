@@ -23,6 +23,8 @@ import pytest
 
 from adp_pipeline.storage import Lake, open_catalog
 from adp_pipeline.storage.view_queries import (
+    SortKey,
+    SortOrder,
     TrajectoryFilter,
     lineage,
     reject_page,
@@ -126,7 +128,7 @@ def test_filter_to_failed_open_a_trajectory_and_see_its_steps(viewer: Viewer, wa
     listed = page.locator("tbody tr td:first-child").all_inner_texts()
     assert listed == ["wrong"]  # the one failing task, and only it
     page.get_by_role("link", name="wrong").click()
-    page.wait_for_url(f"**/trajectories/{viewer.batch}/wrong")
+    page.wait_for_url(f"**/trajectories/{viewer.batch}/wrong?*success=false*")  # the link keeps the filter
     steps = page.locator("section.step")
     assert steps.count() == 2
     assert "python_executor" in steps.nth(0).inner_text()
@@ -194,7 +196,7 @@ def test_keyset_pages_walk_every_trajectory_once_in_order(viewer: Viewer) -> Non
     with open_catalog(viewer.data) as connection:
         walked, after = [], None
         while True:
-            page = trajectory_page(connection, TrajectoryFilter(), after, 1)
+            page = trajectory_page(connection, TrajectoryFilter(sort=SortKey.BATCH, order=SortOrder.ASC), after, 1)
             walked += [row.task_id for row in page.rows]
             if page.next_after is None:
                 break

@@ -67,7 +67,9 @@ def ensure_catalog(data_dir: Path) -> Path:
     return catalog_path(data_dir)
 
 
-def open_catalog(data_dir: Path, limits: QueryLimits | None = None) -> duckdb.DuckDBPyConnection:
+def open_catalog(
+    data_dir: Path, limits: QueryLimits | None = None, *, quality: bool = True
+) -> duckdb.DuckDBPyConnection:
     """A connection to the catalog, attached read-only and confined to the lake; the catalog is
     (re)built first when it is missing or differs from the views adp builds.
 
@@ -81,13 +83,15 @@ def open_catalog(data_dir: Path, limits: QueryLimits | None = None) -> duckdb.Du
     Args:
         limits: the memory, spill space and threads of the connection (DuckDB's defaults
             otherwise); its time is :func:`within_limits`'s to keep.
+        quality: attach ``quality.duckdb``; False for a reader that keeps its connection (`adp
+            view`), which would otherwise hold dbt's file and make the nightly ``dbt build`` fail.
 
     Raises:
         CatalogError: another program holds the catalog open for writing, it still differs
             from adp's views after being rebuilt, or ``quality.duckdb`` holds more than dbt's
             tables and views.
     """
-    return _open(data_dir, quality_path(data_dir), limits)
+    return _open(data_dir, quality_path(data_dir) if quality else None, limits)
 
 
 def _open(data_dir: Path, quality: Path | None, limits: QueryLimits | None) -> duckdb.DuckDBPyConnection:

@@ -2,15 +2,21 @@
 
 Each function takes a connection from :func:`open_catalog` (the lake-only, read-only access of
 `adp query`). Every value a person picks (a batch, a type, an error type, the page's last task
-id) is bound as a parameter, never pasted into the SQL. Pages of trajectories are keyset
-pages: ``(batch, task_id) > (after)`` in that order, so a page costs the same wherever it is.
+id, a search) is bound as a parameter, never pasted into the SQL. Pages of trajectories are
+keyset pages: ``(sort value, batch, task_id)`` after the previous page's last, never an OFFSET,
+so a page costs the same wherever it is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
 
 import duckdb
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 @dataclass(frozen=True)
@@ -24,14 +30,103 @@ class BatchSummary:
     errors: dict[str, int]  # error_type (or "none") -> failed trajectories
 
 
-@dataclass(frozen=True)
-class TrajectoryFilter:
-    """The trajectories page's filter; None leaves a field unfiltered."""
+class SortKey(StrEnum):
+    """What the trajectories list can be ordered by (each ascending or descending)."""
+
+    CREATED = "created"  # when the trajectory was recorded; descending: newest first
+    TASK_ID = "task_id"
+    BATCH = "batch"
+    DURATION = "duration"
+    STEPS = "steps"
+    TOKENS = "tokens"
+
+
+class SortOrder(StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+class VerifiedFilter(StrEnum):
+    """The verifier's verdict: passed, failed, or the task has no verifier (``verified`` null)."""
+
+    PASSED = "true"
+    FAILED = "false"
+    NO_VERIFIER = "none"
+
+
+# Each sort's value as SQL over ``trajectories`` and the Python type of its cursor value. A
+# timestamp sorts as its integer microseconds, so the cursor a page hands the next is exact.
+_SORT_VALUES: dict[SortKey, tuple[str, type[int] | type[float] | type[str]]] = {
+    SortKey.CREATED: ("epoch_us(created_at)", int),
+    SortKey.TASK_ID: ("task_id", str),
+    SortKey.BATCH: ("batch", str),
+    SortKey.DURATION: ("total_duration", float),
+    SortKey.STEPS: ("n_steps", int),
+    SortKey.TOKENS: ("total_tokens", int),
+}
+# The error type that stands for none (a failure without one), as the batches page counts it.
+NO_ERROR_TYPE = "none"
+
+
+def _true_or_false(value: object) -> object:
+    # A query string says "true" or "false"; pydantic's own bool parsing would also take "yes",
+    # "on", "1" ..., which no link of the view makes.
+    if isinstance(value, str):
+        if value not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return value == "true"
+    return value
+
+
+class TrajectoryFilter(BaseModel):
+    """The trajectories list's filter and order; None leaves a field unfiltered. Built from a
+    query string too (the view's links and form): an empty value there means unset."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     batch: str | None = None
     task_type: str | None = None
-    success: bool | None = None
-    error_type: str | None = None
+    success: Annotated[bool | None, BeforeValidator(_true_or_false)] = None
+    verified: VerifiedFilter | None = None
+    error_type: str | None = None  # NO_ERROR_TYPE: failures without an error type
+    policy: str | None = None
+    model: str | None = None
+    generation: int | None = Field(None, ge=0)  # 0 includes rows written before generations existed
+    search: str | None = Field(None, max_length=500)  # case-insensitive, in the task id and description
+    sort: SortKey = SortKey.CREATED
+    order: SortOrder = SortOrder.DESC
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: object) -> object:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value != ""}
+        return data
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a keyset page starts: after the trajectory with this sort value (None: the
+    trajectory has none, e.g. no ``created_at``), batch and task id."""
+
+    value: int | float | str | None
+    batch: str
+    task_id: str
+
+
+def cursor_value(sort: SortKey, raw: str | None) -> int | float | str | None:
+    """A cursor's sort value read back from its text (None: no value).
+
+    Raises:
+        ValueError: ``raw`` is not a value of ``sort`` (an integer, a finite number or text).
+    """
+    if raw is None:
+        return None
+    kind = _SORT_VALUES[sort][1]
+    value = kind(raw)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{raw!r} is not a finite number")
+    return value
 
 
 @dataclass(frozen=True)
@@ -47,11 +142,46 @@ class TrajectoryRow:
 
 
 @dataclass(frozen=True)
+class ListedTrajectory(TrajectoryRow):
+    """A row of the trajectories list: the trajectory, the start of its task's description
+    (None without a task row), and its key in the list's order."""
+
+    model: str | None
+    generation: int
+    total_duration: float
+    total_tokens: int
+    created_at: datetime | None
+    description: str | None
+    cursor: Cursor
+
+
+@dataclass(frozen=True)
 class TrajectoryPage:
     """A page of trajectories; ``next_after`` is the key the next page starts after (None: last page)."""
 
-    rows: list[TrajectoryRow]
-    next_after: tuple[str, str] | None
+    rows: list[ListedTrajectory]
+    next_after: Cursor | None
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The (batch, task_id) of the trajectories just before and after one in a filter's order
+    (None: it is the first, or the last)."""
+
+    previous: tuple[str, str] | None
+    next: tuple[str, str] | None
+
+
+@dataclass(frozen=True)
+class FilterChoices:
+    """The values each filter can take, as the lake holds them (batches newest first)."""
+
+    batches: list[str]
+    task_types: list[str]
+    error_types: list[str]
+    policies: list[str]
+    models: list[str]
+    generations: list[int]
 
 
 @dataclass(frozen=True)
@@ -146,30 +276,190 @@ def _row(values: tuple[object, ...]) -> TrajectoryRow:
     )
 
 
-def trajectory_page(
-    connection: duckdb.DuckDBPyConnection, where: TrajectoryFilter, after: tuple[str, str] | None, limit: int
-) -> TrajectoryPage:
-    """Up to ``limit`` trajectories matching ``where`` after the key ``after``, by (batch, task_id)."""
-    conditions: list[str] = ["TRUE"]
+_LIST_COLUMNS = (
+    "batch, task_id, task_type, success, verified, error_type, n_steps, policy, model, "
+    "coalesce(generation, 0), total_duration, total_tokens, created_at"
+)
+_DESCRIPTION_PREVIEW = 200  # characters of a description the list shows
+
+
+def _like_pattern(text: str) -> str:
+    """``text`` as an ILIKE pattern matching it anywhere, its own ``%``, ``_`` and ``\\`` literal."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _conditions(where: TrajectoryFilter) -> tuple[list[str], list[object]]:
+    """The SQL conditions of ``where`` over ``trajectories t`` and their parameters. Each is a
+    plain comparison of a stored column where it can be, so DuckDB prunes partitions on
+    ``batch`` and pushes the rest into the Parquet scan."""
+    conditions: list[str] = []
     params: list[object] = []
-    for column, value in (("batch", where.batch), ("task_type", where.task_type), ("error_type", where.error_type)):
+    for column, value in (
+        ("batch", where.batch),
+        ("task_type", where.task_type),
+        ("policy", where.policy),
+        ("model", where.model),
+    ):
         if value is not None:
-            conditions.append(f"{column} = ?")
+            conditions.append(f"t.{column} = ?")
             params.append(value)
     if where.success is not None:
-        conditions.append("success = ?")
+        conditions.append("t.success = ?")
         params.append(where.success)
+    if where.verified is VerifiedFilter.NO_VERIFIER:
+        conditions.append("t.verified IS NULL")
+    elif where.verified is not None:
+        conditions.append("t.verified = ?")
+        params.append(where.verified is VerifiedFilter.PASSED)
+    if where.error_type == NO_ERROR_TYPE:
+        conditions.append(f"(t.error_type IS NULL OR t.error_type = '{NO_ERROR_TYPE}')")
+    elif where.error_type is not None:
+        conditions.append("t.error_type = ?")
+        params.append(where.error_type)
+    if where.generation == 0:
+        conditions.append("(t.generation IS NULL OR t.generation = 0)")
+    elif where.generation is not None:
+        conditions.append("t.generation = ?")
+        params.append(where.generation)
+    if where.search:
+        # The description is the task row's of the same batch (as the trajectory page shows it).
+        pattern = _like_pattern(where.search)
+        in_batch = " AND k.batch = ?" if where.batch is not None else ""
+        conditions.append(
+            "(t.task_id ILIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM tasks k WHERE k.batch = t.batch "
+            f"AND k.task_id = t.task_id{in_batch} AND k.description ILIKE ? ESCAPE '\\'))"
+        )
+        params += [pattern, *([where.batch] if where.batch is not None else []), pattern]
+    return conditions, params
+
+
+def _after(value: str, cursor: Cursor, descending: bool, nulls_last: bool) -> tuple[str, list[object]]:
+    """The condition "comes after ``cursor``" in the order (``value``, batch, task_id), all
+    ascending or all descending, the rows without a value (NULL) last or first."""
+    beyond = "<" if descending else ">"
+    if cursor.value is None:  # among the rows without a value: the rest of them by (batch, task_id)
+        tail = f"(t.batch, t.task_id) {beyond} (?, ?)"
+        sql = f"({value} IS NULL AND {tail})" if nulls_last else f"({value} IS NOT NULL OR {tail})"
+        return sql, [cursor.batch, cursor.task_id]
+    row = f"({value}, t.batch, t.task_id) {beyond} (?, ?, ?)"
+    sql = f"({value} IS NULL OR {row})" if nulls_last else f"({value} IS NOT NULL AND {row})"
+    return sql, [cursor.value, cursor.batch, cursor.task_id]
+
+
+def _listed(
+    connection: duckdb.DuckDBPyConnection,
+    where: TrajectoryFilter,
+    after: Cursor | None,
+    limit: int,
+    *,
+    reverse: bool = False,
+) -> list[ListedTrajectory]:
+    """Up to ``limit`` trajectories of ``where`` after ``after`` in its order (``reverse``: in
+    the opposite order, i.e. the ones before it, nearest first); descriptions not read."""
+    value, _ = _SORT_VALUES[where.sort]
+    value = "t." + value if value in ("task_id", "batch") else value
+    descending = (where.order is SortOrder.DESC) != reverse
+    nulls_last = not reverse  # the list shows rows without a value last, whichever the direction
+    conditions, params = _conditions(where)
     if after is not None:
-        conditions.append("(batch, task_id) > (?, ?)")
-        params += list(after)
+        condition, more = _after(value, after, descending, nulls_last)
+        conditions.append(condition)
+        params += more
+    direction, nulls = ("DESC" if descending else "ASC"), ("LAST" if nulls_last else "FIRST")
     sql = (
-        f"SELECT {_ROW_COLUMNS} FROM trajectories WHERE {' AND '.join(conditions)} "
-        f"ORDER BY batch, task_id LIMIT {int(limit) + 1}"
+        f"SELECT {_LIST_COLUMNS}, {value} FROM trajectories t WHERE {' AND '.join(conditions) or 'TRUE'} "
+        f"ORDER BY {value} {direction} NULLS {nulls}, t.batch {direction}, t.task_id {direction} LIMIT {int(limit)}"
     )
-    rows = [_row(values) for values in connection.execute(sql, params).fetchall()]
+    listed = []
+    for values in connection.execute(sql, params).fetchall():
+        model, generation, duration, tokens, created_at, sort_value = values[8:]
+        row = _row(values[:8])
+        listed.append(
+            ListedTrajectory(
+                **{field.name: getattr(row, field.name) for field in fields(TrajectoryRow)},
+                model=None if model is None else str(model),
+                generation=int(generation),
+                total_duration=float(duration),
+                total_tokens=int(tokens),
+                created_at=created_at,
+                description=None,
+                cursor=Cursor(sort_value, row.batch, row.task_id),
+            )
+        )
+    return listed
+
+
+def trajectory_page(
+    connection: duckdb.DuckDBPyConnection, where: TrajectoryFilter, after: Cursor | None, limit: int
+) -> TrajectoryPage:
+    """Up to ``limit`` trajectories matching ``where`` after the key ``after``, in ``where``'s
+    order, each with the start of its description."""
+    rows = _listed(connection, where, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    return TrajectoryPage(rows, (rows[-1].batch, rows[-1].task_id) if more and rows else None)
+    if rows:
+        # Only the page's rows are looked up: a join of every matching row with its task would
+        # read every description of the lake.
+        batches = sorted({row.batch for row in rows})
+        task_ids = sorted({row.task_id for row in rows})
+        found = {
+            (str(batch), str(task_id)): str(description)
+            for batch, task_id, description in connection.execute(
+                f"SELECT batch, task_id, left(description, {_DESCRIPTION_PREVIEW + 1}) FROM tasks "
+                f"WHERE batch IN ({', '.join('?' * len(batches))}) AND task_id IN ({', '.join('?' * len(task_ids))})",
+                [*batches, *task_ids],
+            ).fetchall()
+        }
+        rows = [replace(row, description=found.get((row.batch, row.task_id))) for row in rows]
+    return TrajectoryPage(rows, rows[-1].cursor if more and rows else None)
+
+
+def neighbours(connection: duckdb.DuckDBPyConnection, where: TrajectoryFilter, batch: str, task_id: str) -> Neighbours:
+    """The trajectories just before and after (``batch``, ``task_id``) in ``where``'s list, each
+    found by one keyset query from its key (whether or not it matches ``where`` itself)."""
+    value, _ = _SORT_VALUES[where.sort]
+    found = connection.execute(
+        f"SELECT {value} FROM trajectories t WHERE t.batch = ? AND t.task_id = ? LIMIT 1", [batch, task_id]
+    ).fetchone()
+    if found is None:
+        return Neighbours(None, None)
+    at = Cursor(found[0], batch, task_id)
+    before = _listed(connection, where, at, 1, reverse=True)
+    after = _listed(connection, where, at, 1)
+    return Neighbours(
+        (before[0].batch, before[0].task_id) if before else None,
+        (after[0].batch, after[0].task_id) if after else None,
+    )
+
+
+def filter_choices(connection: duckdb.DuckDBPyConnection) -> FilterChoices:
+    """Every value each filter of the trajectories list can take, in one scan of the lake."""
+    columns = {
+        "batch": "batch",
+        "task_type": "task_type",
+        "error_type": f"coalesce(error_type, '{NO_ERROR_TYPE}')",
+        "policy": "policy",
+        "model": "model",
+        "generation": "coalesce(generation, 0)",
+    }
+    which = " ".join(f"WHEN grouping({name}) = 0 THEN '{name}'" for name in columns)
+    rows = connection.execute(
+        f"SELECT CASE {which} END, coalesce({', '.join(f'{name}::VARCHAR' for name in columns)}) FROM "
+        f"(SELECT {', '.join(f'{sql} AS {name}' for name, sql in columns.items())} FROM trajectories) "
+        f"GROUP BY GROUPING SETS ({', '.join(f'({name})' for name in columns)})"
+    ).fetchall()
+    values: dict[str, list[str]] = {name: [] for name in columns}
+    for name, value in rows:
+        if value is not None:  # a trajectory without a model
+            values[str(name)].append(str(value))
+    return FilterChoices(
+        batches=sorted(values["batch"], reverse=True),
+        task_types=sorted(values["task_type"]),
+        error_types=sorted(values["error_type"]),
+        policies=sorted(values["policy"]),
+        models=sorted(values["model"]),
+        generations=sorted(int(g) for g in values["generation"]),
+    )
 
 
 def trajectory_detail(connection: duckdb.DuckDBPyConnection, batch: str, task_id: str) -> TrajectoryDetail | None:

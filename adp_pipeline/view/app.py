@@ -19,18 +19,29 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from adp_pipeline.storage import Lake, QueryLimits, open_catalog, within_limits
+from adp_pipeline.storage import Lake, QueryLimits, within_limits
 from adp_pipeline.storage.view_queries import (
     MAX_GENERATIONS,
     LineageTask,
-    TrajectoryFilter,
     batch_summaries,
     lineage,
+    neighbours,
     reject_page,
     step_screenshot,
     synthesis_counts,
     trajectory_detail,
     trajectory_page,
+)
+from adp_pipeline.view.connections import ChoicesCache, SharedCatalog
+from adp_pipeline.view.filters import (
+    BadParameter,
+    cursor_params,
+    filter_form,
+    filter_params,
+    neighbour_nav,
+    parse_query,
+    trajectory_link,
+    when,
 )
 from adp_pipeline.view.html import CSS, href, page, table, text
 from adp_pipeline.view.trajectory_page import TABS, exported_record, screenshot_bytes, trajectory_body
@@ -60,9 +71,12 @@ class _SecurityHeaders(BaseHTTPMiddleware):
 def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
     """The viewer over the lake in ``data_dir``; every query runs under ``limits``."""
 
+    shared = SharedCatalog(data_dir, limits)  # opening the catalog costs more than a page's queries
+    choices_cache = ChoicesCache(Lake(data_dir).root)
+
     @contextmanager
     def lake() -> Iterator[duckdb.DuckDBPyConnection]:
-        with open_catalog(data_dir, limits) as connection, within_limits(connection, limits, "the page"):
+        with shared.cursor() as connection, within_limits(connection, limits, "the page"):
             yield connection
 
     def batches(request: Request) -> Response:
@@ -89,51 +103,52 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
         return HTMLResponse(page("Batches", body if rows else "<p>No batches yet.</p>"))
 
     def trajectories(request: Request) -> Response:
-        q = request.query_params
-        success = {"true": True, "false": False}.get(q.get("success", ""))
-        where = TrajectoryFilter(
-            batch=q.get("batch") or None,
-            task_type=q.get("task_type") or None,
-            success=success,
-            error_type=q.get("error_type") or None,
-        )
-        after = (q["after_batch"], q["after_task"]) if "after_batch" in q and "after_task" in q else None
+        try:
+            query = parse_query(request.query_params.multi_items())
+        except BadParameter as bad:
+            return _bad_parameter(bad)
+        where = query.filter()
         with lake() as connection:
-            found = trajectory_page(connection, where, after, PAGE_SIZE)
-        form = (
-            '<form method=get action="/trajectories">'
-            f'<label>batch <input name=batch value="{text(where.batch)}"></label>'
-            f'<label>type <input name=task_type value="{text(where.task_type)}"></label>'
-            "<label>success <select name=success>"
-            + "".join(
-                f'<option value="{v}"{" selected" if q.get("success", "") == v else ""}>{label}</option>'
-                for v, label in (("", "any"), ("true", "succeeded"), ("false", "failed"))
-            )
-            + "</select></label>"
-            f'<label>error type <input name=error_type value="{text(where.error_type)}"></label>'
-            "<button type=submit>Filter</button></form>"
-        )
+            found = trajectory_page(connection, where, query.cursor(), PAGE_SIZE)
+            choices = choices_cache.get(connection)
         rows = [
             [
-                f'<a href="{href(["trajectories", r.batch, r.task_id])}">{text(r.task_id)}</a>',
+                f'<a class=task href="{trajectory_link(where, r.batch, r.task_id)}">{text(r.task_id)}</a>',
+                f"<span class=description>{text(_preview(r.description, 120) if r.description else '')}</span>",
                 text(r.batch),
                 text(r.task_type),
                 f'<span class="{"ok" if r.success else "fail"}">{"yes" if r.success else "no"}</span>',
-                text("—" if r.verified is None else r.verified),
+                text("—" if r.verified is None else "passed" if r.verified else "failed"),
                 text(r.error_type),
                 text(r.n_steps),
+                text(f"{r.total_duration:.1f}s"),
+                text(r.total_tokens),
                 text(r.policy),
+                text(r.model),
+                text(r.generation),
+                text(when(r.created_at)),
             ]
             for r in found.rows
         ]
-        body = form + (
-            table(["task", "batch", "type", "success", "verified", "error type", "steps", "policy"], rows)
+        headers = [
+            "task",
+            "description",
+            "batch",
+            "type",
+            "success",
+            "verified",
+            "error type",
+            "steps",
+            "duration",
+            "tokens",
+        ]
+        body = filter_form(where, choices) + (
+            table([*headers, "policy", "model", "generation", "time (UTC)"], rows)
             if rows
             else "<p>No trajectories match.</p>"
         )
         if found.next_after is not None:
-            keep = {k: v for k, v in q.items() if k not in {"after_batch", "after_task"}}
-            more = keep | {"after_batch": found.next_after[0], "after_task": found.next_after[1]}
+            more = filter_params(where) | cursor_params(found.next_after)
             body += f'<p><a rel=next href="{href(["trajectories"], more)}">Next page</a></p>'
         return HTMLResponse(page("Trajectories", body))
 
@@ -142,12 +157,17 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
         tab = request.query_params.get("tab", "steps")
         if tab not in TABS:
             return HTMLResponse(page("Not found", f"<p>No tab {text(tab)}.</p>"), 404)
+        try:  # the list's filter, carried by its links, orders the previous/next
+            where = parse_query(request.query_params.multi_items(), only_filter=True).filter()
+        except BadParameter as bad:
+            return _bad_parameter(bad)
         with lake() as connection:
             detail = trajectory_detail(connection, batch, task_id)
+            around = neighbours(connection, where, batch, task_id) if detail is not None else None
             record = exported_record(connection, batch, task_id) if detail is not None and tab == "messages" else None
         if detail is None:
             return HTMLResponse(page("Not found", f"<p>No trajectory {text(task_id)} in batch {text(batch)}.</p>"), 404)
-        nav = ""  # links to the trajectories before and after this one within the list's filter
+        nav = "" if around is None else neighbour_nav(where, around)  # previous/next within the filter
         return HTMLResponse(page(task_id, trajectory_body(detail, tab, request.query_params, record, nav)))
 
     def screenshot(request: Request) -> Response:
@@ -241,6 +261,15 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
     app.add_exception_handler(AdpError, adp_error)
     app.add_exception_handler(duckdb.Error, adp_error)
     return app
+
+
+def _bad_parameter(bad: BadParameter) -> Response:
+    """The 400 page of a query parameter the page cannot take: which one, and why."""
+    body = (
+        f"<p class=fail>The parameter <code class=parameter>{text(bad.name)}</code> {text(bad.problem)}.</p>"
+        '<p><a href="/trajectories">All trajectories</a></p>'
+    )
+    return HTMLResponse(page("Bad parameter", body), 400)
 
 
 def _synthesis_cell(batch: str, accepted: int, rejected: dict[str, int]) -> str:
