@@ -32,6 +32,7 @@ LONG = "for i in range(40):\n    print('line', i)"
 MINIWOB = (REPO / "examples" / "miniwob.jsonl").read_text().splitlines()[0]
 WEB_TASK = json.loads(MINIWOB)["task_id"]
 SECRET = "not a screenshot: a file outside the lake's screenshots"
+IMG = "<img src=x onerror=alert(1)>"
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64  # only served, never decoded
 
 
@@ -109,7 +110,14 @@ def _write_attack(lake: Lake, data: Path) -> None:
         _step_row("shots", 21, None, action="goto", url="data:text/html,<script>alert(1)</script>"),
     ]
     messages = [{"role": "user", "content": "<script>alert(1)</script>"}, {"role": "assistant", "content": "ok"}]
-    broken = lake_trajectory_row("broken", [{"role": "assistant", "content": "no task before me"}])
+    broken = lake_trajectory_row("broken", [{"role": "assistant", "content": "no task before me"}]) | {
+        "success": False, "verified": False, "error_type": "timeout", "error_message": f"slow {IMG}",
+        "verifier": json.dumps({"passed": False, "checks": {"miniwob_reward": False}, "details": f"got {IMG}"}),
+    }  # fmt: skip
+    steps.append(
+        _step_row("broken", 1, None, action="click")
+        | {"success": False, "error_type": "browser_error", "error_message": IMG}
+    )
     garbled = lake_trajectory_row("garbled", []) | {"messages": '["not a message"]'}
     lake.write_partition("trajectories", "attack", [lake_trajectory_row("shots", messages), broken, garbled])
     lake.write_partition("steps", "attack", steps)
@@ -254,3 +262,18 @@ def test_code_is_highlighted_as_escaped_text_and_a_huge_one_is_left_plain() -> N
     assert 'class="k"' not in plain and 'class="nb"' not in plain and plain.count("print(1)") == huge.count("print")
     # The same key of another tool is no code: text.
     assert 'class="nb"' not in _params("browser", json.dumps({"code": "print(1)"}))
+
+
+def test_a_failed_trajectory_shows_its_step_error_its_error_and_the_verifiers_checks(
+    lakeview: Lakeview, watched: Watched
+) -> None:
+    page = watched.page
+    response = page.goto(f"{lakeview.url}/trajectories/attack/broken")
+    assert response is not None and response.ok
+    step = page.locator("section.step")
+    assert step.count() == 1 and "step-failed" in (step.get_attribute("class") or "")
+    assert step.locator("p.fail").inner_text() == f"browser_error: {IMG}"
+    assert page.locator("section.error").inner_text() == f"timeout: slow {IMG}"
+    assert page.locator("pre.verifier").inner_text() == "not passed\n✗ miniwob_reward"
+    assert page.locator("pre.verifier-details").inner_text() == f"got {IMG}"
+    assert page.locator("img").count() == 0 and watched.dialogs == []
