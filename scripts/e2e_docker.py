@@ -7,14 +7,16 @@ dagster-docker's run launcher) to send every task through the Redis streams to t
 containerised runtimes. Then it checks that every accepted task has exactly one trajectory,
 run by a runtime container of its type, that the bad line is rejected, that the MiniWoB tasks
 were reseeded into a new generation which the sensor ran (the synthesis loop), that the Dagster runs
-succeeded and that Prometheus scraped every worker's counts; and takes the stack down with its
-volumes. Exits non-zero, with the failing check and the services' logs, on any failure.
+succeeded, that Prometheus scraped every worker's counts and that the viewer service (adp view)
+shows the batch; and takes the stack down with its volumes. Exits non-zero, with the failing
+check and the services' logs, on any failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import json
 import os
 import secrets
@@ -31,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "adp-e2e"
 TASK_FILE = "e2e_mixed.jsonl"
-TRAJECTORY_COLUMNS = "task_id, task_type, success, error_type, error_message, runtime_id"
+TRAJECTORY_COLUMNS = "batch, task_id, task_type, success, error_type, error_message, runtime_id"
 
 
 class E2EError(Exception):
@@ -96,7 +98,7 @@ class Stack:
     """The compose project under test, with its own names, ports and passwords."""
 
     def __init__(self) -> None:
-        self.ports = {name: free_port() for name in ("REDIS_PORT", "DAGSTER_PORT", "PROMETHEUS_PORT")}
+        self.ports = {name: free_port() for name in ("REDIS_PORT", "DAGSTER_PORT", "PROMETHEUS_PORT", "ADP_VIEW_PORT")}
         self.env = {
             **os.environ,
             "COMPOSE_PROJECT_NAME": PROJECT,
@@ -135,6 +137,11 @@ class Stack:
         request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
+
+    def http_text(self, port_name: str, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[port_name]}{path}", timeout=10) as response:
+            body: bytes = response.read()
+        return body.decode()
 
     def down(self) -> None:
         """Remove the stack, its volumes and any run container the run launcher left behind."""
@@ -193,6 +200,7 @@ def run(stack: Stack, timeout: float) -> None:
     check_synthesis(stack, timeout)
     check_dagster_runs(stack)
     check_prometheus(stack, len(expected))
+    check_viewer(stack, rows)
     log(f"passed in {time.monotonic() - started:.0f} s from up to last check")
 
 
@@ -271,6 +279,21 @@ def check_prometheus(stack: Stack, tasks: int) -> None:
         60,
     )
     log(f"Prometheus: 4 workers up, sum(tasks_completed_total) >= {tasks}")
+
+
+def check_viewer(stack: Stack, rows: list[dict[str, Any]]) -> None:
+    """The viewer service answers on its published port and shows the batch: listed on the
+    batches page, and one of its trajectories with its steps."""
+    (batch,) = {row["batch"] for row in rows}
+    page = stack.http_text("ADP_VIEW_PORT", "/")
+    if html.escape(batch) not in page:
+        raise E2EError(f"the viewer's batches page does not list {batch}")
+    task_id = sorted(row["task_id"] for row in rows)[0]
+    path = "/trajectories/" + "/".join(urllib.parse.quote(part, safe="") for part in (batch, task_id))
+    trajectory = stack.http_text("ADP_VIEW_PORT", path)
+    if 'class="step' not in trajectory:
+        raise E2EError(f"the viewer shows no step of {batch}/{task_id}")
+    log(f"viewer: lists {batch}, shows the steps of {task_id}")
 
 
 def dump_logs(stack: Stack) -> None:
