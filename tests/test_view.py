@@ -11,6 +11,7 @@ survive)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import urllib.error
 import urllib.request
@@ -166,6 +167,76 @@ def test_hostile_task_text_and_observation_render_as_text(viewer: Viewer, watche
     assert page.evaluate("1 + 1") == 2  # the page is alive; Playwright's own evaluation is not the page's script
     assert watched.dialogs == []
     assert foreign_requests(watched.requests, viewer.url) == []
+
+
+# Every URL a page holds: links, images, stylesheets, forms, frames (resolved against the page).
+_URLS = r"""() => Array.from(document.querySelectorAll('[href], [src], [action], [srcset], [data], [poster]'))
+    .flatMap(e => ['href', 'src', 'action', 'srcset', 'data', 'poster'].filter(n => e.hasAttribute(n))
+    .map(n => { const v = e.getAttribute(n).trim().split(/\s/)[0];
+                try { return new URL(v, document.baseURI).href; } catch { return v; } }))"""
+# Every attribute that would run script: an event handler, or a javascript: value.
+_SCRIPTED = r"""() => Array.from(document.querySelectorAll('*')).flatMap(e => Array.from(e.attributes)
+    .filter(a => a.name.startsWith('on') || /^\s*(javascript|vbscript|data):/i.test(a.value))
+    .map(a => `${e.tagName.toLowerCase()} ${a.name}=${a.value}`))"""
+
+
+def _inert(watched: Watched, base: str) -> None:
+    """The page holds no element a value could have brought: no script, frame, plugin, <base> or
+    meta refresh; no handler or javascript: attribute; only the viewer's own stylesheet and
+    screenshots; every URL on the page is the viewer's. Nothing ran and nothing left the host."""
+    page = watched.page
+    assert page.locator("script, iframe, frame, object, embed, base, meta[http-equiv], svg, math").count() == 0
+    assert page.evaluate(_SCRIPTED) == []
+    assert [link.get_attribute("href") for link in page.locator("link").all()] == ["/static/view.css"]
+    assert page.locator("img").count() == page.locator("img.step-screenshot").count()
+    assert [url for url in page.evaluate(_URLS) if not url.startswith(base + "/")] == []
+    assert watched.dialogs == []
+    assert foreign_requests(watched.requests, base) == []
+
+
+def test_hostile_text_is_inert_text_on_every_page_it_appears_on(viewer: Viewer, watched: Watched) -> None:
+    """The hostile task of a real run (its description, and its observation: the code printed
+    it) and a hostile reject, followed through every page a person reaches them by: the list,
+    the trajectory, its raw messages, its lineage, the rejects, a hostile parent's lineage."""
+    page = watched.page
+    response = page.goto(f"{viewer.url}/trajectories?batch={viewer.batch}")
+    assert response is not None and response.ok
+    row = page.locator("tbody tr", has=page.get_by_role("link", name="hostile", exact=True))
+    for hostile in (SCRIPT, IMG):  # the description's preview, as text
+        assert hostile in row.inner_text()
+    _inert(watched, viewer.url)
+
+    row.get_by_role("link", name="hostile", exact=True).click()
+    page.wait_for_url(f"**/trajectories/{viewer.batch}/hostile*")
+    for details in page.locator("details").all():
+        details.locator("summary").click()  # the folded observation and constraints, opened
+    shown = page.locator("body").inner_text()
+    for hostile in HOSTILE:
+        assert shown.count(hostile) >= 3, hostile  # the description, the parameters, the observation
+    _inert(watched, viewer.url)
+
+    page.locator("a.tab", has_text="Messages").click()
+    page.wait_for_url(f"**/trajectories/{viewer.batch}/hostile?*tab=messages*")
+    messages = page.locator("body").inner_text()
+    for hostile in HOSTILE:  # as JSON text: in the user's message (the description) and the tool's (the observation)
+        assert messages.count(json.dumps(hostile, ensure_ascii=False)[1:-1]) >= 2, hostile
+    _inert(watched, viewer.url)
+
+    page.locator("a.lineage").click()
+    page.wait_for_url("**/lineage/hostile")
+    assert page.locator("section.task a.task").all_inner_texts() == ["hostile"]
+    _inert(watched, viewer.url)
+
+    page.get_by_role("link", name="Rejects", exact=True).click()
+    page.wait_for_url("**/rejects")
+    reject = page.locator("tbody tr", has=page.locator("pre.reason", has_text="bad verify"))
+    assert reject.locator("pre.reason").inner_text() == f"bad verify {HOSTILE_TEXT}"
+    _inert(watched, viewer.url)
+
+    reject.get_by_role("link", name=IMG, exact=True).click()  # a parent named like markup
+    page.wait_for_url("**/lineage/*")
+    assert f"The lake knows no task {IMG}." in page.locator("body").inner_text()
+    _inert(watched, viewer.url)
 
 
 def test_every_page_sends_the_security_headers_and_only_get_is_served(viewer: Viewer) -> None:
