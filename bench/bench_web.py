@@ -6,22 +6,33 @@ Playwright script doing the same actions on the same browser setup, in one run.
 The task: on adp's local shop, select an item, fill a quantity, click, verify the page text.
 A last row runs the MiniWoB++ examples (examples/miniwob.jsonl, oracle, verified by the page's
 reward) through the same loop. Both sides launch Chromium with adp's flags (CHROMIUM_ARGS).
+
+    .venv/bin/python bench/bench_web.py --screenshots [--tasks 30] [--rounds 2]
+
+compares instead the same shop tasks through adp's loop with ADP_SCREENSHOTS=off, every and
+final, back to back in one process (``--rounds`` times, interleaved, the best rate of each
+kept), each screenshot stored in a scratch lake as a run's checkpoint stores it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from playwright.async_api import Route, async_playwright
 from rich.console import Console
 from rich.table import Table
 
+from adp_pipeline.storage import Lake
 from runtimes.agent import run_tasks
-from runtimes.core import Allowlist, TaskSpec, parse_browser_action
+from runtimes.core import Allowlist, ScreenshotMode, TaskSpec, Trajectory, parse_browser_action
 from runtimes.llm import LLMClient, LLMEndpoint, LLMPolicy, OraclePolicy
 from runtimes.sandbox import WarmSandbox
 from runtimes.web import (
@@ -102,26 +113,114 @@ async def bare_playwright(n: int, contexts: int) -> float:
     return n / elapsed
 
 
-async def adp_rate(n: int, contexts: int) -> tuple[float, int, float]:
+def tree_cpu_seconds() -> float:
+    """CPU seconds used so far by this process and every process below it (Playwright's driver,
+    Chromium, the mock server), those they have reaped included (a closed context's renderer)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, pending, seen = 0, [os.getpid()], set()
+    while pending:
+        pid = pending.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    pending += [int(child) for child in (task / "children").read_text().split()]
+    return total / tick
+
+
+async def adp_rate(
+    n: int, contexts: int, screenshots: ScreenshotMode = "every", lake: Lake | None = None
+) -> tuple[float, int, float, float]:
+    """adp's shop-task rate: (tasks/s, failed, peak browser MiB, CPU seconds per task of the whole
+    process tree). With ``lake``, each trajectory's screenshots are written into it as it ends, as
+    a run's checkpoint writes them."""
     from bench.bench_code import MockProcess  # the mock LLM in its own process
 
     tasks = web_tasks(n + 1)
     mock = MockProcess(tasks, 0.0)
     client = LLMClient(LLMEndpoint(provider="mock", base_url=mock.url, model="mock", api_key="mock"))
     policy = LLMPolicy(client, name="mock")
-    browser = BrowserPool(contexts)
+    browser = BrowserPool(contexts, screenshots=screenshots)
     sandbox = WarmSandbox(1)
+
+    def store(trajectory: Trajectory) -> None:
+        for step in trajectory.steps:
+            if lake is not None and step.screenshot is not None:
+                lake.write_screenshot(f"bench-{screenshots}", trajectory.task_id, step.step_id, step.screenshot)
+                step.screenshot = None
+
     try:
         await run_tasks(tasks[:1], policy, sandbox, max_concurrent=contexts, browser=browser)  # warm up
-        started = time.perf_counter()
-        trajectories = await run_tasks(tasks[1:], policy, sandbox, max_concurrent=contexts, browser=browser)
-        elapsed = time.perf_counter() - started
+        cpu, started = tree_cpu_seconds(), time.perf_counter()
+        trajectories = await run_tasks(
+            tasks[1:], policy, sandbox, max_concurrent=contexts, browser=browser, on_done=store
+        )
+        elapsed, cpu = time.perf_counter() - started, tree_cpu_seconds() - cpu
     finally:
         await client.aclose()
         await sandbox.aclose()
         await browser.aclose()
         mock.close()
-    return n / elapsed, sum(not t.success for t in trajectories), browser.peak_memory_mb
+    return n / elapsed, sum(not t.success for t in trajectories), browser.peak_memory_mb, cpu / n
+
+
+class ModeResult(NamedTuple):
+    rate: float  # tasks/s, the best round
+    cpu: float  # CPU seconds per task of the whole process tree, the least of the rounds
+    failed: int
+    stored: int  # JPEG files in the scratch lake
+    bytes_per_shot: float
+
+
+async def screenshot_rates(n: int, contexts: int, rounds: int) -> dict[str, ModeResult]:
+    """Shop tasks through adp with each ADP_SCREENSHOTS mode, interleaved ``rounds`` times (the
+    load of a shared machine drifts), the best round of each."""
+    modes: tuple[ScreenshotMode, ...] = ("off", "every", "final")
+    best: dict[str, ModeResult] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        lake = Lake(Path(scratch))
+        for _ in range(rounds):
+            for mode in modes:
+                rate, failed, _peak, cpu = await adp_rate(n, contexts, mode, lake)
+                folder = lake.root / "screenshots" / f"bench-{mode}"
+                files = list(folder.rglob("*.jpg")) if folder.is_dir() else []
+                size = sum(path.stat().st_size for path in files) / max(1, len(files))
+                seen = best.get(mode)
+                best[mode] = ModeResult(
+                    max(rate, seen.rate) if seen else rate,
+                    min(cpu, seen.cpu) if seen else cpu,
+                    failed + (seen.failed if seen else 0),
+                    len(files),
+                    size,
+                )
+    return best
+
+
+async def screenshots_main(n: int, contexts: int, rounds: int) -> None:
+    Console(stderr=True).print(f"adp web tasks, mock LLM at 0 ms, ADP_SCREENSHOTS off/every/final x {rounds} ...")
+    results = await screenshot_rates(n, contexts, rounds)
+    off = results["off"]
+    table = Table(title=f"web tasks by ADP_SCREENSHOTS ({n} tasks, {contexts} contexts, best of {rounds} rounds)")
+    columns = ("ADP_SCREENSHOTS", "tasks/s", "ratio", "CPU s/task", "CPU ratio", "failed", "JPEGs", "KB/JPEG")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "ADP_SCREENSHOTS" else "right")
+    for mode, result in results.items():
+        table.add_row(
+            mode,
+            f"{result.rate:.2f}",
+            f"{result.rate / off.rate:.2f}",
+            f"{result.cpu:.3f}",
+            f"{off.cpu / result.cpu:.2f}",  # tasks/s ratio on a machine the tasks keep busy
+            str(result.failed),
+            str(result.stored),
+            f"{result.bytes_per_shot / 1000:.0f}" if result.stored else "",
+        )
+    Console(width=110).print(table)
+    print(json.dumps({mode: {"tasks_s": round(r.rate, 2), "cpu_s": round(r.cpu, 3)} for mode, r in results.items()}))
 
 
 def miniwob_tasks() -> list[TaskSpec]:
@@ -187,12 +286,17 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=60)
     parser.add_argument("--contexts", type=int, default=4)
+    parser.add_argument("--screenshots", action="store_true", help="compare ADP_SCREENSHOTS=off|every|final")
+    parser.add_argument("--rounds", type=int, default=2, help="with --screenshots: interleaved runs of each")
     args = parser.parse_args()
+    if args.screenshots:
+        await screenshots_main(args.tasks, args.contexts, args.rounds)
+        return
     console = Console(stderr=True)
     console.print("bare Playwright ...")
     bare = await bare_playwright(args.tasks, args.contexts)
     console.print("adp web tasks, mock LLM at 0 ms ...")
-    adp, failed, peak = await adp_rate(args.tasks, args.contexts)
+    adp, failed, peak, _cpu = await adp_rate(args.tasks, args.contexts)
     console.print("MiniWoB++ examples, bare Playwright ...")
     bare_wob = await bare_miniwob(args.contexts)
     console.print("MiniWoB++ examples through adp, oracle ...")

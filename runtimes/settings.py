@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runtimes.core import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_TASK_LINES, PolicyName
+from runtimes.core import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_TASK_LINES, PolicyName, ScreenshotMode
 
 # The training-set formats: adp_pipeline.export.formats.REGISTRY has one Format for each.
 ExportFormat = Literal["openai", "trl", "sharegpt", "atif"]
@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     browser_action_timeout: float = Field(10.0, gt=0, validation_alias=_env("ADP_BROWSER_ACTION_TIMEOUT"))
     chromium_path: Path = Field(Path("/usr/bin/chromium"), validation_alias=_env("ADP_CHROMIUM_PATH"))
     """The system Chromium Playwright drives (never a downloaded one)."""
+    screenshots: ScreenshotMode = Field("every", validation_alias=_env("ADP_SCREENSHOTS"))
+    """A JPEG of the page's viewport after every browser action (every), after a task's last one
+    only (final), or none (off); stored in the lake under ``screenshots/`` and shown by `adp view`."""
+    screenshot_max_bytes: int = Field(150_000, ge=1024, validation_alias=_env("ADP_SCREENSHOT_MAX_BYTES"))
+    """A screenshot larger than this is taken again at a lower JPEG quality, then left out (the step stays)."""
+    screenshot_scale: float = Field(0.5, gt=0, le=1, validation_alias=_env("ADP_SCREENSHOT_SCALE"))
+    """A screenshot's size relative to the viewport (0.5: 640x360 of 1280x720; the page is drawn at
+    that scale, so text stays sharp; 1 costs ~3x the browser's CPU per screenshot)."""
     policy: PolicyName = Field("llm", validation_alias=_env("ADP_POLICY"))
     """Who acts in the agent loop: oracle (replays reference calls), mock, or llm."""
     output_dir_override: Path | None = Field(None, validation_alias=_env("ADP_OUTPUT_DIR"))
@@ -218,6 +226,9 @@ class Settings(BaseSettings):
             chromium_path=self.chromium_path,
             action_timeout=self.browser_action_timeout,
             memory_limit_mb=self.browser_memory_mb,
+            screenshots=self.screenshots,
+            screenshot_max_bytes=self.screenshot_max_bytes,
+            screenshot_scale=self.screenshot_scale,
         )
 
     @property

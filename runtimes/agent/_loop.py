@@ -72,6 +72,7 @@ class _Run:
     last_good_code: str | None = None
     session: BrowserSession | None = None
     sandbox_failure: str | None = None  # why the sandbox could not run code, the first time it could not
+    browser: BrowserPool | None = None  # whose settings say when to take screenshots
     asking: bool = False  # waiting for the policy's next turn
     answered: bool = False  # the policy answered a turn of this task (a model live, not from the cache)
 
@@ -92,7 +93,7 @@ async def run_task(
         )
     tools = tools_for(task.task_type)
     sandbox_limits = _sandbox_limits(task, limits.sandbox)
-    run = _Run(task)
+    run = _Run(task, browser=browser)
     system = _SYSTEM_PROMPT
     if not policy.native_tools:
         system += _JSON_PROTOCOL.format(schemas=json.dumps([tool["function"] for tool in tools], ensure_ascii=False))
@@ -106,6 +107,8 @@ async def run_task(
             if session is not None and session.utterance:
                 run.messages[1]["content"] += f"\n\nThe page says: {session.utterance}"
             error = await _loop(run, policy, sandbox, sandbox_limits, tools, limits)
+            if browser is not None and browser.screenshots == "final":
+                await _screenshot(run, last=True)  # before verification, which only reads the page
             if error is None:
                 verifier = await verify_task(task, run.answer, run.last_good_code, sandbox, sandbox_limits, session)
                 if verifier is not None:  # details are for people: a page URL's token is not shown
@@ -302,18 +305,39 @@ async def _execute(run: _Run, name: str, raw_arguments: str, sandbox: Sandbox, l
         if isinstance(parsed, BrowserArgs):
             assert run.session is not None, "browser tools are only offered with a browser session"
             outcome = await run.session.act(parse_browser_action(parsed.model_dump()))
-            return record(outcome.observation, outcome.success, outcome.error_type, outcome.error_message)
-        assert isinstance(parsed, PythonExecutorArgs)
-        result = await sandbox.exec_python(parsed.code, limits)
+            observation = record(outcome.observation, outcome.success, outcome.error_type, outcome.error_message)
+        else:
+            assert isinstance(parsed, PythonExecutorArgs)
+            result = await sandbox.exec_python(parsed.code, limits)
     except asyncio.CancelledError:  # the task's timeout: the action it interrupted is still a step
         message = f"cut short by the task timeout of {run.task.timeout} s"
         record(f"[timeout] {message}", False, ErrorType.TIMEOUT, message)
         raise
+    if isinstance(parsed, BrowserArgs):
+        # Taken once the step is recorded: a timeout during the capture leaves the step as it was.
+        if run.browser is not None and run.browser.screenshots == "every":
+            await _screenshot(run, last=False)
+        return observation
     if result.ok:
         run.last_good_code = parsed.code
     run.sandbox_failure = run.sandbox_failure or sandbox_failure(result)
     error_message = None if result.ok else result.stderr.strip()[-500:] or str(result.status)
     return record(_observation(result), result.ok, result.status.error_type, error_message)
+
+
+async def _screenshot(run: _Run, *, last: bool) -> None:
+    """Attach a JPEG of the page to the last step (``last``: to the last browser step, if any).
+
+    Only a browser step ever has one; what the capture cannot give (a page that will not
+    render, a size over the cap) leaves the step without, and never fails the task.
+    """
+    browser, session = run.browser, run.session
+    step = next((step for step in reversed(run.steps) if step.action_type is ActionType.BROWSER_ACTION), None)
+    if browser is None or session is None or step is None or (not last and step is not run.steps[-1]):
+        return
+    step.screenshot = await session.screenshot(
+        browser.screenshot_max_bytes, browser.action_timeout, browser.screenshot_scale
+    )
 
 
 def _observation(result: ExecResult) -> str:

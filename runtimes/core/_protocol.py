@@ -126,6 +126,9 @@ MutationName = Literal["parameter", "complexity", "breadth", "composition", "min
 
 # Who acts in the agent loop (ADP_POLICY): replays reference calls, the scripted mock server, or a model.
 PolicyName = Literal["oracle", "mock", "llm"]
+# When the web runtime takes a JPEG of the page (ADP_SCREENSHOTS): after every browser action,
+# after a task's last one only, or never.
+ScreenshotMode = Literal["every", "final", "off"]
 
 
 class Lineage(_TaskField):

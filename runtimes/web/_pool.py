@@ -20,7 +20,7 @@ from playwright.async_api import Browser, BrowserContext, Playwright, async_play
 from playwright.async_api import Error as PlaywrightError
 from pydantic import BaseModel
 
-from runtimes.core import BrowserError
+from runtimes.core import BrowserError, ScreenshotMode
 
 _MEMORY_SAMPLE_SECONDS = 1.0
 
@@ -43,12 +43,15 @@ CHROMIUM_ARGS = [
 
 
 class BrowserConfig(BaseModel):
-    """The browser of a process (MAX_CONCURRENT, ADP_CHROMIUM_PATH, ADP_BROWSER_*)."""
+    """The browser of a process (MAX_CONCURRENT, ADP_CHROMIUM_PATH, ADP_BROWSER_*, ADP_SCREENSHOT*)."""
 
     max_contexts: int = 4
     chromium_path: Path = Path("/usr/bin/chromium")
     action_timeout: float = 10.0
     memory_limit_mb: int = 2048
+    screenshots: ScreenshotMode = "every"
+    screenshot_max_bytes: int = 150_000
+    screenshot_scale: float = 0.5
 
     def build(self) -> BrowserPool:
         """The one browser factory: local runs and `adp worker` build their pools here."""
@@ -57,6 +60,9 @@ class BrowserConfig(BaseModel):
             chromium_path=self.chromium_path,
             action_timeout=self.action_timeout,
             memory_limit_mb=self.memory_limit_mb,
+            screenshots=self.screenshots,
+            screenshot_max_bytes=self.screenshot_max_bytes,
+            screenshot_scale=self.screenshot_scale,
         )
 
 
@@ -66,6 +72,11 @@ class BrowserPool:
     chromium_path: the system Chromium.
     action_timeout: seconds for any single Playwright call.
     memory_limit_mb: relaunch the idle browser above this much memory.
+    screenshots: when the tasks run on it take a JPEG of the page (every browser action, the
+        last one, or never); read by the agent loop.
+    screenshot_max_bytes: the most one screenshot may take.
+    screenshot_scale: a screenshot's size relative to the viewport's (the page is drawn at that
+        scale: text stays sharp, and a quarter of the pixels cost about a third of the CPU).
     """
 
     def __init__(
@@ -75,9 +86,15 @@ class BrowserPool:
         chromium_path: Path = Path("/usr/bin/chromium"),
         action_timeout: float = 10.0,
         memory_limit_mb: int = 2048,
+        screenshots: ScreenshotMode = "every",
+        screenshot_max_bytes: int = 150_000,
+        screenshot_scale: float = 0.5,
     ) -> None:
         self.max_contexts = max_contexts
         self.action_timeout = action_timeout
+        self.screenshots: ScreenshotMode = screenshots
+        self.screenshot_max_bytes = screenshot_max_bytes
+        self.screenshot_scale = screenshot_scale
         self._chromium_path = chromium_path
         self._memory_limit_mb = memory_limit_mb
         self._slots = asyncio.Semaphore(max_contexts)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from playwright.async_api import BrowserContext, Page, Route, WebSocketRoute
+from playwright.async_api import BrowserContext, CDPSession, Page, Route, WebSocketRoute
 from playwright.async_api import Error as PlaywrightError
 
 from runtimes import core
@@ -17,6 +19,11 @@ from runtimes.web._sites import SITE_HOSTS, content_type, local_file, miniwob_ur
 
 OBSERVATION_CHARS = 6000
 _ALIVE_SECONDS = 2.0
+# JPEG qualities a screenshot is taken at, in turn, until one fits the size cap: 70 keeps text
+# legible (~15-40 KB for a 1280x720 page); busy photographic pages need the lower ones.
+_JPEG_QUALITIES = (70, 40, 15)
+# The viewport's rectangle in the document (CDP Page.getLayoutMetrics), as a capture's clip.
+_CLIP = {"x": "pageX", "y": "pageY", "width": "clientWidth", "height": "clientHeight"}
 # WebRTC would reach STUN/TURN servers over UDP, past every allowlist: the page cannot open it.
 _NO_WEBRTC_JS = """
 (() => {
@@ -82,6 +89,7 @@ class BrowserSession:
     task: TaskSpec
     allowlist: Allowlist
     utterance: str | None = None
+    _devtools: CDPSession | None = field(default=None, init=False, repr=False)
 
     @property
     def blocked(self) -> list[str]:
@@ -188,6 +196,32 @@ class BrowserSession:
             message = f"{action.action} failed: {_first_line(exc)}"
             return ActionOutcome(message, False, ErrorType.BROWSER_ERROR, message)
         raise AssertionError(f"unhandled action {action!r}")
+
+    async def screenshot(self, max_bytes: int, timeout: float, scale: float = 1.0) -> bytes | None:
+        """A JPEG of the page's viewport, ``scale`` times its size, of at most ``max_bytes``; or
+        None when none fits, the page cannot be captured (a dead browser included: the next action
+        says so) or it takes over ``timeout`` seconds. Never raises but for cancellation: a
+        screenshot never fails a task.
+        """
+        try:
+            async with asyncio.timeout(timeout):  # a browser killed mid-call may never answer
+                # Chromium's own capture, not Playwright's page.screenshot (which waits for fonts
+                # and restyles the caret in the page). The viewport as the compositor has it, not
+                # as the page's script says (a page may redefine scrollX).
+                if self._devtools is None:
+                    self._devtools = await self.context.new_cdp_session(self.page)
+                viewport = (await self._devtools.send("Page.getLayoutMetrics"))["cssVisualViewport"]
+                clip = {name: float(viewport[key]) for name, key in _CLIP.items()} | {"scale": scale}
+                for quality in _JPEG_QUALITIES:
+                    shot = await self._devtools.send(
+                        "Page.captureScreenshot", {"format": "jpeg", "quality": quality, "clip": clip}
+                    )
+                    jpeg = base64.b64decode(shot["data"], validate=True)
+                    if len(jpeg) <= max_bytes:
+                        return jpeg
+        except (PlaywrightError, TimeoutError, KeyError, TypeError, ValueError, binascii.Error):
+            return None
+        return None
 
     def browser_connected(self) -> bool:
         browser = self.context.browser
