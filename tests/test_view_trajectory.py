@@ -213,6 +213,38 @@ def test_the_messages_tab_shows_the_conversation_as_the_openai_export_writes_it(
         assert said in page.locator("p.fail").inner_text() and page.locator("pre.messages").count() == 0
 
 
+def test_a_web_step_shows_its_screenshot_and_a_click_opens_it_whole(lakeview: Lakeview, watched: Watched) -> None:
+    with open_catalog(lakeview.data) as connection:
+        stored = connection.execute(
+            "SELECT step_id, screenshot FROM steps WHERE task_id = ? AND tool = 'browser' ORDER BY step_id", [WEB_TASK]
+        ).fetchall()
+    assert stored and all(path and path.startswith(f"screenshots/{lakeview.batch}/") for _, path in stored)
+    page = watched.page
+    response = page.goto(f"{lakeview.url}/trajectories/{lakeview.batch}/{WEB_TASK}")
+    assert response is not None and response.ok
+    images = page.locator("img.step-screenshot")
+    assert images.count() == len(stored)
+    for (step_id, _), image in zip(stored, images.all(), strict=True):
+        assert image.get_attribute("alt") == f"screenshot after step {step_id}"
+        image.scroll_into_view_if_needed()  # loading=lazy: it loads once near the viewport
+        page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=image.element_handle(), timeout=10_000)
+    (step_id, path), image = stored[0], images.first
+    link = page.locator("a.step-screenshot").first
+    assert (
+        link.get_attribute("href")
+        == image.get_attribute("src")
+        == f"/screenshots/{lakeview.batch}/{step_id}/{WEB_TASK}"
+    )
+    with page.expect_response(lambda r: "/screenshots/" in r.url) as opened:
+        link.click()
+    whole = opened.value
+    assert whole.status == 200 and whole.headers["content-type"] == "image/jpeg"
+    assert "immutable" in whole.headers["cache-control"]
+    assert "img-src 'self'" in whole.headers["content-security-policy"]
+    assert whole.body() == (lakeview.data / "lake" / path).read_bytes()
+    assert foreign_requests(watched.requests, lakeview.url) == []
+
+
 def test_the_screenshot_route_serves_only_the_lakes_screenshot_of_the_step_it_names(lakeview: Lakeview) -> None:
     base = f"{lakeview.url}/screenshots"
     status, headers, body = _get(f"{base}/attack/1/shots")
