@@ -272,7 +272,8 @@ def _sink(path: Path, kind: str, schema: pa.Schema, what: str) -> Iterator[Calla
             yield write_lines
 
 
-_COLUMNS = (
+# The lake columns a training-set record is made from, named like Source's fields.
+SOURCE_COLUMNS = (
     "task_id, task_type, batch, policy, model, verifier, n_steps, prompt_tokens, completion_tokens, "
     "total_tokens, coalesce(generation, 0) AS generation, lineage, messages, tools"
 )
@@ -313,7 +314,8 @@ def _sources(
                     SELECT task_id, batch FROM selected
                     QUALIFY row_number() OVER (PARTITION BY task_id ORDER BY created_at DESC, batch DESC) = 1
                 )
-                SELECT {_COLUMNS} FROM selected JOIN chosen USING (task_id, batch) ORDER BY task_id, created_at DESC
+                SELECT {SOURCE_COLUMNS} FROM selected JOIN chosen USING (task_id, batch)
+                ORDER BY task_id, created_at DESC
                 """,
             )
             assert chosen is not None  # a SELECT always makes a relation
@@ -324,10 +326,10 @@ def _sources(
             check = " (check --where)" if condition is not None else ""
             raise ExportError(f"the selection failed{check}: {exc}") from None
         for batch in reader:
-            yield [_source(row, val_fraction) for row in batch.to_pylist()]
+            yield [source_from_row(row, val_fraction) for row in batch.to_pylist()]
 
 
-def _source(row: dict[str, Any], val_fraction: float) -> Source:
-    """A row of ``_COLUMNS`` (named like ``Source``'s fields) as a Source."""
+def source_from_row(row: dict[str, Any], val_fraction: float) -> Source:
+    """A row of ``SOURCE_COLUMNS`` (named like ``Source``'s fields) as a Source."""
     messages, tools = conversation_from_row(row)
     return Source(**{**row, "messages": messages, "tools": tools, "split": split_of(row["task_id"], val_fraction)})

@@ -22,8 +22,7 @@ from pygments.lexers import PythonLexer  # type: ignore[import-untyped]
 
 # The exporter's own row reader and record builder: the tab shows what `adp export` writes.
 from adp_pipeline.export.formats import check_messages, json_text, openai_record
-from adp_pipeline.export.writer import _COLUMNS as _EXPORT_COLUMNS
-from adp_pipeline.export.writer import _source
+from adp_pipeline.export.writer import SOURCE_COLUMNS, source_from_row
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.rows import named
 from adp_pipeline.storage.view_queries import StepView, TrajectoryDetail
@@ -73,13 +72,13 @@ def exported_record(connection: duckdb.DuckDBPyConnection, batch: str, task_id: 
     when the exporter refuses the trajectory, why (a string)."""
     rows = named(
         connection.execute(
-            f"SELECT {_EXPORT_COLUMNS} FROM trajectories WHERE batch = ? AND task_id = ? LIMIT 1", [batch, task_id]
+            f"SELECT {SOURCE_COLUMNS} FROM trajectories WHERE batch = ? AND task_id = ? LIMIT 1", [batch, task_id]
         )
     )
     if not rows:
         return "no trajectory"
     try:
-        source = _source(rows[0], 0.0)
+        source = source_from_row(rows[0], 0.0)
         check_messages(source.messages)  # as the exporter does, record by record
         return dict(json.loads(json_text(openai_record(source))))  # its line: strict JSON
     except BrokenMessagesError as exc:
