@@ -346,16 +346,11 @@ def _after(value: str, cursor: Cursor, descending: bool, nulls_last: bool) -> tu
     return sql, [cursor.value, cursor.batch, cursor.task_id]
 
 
-def _listed(
-    connection: duckdb.DuckDBPyConnection,
-    where: TrajectoryFilter,
-    after: Cursor | None,
-    limit: int,
-    *,
-    reverse: bool = False,
-) -> list[ListedTrajectory]:
-    """Up to ``limit`` trajectories of ``where`` after ``after`` in its order (``reverse``: in
-    the opposite order, i.e. the ones before it, nearest first); descriptions not read."""
+def _in_order(
+    where: TrajectoryFilter, after: Cursor | None, limit: int, columns: str, *, reverse: bool = False
+) -> tuple[str, list[object]]:
+    """The query of up to ``limit`` rows of ``where`` after ``after`` in its order (``reverse``:
+    in the opposite order, i.e. the ones before it, nearest first): ``columns`` then the sort value."""
     value, _ = _SORT_VALUES[where.sort]
     value = "t." + value if value in ("task_id", "batch") else value
     descending = (where.order is SortOrder.DESC) != reverse
@@ -367,11 +362,18 @@ def _listed(
         params += more
     direction, nulls = ("DESC" if descending else "ASC"), ("LAST" if nulls_last else "FIRST")
     sql = (
-        f"SELECT {_LIST_COLUMNS}, {value} FROM trajectories t WHERE {' AND '.join(conditions) or 'TRUE'} "
+        f"SELECT {columns}, {value} FROM trajectories t WHERE {' AND '.join(conditions) or 'TRUE'} "
         f"ORDER BY {value} {direction} NULLS {nulls}, t.batch {direction}, t.task_id {direction} LIMIT {int(limit)}"
     )
+    return sql, params
+
+
+def _listed(
+    connection: duckdb.DuckDBPyConnection, where: TrajectoryFilter, after: Cursor | None, limit: int
+) -> list[ListedTrajectory]:
+    """Up to ``limit`` trajectories of ``where`` after ``after`` in its order; descriptions not read."""
     listed = []
-    for values in connection.execute(sql, params).fetchall():
+    for values in connection.execute(*_in_order(where, after, limit, _LIST_COLUMNS)).fetchall():
         model, generation, duration, tokens, created_at, sort_value = values[8:]
         row = _row(values[:8])
         listed.append(
@@ -424,11 +426,12 @@ def neighbours(connection: duckdb.DuckDBPyConnection, where: TrajectoryFilter, b
     if found is None:
         return Neighbours(None, None)
     at = Cursor(found[0], batch, task_id)
-    before = _listed(connection, where, at, 1, reverse=True)
-    after = _listed(connection, where, at, 1)
+    # Only the keys: the scan reads the sort and filter columns, none of the list's others.
+    before = connection.execute(*_in_order(where, at, 1, "t.batch, t.task_id", reverse=True)).fetchone()
+    after = connection.execute(*_in_order(where, at, 1, "t.batch, t.task_id")).fetchone()
     return Neighbours(
-        (before[0].batch, before[0].task_id) if before else None,
-        (after[0].batch, after[0].task_id) if after else None,
+        None if before is None else (str(before[0]), str(before[1])),
+        None if after is None else (str(after[0]), str(after[1])),
     )
 
 
