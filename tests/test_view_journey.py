@@ -17,11 +17,12 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Locator, Page
 
 from adp_pipeline.storage import open_catalog
 from tests.helpers import REPO, Watched, adp, code_task, foreign_requests, running_view, wait_for
@@ -64,18 +65,24 @@ def journey(demo_lake_with_g1: Path, tmp_path_factory: pytest.TempPathFactory) -
         failed = {t for (t,) in connection.execute("SELECT task_id FROM trajectories WHERE NOT success").fetchall()}
         (miniwob,) = [b for b in batches if b.startswith("miniwob-")]
         (checks,) = [b for b in batches if b.startswith("checks-")]
-        (rejected,) = connection.execute("SELECT count(*) FROM synthesis_rejects WHERE batch = ?", [miniwob]).fetchone()
+        (rejected,) = connection.execute(
+            "SELECT count(*) FROM synthesis_rejects WHERE batch = ?", [miniwob]
+        ).fetchall()[0]
         # The reseed of a login form: a page with a few fields to fill, one screenshot per action.
         parent = "miniwob_login_user_7"
         child, child_batch = connection.execute(
             "SELECT s.task_id, t.batch FROM synthesized_tasks s JOIN trajectories t USING (task_id) "
             "WHERE list_contains(s.parent_task_ids, ?) ORDER BY 1 LIMIT 1",
             [parent],
-        ).fetchone()
+        ).fetchall()[0]
     assert rejected > 0, "the demo's synthesis rejects some candidates (the rejects page shows them)"
     assert "off_by_one" in failed and len(failed) > 1
     with running_view(data) as url:
         yield Journey(url, data, batches, failed, checks, miniwob, rejected, parent, child, child_batch)
+
+
+def _loaded(image: Locator) -> bool:
+    return bool(image.evaluate("i => i.complete"))
 
 
 def _document(page: Page, name: str, *, full_page: bool = True) -> None:
@@ -84,7 +91,7 @@ def _document(page: Page, name: str, *, full_page: bool = True) -> None:
     assert name in PAGES
     for image in page.locator("img").all():
         image.scroll_into_view_if_needed()
-        wait_for(lambda image=image: image.evaluate("i => i.complete"), 10, f"{name}: an image to load")
+        wait_for(partial(_loaded, image), 10, f"{name}: an image to load")
     page.evaluate("window.scrollTo(0, 0)")
     IMAGES.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=IMAGES / f"view-{name}.png", full_page=full_page, animations="disabled")
@@ -164,7 +171,7 @@ def test_a_miniwob_trajectory_shows_each_browser_step_with_its_screenshot(journe
         image = steps.nth(n).locator("img.step-screenshot")
         assert image.count() == 1, f"step {n + 1} shows no screenshot"
         image.scroll_into_view_if_needed()
-        wait_for(lambda image=image: image.evaluate("i => i.complete"), 10, "the screenshot to load")
+        wait_for(partial(_loaded, image), 10, "the screenshot to load")
         assert image.evaluate("i => i.naturalWidth") > 0
         assert image.evaluate("i => i.src").startswith(journey.url + "/")
     assert steps.nth(len(tools) - 1).locator("img.step-screenshot").count() == 0  # complete_task has no page
