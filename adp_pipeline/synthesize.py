@@ -536,5 +536,6 @@ def _duplicate_reason(verdict: Duplicate, passing: list[Candidate]) -> str:
 
 
 def _oracle(settings: Settings) -> Settings:
-    """The settings that replay reference solutions: how candidates are self-checked."""
-    return settings.model_copy(update={"policy": "oracle"})
+    """The settings that replay reference solutions: how candidates are self-checked (no
+    screenshots: these trajectories are not stored)."""
+    return settings.model_copy(update={"policy": "oracle", "screenshots": "off"})

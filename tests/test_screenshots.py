@@ -140,7 +140,7 @@ def test_every_browser_step_leaves_its_jpeg_in_the_lake_and_no_copy_of_its_bytes
     assert messages is not None and "_9j_" not in messages[0] and "/9j/" not in messages[0]
     for export_format in ("openai", "atif"):
         out = tmp_path / f"export-{export_format}.jsonl"
-        export_training_set(lake, out, export_format=export_format, include_failed=True)  # type: ignore[arg-type]
+        export_training_set(lake, out, export_format=export_format, include_failed=True)
         exported = out.read_text()
         assert exported.count("\n") == 5 and not _JPEG_IN_BASE64.search(exported)
         assert "screenshots/" not in exported
