@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# bubblewrap: the code sandbox; chromium: the web runtime; redis-server: scale-out and tests.
-system_packages=(bubblewrap chromium redis-server)
+# bubblewrap: the code sandbox; chromium: the web runtime, with fonts-wqy-zenhei so that CJK pages
+# (and their screenshots) show letters, not boxes; redis-server: scale-out and tests.
+system_packages=(bubblewrap chromium fonts-wqy-zenhei redis-server)
 python=${PYTHON:-python3}
 "$python" -c 'import ensurepip' 2>/dev/null || system_packages+=(python3-venv)
 
