@@ -98,12 +98,12 @@ def parse_query(params: Iterable[tuple[str, str]], *, only_filter: bool = False)
         name = str(error["loc"][0]) if error["loc"] else "the query"
         if error["type"] == "extra_forbidden":
             raise BadParameter(name, "is not a parameter of this page; it takes " + ", ".join(sorted(names))) from None
+        shown = repr(given.get(name, ""))
+        shown = shown if len(shown) <= 80 else shown[:79] + "…"  # a long value is echoed in part
         if name in FIXED_VALUES:
-            raise BadParameter(
-                name, f"cannot be {given.get(name)!r}; it is one of: {', '.join(FIXED_VALUES[name])}"
-            ) from None
+            raise BadParameter(name, f"cannot be {shown}; it is one of: {', '.join(FIXED_VALUES[name])}") from None
         problem = str(error["msg"]).removeprefix("Value error, ")
-        raise BadParameter(name, f"cannot be {given.get(name)!r}: {problem}") from None
+        raise BadParameter(name, f"cannot be {shown}: {problem}") from None
 
 
 def filter_params(where: TrajectoryFilter) -> dict[str, str]:
