@@ -14,6 +14,7 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -421,3 +422,19 @@ def test_the_next_page_link_keeps_the_filter_over_http(view: str, lake_db: duckd
         url = view + found.group(1).replace("&amp;", "&") if found else ""
     assert walked == expected
     assert len(expected) > 50  # more than one page of 50
+
+
+def test_concurrent_requests_each_get_their_own_cursor(view: str) -> None:
+    # The server's thread pool runs pages at once on cursors of one shared connection.
+    paths = [
+        "/trajectories",
+        "/trajectories?success=false&sort=tokens&order=asc",
+        "/trajectories?search=snake",
+        f"/trajectories/{BATCHES[1]}/b-05?verified=none",
+        "/",
+    ]
+    alone = {path: _status_and_body(view + path) for path in paths}
+    assert all(status == 200 for status, _ in alone.values())
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda path: (path, _status_and_body(view + path)), paths * 8))
+    assert all(answer == alone[path] for path, answer in together)
