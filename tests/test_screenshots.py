@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.server
 import io
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -269,3 +271,58 @@ def test_a_step_s_screenshot_crosses_json_exactly_and_the_lake_names_only_its_ow
     link.mkdir()
     (link / "1-000000000000.jpg").symlink_to(tmp_path / "outside.jpg")
     assert lake.screenshot_file("screenshots/b-1/linked/1-000000000000.jpg") is None
+
+
+class _SpinningPage(http.server.BaseHTTPRequestHandler):
+    """A page whose main thread spins for ever half a second after it loads: Chromium draws no
+    frame of it again, so no screenshot of it can be taken."""
+
+    def do_GET(self) -> None:
+        body = b"<p>soon busy</p><script>setTimeout(() => { for (;;) {} }, 500)</script>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_a_screenshot_that_cannot_be_taken_takes_at_most_half_the_time_left_and_never_fails_the_task() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SpinningPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        for mode in ("every", "final"):
+            task = TaskSpec.model_validate(
+                {
+                    "task_id": f"spin_{mode}",
+                    "task_type": "reasoning",
+                    "description": "wait, try a page you may not open, then say done",
+                    "expected_tools": ["browser", "python_executor"],
+                    "max_steps": 4,
+                    "timeout": 6,  # the capture's own bound (ADP_BROWSER_ACTION_TIMEOUT, 10 s) is longer
+                    "constraints": {
+                        "start_url": origin,
+                        "allowed_urls": [origin],
+                        "reference_tool_calls": [
+                            {"name": "python_executor", "arguments": {"code": "import time; time.sleep(1.2)"}},
+                            # Refused without touching the page: the step is recorded, then the
+                            # screenshot (after it, or at the end) meets the spinning page.
+                            {"name": "browser", "arguments": {"action": "goto", "url": "http://elsewhere.invalid/"}},
+                            {"name": "complete_task", "arguments": {"answer": "done"}},
+                        ],
+                    },
+                },
+                strict=False,
+            )
+            trajectory = _run(task, screenshots=mode)
+            assert trajectory.success, (mode, trajectory.error_type, trajectory.error_message)
+            assert [step.tool for step in trajectory.steps] == ["python_executor", "browser", "complete_task"]
+            assert trajectory.steps[1].observation.startswith("blocked:")
+            assert [step.screenshot for step in trajectory.steps] == [None, None, None]
+            assert trajectory.total_duration < 5.5, (mode, trajectory.total_duration)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from runtimes.sandbox import ExecResult, Sandbox, SandboxLimits
 from runtimes.web import BrowserPool, BrowserSession, EgressProxy, task_allowlist
 
 OBSERVATION_CHARS = 8000
+_MIN_SCREENSHOT_SECONDS = 0.2  # less time than this left for a screenshot: none is taken
 _SYSTEM_PROMPT = (
     "You are an agent that completes tasks with tools. Work step by step: call a tool, read its "
     "result, continue. Use python_executor to run Python code and browser to act on web pages "
@@ -73,6 +75,7 @@ class _Run:
     session: BrowserSession | None = None
     sandbox_failure: str | None = None  # why the sandbox could not run code, the first time it could not
     browser: BrowserPool | None = None  # whose settings say when to take screenshots
+    deadline: float | None = None  # the event loop's time at which the task's timeout ends
     asking: bool = False  # waiting for the policy's next turn
     answered: bool = False  # the policy answered a turn of this task (a model live, not from the cache)
 
@@ -102,8 +105,8 @@ async def run_task(
     system_failure = False  # only an error of adp's machinery makes it one (AdpError.system_failure)
     verifier: VerifierResult | None = None
     try:
-        async with asyncio.timeout(task.timeout), _browser_session(task, browser) as session:
-            run.session = session
+        async with asyncio.timeout(task.timeout) as budget, _browser_session(task, browser) as session:
+            run.session, run.deadline = session, budget.when()
             if session is not None and session.utterance:
                 run.messages[1]["content"] += f"\n\nThe page says: {session.utterance}"
             error = await _loop(run, policy, sandbox, sandbox_limits, tools, limits)
@@ -335,9 +338,11 @@ async def _screenshot(run: _Run, *, last: bool) -> None:
     step = next((step for step in reversed(run.steps) if step.action_type is ActionType.BROWSER_ACTION), None)
     if browser is None or session is None or step is None or (not last and step is not run.steps[-1]):
         return
-    step.screenshot = await session.screenshot(
-        browser.screenshot_max_bytes, browser.action_timeout, browser.screenshot_scale
-    )
+    # At most half the time the task has left: a slow capture must not be what times it out.
+    left = math.inf if run.deadline is None else run.deadline - asyncio.get_running_loop().time()
+    bound = min(browser.action_timeout, left / 2)
+    if bound >= _MIN_SCREENSHOT_SECONDS:
+        step.screenshot = await session.screenshot(browser.screenshot_max_bytes, bound, browser.screenshot_scale)
 
 
 def _observation(result: ExecResult) -> str:
