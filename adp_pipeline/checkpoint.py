@@ -132,11 +132,11 @@ class Checkpoint:
         """Write ``trajectory``'s screenshots into the lake and drop their bytes; their paths by step id."""
         named: dict[int, str] = {}
         for step in trajectory.steps:
-            if step.screenshot is not None:
-                named[step.step_id] = self.lake.write_screenshot(
-                    self.batch, trajectory.task_id, step.step_id, step.screenshot
-                )
-                step.screenshot = None
+            # Only a browser step's JPEG becomes a .jpg (a result from a queue could carry anything).
+            jpeg = step.screenshot
+            if jpeg is not None and step.tool == "browser" and jpeg[:2] == b"\xff\xd8" and jpeg[-2:] == b"\xff\xd9":
+                named[step.step_id] = self.lake.write_screenshot(self.batch, trajectory.task_id, step.step_id, jpeg)
+            step.screenshot = None
         return named
 
     def commit(self) -> None:

@@ -19,6 +19,7 @@ import dagster as dg
 import pytest
 from PIL import Image
 
+from adp_pipeline.checkpoint import RunIdentity, open_checkpoint
 from adp_pipeline.export import export_training_set
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.lake import _STEPS_GRACE_SECONDS
@@ -32,6 +33,7 @@ from runtimes.settings import Settings
 from runtimes.testing import RedisServer
 from runtimes.web import BrowserPool
 from tests.helpers import EXAMPLES, REPO, Workers, code_task, materialize_file
+from tests.helpers import step as recorded_step
 
 VIEWPORT = (640, 360)  # half of 1280x720, Playwright's default viewport (ADP_SCREENSHOT_SCALE=0.5)
 _EXAMPLES = {json.loads(line)["task_id"]: line for line in EXAMPLES.read_text().splitlines() if line.strip()}
@@ -328,3 +330,28 @@ def test_a_screenshot_that_cannot_be_taken_takes_at_most_half_the_time_left_and_
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_only_a_browser_step_s_jpeg_becomes_a_file_of_the_lake(tmp_path: Path) -> None:
+    """What a result from the queue carries is checked where it is stored: bytes that are not a
+    JPEG, or a screenshot on a step of another tool, never become a .jpg of the lake."""
+    jpeg = b"\xff\xd8" + b"pixels" * 100 + b"\xff\xd9"
+    steps = [recorded_step(1, "browser"), recorded_step(2, "browser"), recorded_step(3, "python_executor")]
+    steps.append(recorded_step(4, "complete_task"))
+    for one, data in zip(steps, (jpeg, b"<script>alert(1)</script>", jpeg, jpeg), strict=True):
+        one.screenshot = data
+    trajectory = Trajectory(
+        task_id="t", task_type="reasoning", runtime_id="r", success=True, steps=steps, policy="oracle"
+    )
+    lake = Lake(tmp_path / "data")
+    with open_checkpoint(lake, "b-1", RunIdentity("oracle", None, 1)) as checkpoint:
+        checkpoint.add(trajectory)
+        assert checkpoint.flush(tmp_path / "out") == 1
+        checkpoint.commit()
+    assert all(one.screenshot is None for one in steps)  # the bytes left memory once stored
+    with lake.connect() as connection:
+        named = connection.execute("SELECT step_id, screenshot FROM steps ORDER BY step_id").fetchall()
+    assert [step_id for step_id, path in named if path] == [1]
+    files = [p for p in (lake.root / "screenshots").rglob("*") if p.is_file()]
+    assert [p.relative_to(lake.root).as_posix() for p in files] == [named[0][1]]
+    assert files[0].read_bytes() == jpeg
