@@ -9,9 +9,10 @@ reward) through the same loop. Both sides launch Chromium with adp's flags (CHRO
 
     .venv/bin/python bench/bench_web.py --screenshots [--tasks 30] [--rounds 2]
 
-compares instead the same shop tasks through adp's loop with ADP_SCREENSHOTS=off, every and
-final, back to back in one process (``--rounds`` times, interleaved, the best rate of each
-kept), each screenshot stored in a scratch lake as a run's checkpoint stores it.
+compares instead the same shop tasks, then the MiniWoB++ examples, through adp's loop with
+ADP_SCREENSHOTS=off, every and final, back to back in one process (``--rounds`` times,
+interleaved, the best of each kept), each screenshot stored in a scratch lake as a run's
+checkpoint stores it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -132,6 +135,18 @@ def tree_cpu_seconds() -> float:
     return total / tick
 
 
+def _storer(lake: Lake | None, batch: str) -> Callable[[Trajectory], None]:
+    """What stores a finished trajectory's screenshots in ``lake`` (nothing without one)."""
+
+    def store(trajectory: Trajectory) -> None:
+        for step in trajectory.steps:
+            if lake is not None and step.screenshot is not None:
+                lake.write_screenshot(batch, trajectory.task_id, step.step_id, step.screenshot)
+                step.screenshot = None
+
+    return store
+
+
 async def adp_rate(
     n: int, contexts: int, screenshots: ScreenshotMode = "every", lake: Lake | None = None
 ) -> tuple[float, int, float, float]:
@@ -146,13 +161,7 @@ async def adp_rate(
     policy = LLMPolicy(client, name="mock")
     browser = BrowserPool(contexts, screenshots=screenshots)
     sandbox = WarmSandbox(1)
-
-    def store(trajectory: Trajectory) -> None:
-        for step in trajectory.steps:
-            if lake is not None and step.screenshot is not None:
-                lake.write_screenshot(f"bench-{screenshots}", trajectory.task_id, step.step_id, step.screenshot)
-                step.screenshot = None
-
+    store = _storer(lake, f"bench-shop-{screenshots}")
     try:
         await run_tasks(tasks[:1], policy, sandbox, max_concurrent=contexts, browser=browser)  # warm up
         cpu, started = tree_cpu_seconds(), time.perf_counter()
@@ -172,55 +181,80 @@ class ModeResult(NamedTuple):
     rate: float  # tasks/s, the best round
     cpu: float  # CPU seconds per task of the whole process tree, the least of the rounds
     failed: int
-    stored: int  # JPEG files in the scratch lake
+    stored: int  # JPEG files the last round stored
     bytes_per_shot: float
 
 
-async def screenshot_rates(n: int, contexts: int, rounds: int) -> dict[str, ModeResult]:
-    """Shop tasks through adp with each ADP_SCREENSHOTS mode, interleaved ``rounds`` times (the
-    load of a shared machine drifts), the best round of each."""
+WORKLOADS = ("shop", "miniwob")
+
+
+async def screenshot_rates(n: int, contexts: int, rounds: int) -> dict[tuple[str, str], ModeResult]:
+    """The shop tasks and the MiniWoB++ examples through adp with each ADP_SCREENSHOTS mode,
+    interleaved ``rounds`` times (the load of a shared machine drifts), the best round of each:
+    (workload, mode) -> result."""
     modes: tuple[ScreenshotMode, ...] = ("off", "every", "final")
-    best: dict[str, ModeResult] = {}
+    best: dict[tuple[str, str], ModeResult] = {}
     with tempfile.TemporaryDirectory() as scratch:
         lake = Lake(Path(scratch))
         for _ in range(rounds):
-            for mode in modes:
-                rate, failed, _peak, cpu = await adp_rate(n, contexts, mode, lake)
-                folder = lake.root / "screenshots" / f"bench-{mode}"
-                files = list(folder.rglob("*.jpg")) if folder.is_dir() else []
-                size = sum(path.stat().st_size for path in files) / max(1, len(files))
-                seen = best.get(mode)
-                best[mode] = ModeResult(
-                    max(rate, seen.rate) if seen else rate,
-                    min(cpu, seen.cpu) if seen else cpu,
-                    failed + (seen.failed if seen else 0),
-                    len(files),
-                    size,
-                )
+            for workload in WORKLOADS:
+                for mode in modes:
+                    folder = lake.root / "screenshots" / f"bench-{workload}-{mode}"
+                    shutil.rmtree(folder, ignore_errors=True)  # this round's files only
+                    if workload == "shop":
+                        rate, failed, _peak, cpu = await adp_rate(n, contexts, mode, lake)
+                    else:
+                        rate, _episodes, failed, cpu = await miniwob_rate(contexts, mode, lake)
+                    files = list(folder.rglob("*.jpg")) if folder.is_dir() else []
+                    size = sum(path.stat().st_size for path in files) / max(1, len(files))
+                    seen = best.get((workload, mode))
+                    best[workload, mode] = ModeResult(
+                        max(rate, seen.rate) if seen else rate,
+                        min(cpu, seen.cpu) if seen else cpu,
+                        failed + (seen.failed if seen else 0),
+                        len(files),
+                        size,
+                    )
     return best
 
 
 async def screenshots_main(n: int, contexts: int, rounds: int) -> None:
-    Console(stderr=True).print(f"adp web tasks, mock LLM at 0 ms, ADP_SCREENSHOTS off/every/final x {rounds} ...")
+    console = Console(stderr=True)
+    console.print(f"adp web tasks and MiniWoB++ episodes, ADP_SCREENSHOTS off/every/final x {rounds} ...")
     results = await screenshot_rates(n, contexts, rounds)
-    off = results["off"]
-    table = Table(title=f"web tasks by ADP_SCREENSHOTS ({n} tasks, {contexts} contexts, best of {rounds} rounds)")
-    columns = ("ADP_SCREENSHOTS", "tasks/s", "ratio", "CPU s/task", "CPU ratio", "failed", "JPEGs", "KB/JPEG")
+    table = Table(title=f"web tasks by ADP_SCREENSHOTS ({n} shop tasks, {contexts} contexts, best of {rounds} rounds)")
+    columns = (
+        "workload",
+        "ADP_SCREENSHOTS",
+        "tasks/s",
+        "ratio",
+        "CPU s/task",
+        "CPU ratio",
+        "failed",
+        "JPEGs",
+        "KB/JPEG",
+    )
     for column in columns:
-        table.add_column(column, justify="left" if column == "ADP_SCREENSHOTS" else "right")
-    for mode, result in results.items():
+        table.add_column(column, justify="left" if column in ("workload", "ADP_SCREENSHOTS") else "right")
+    for (workload, mode), result in results.items():
+        off = results[workload, "off"]
         table.add_row(
+            "shop, mock LLM 0 ms" if workload == "shop" else "MiniWoB++ examples, oracle",
             mode,
             f"{result.rate:.2f}",
             f"{result.rate / off.rate:.2f}",
             f"{result.cpu:.3f}",
-            f"{off.cpu / result.cpu:.2f}",  # tasks/s ratio on a machine the tasks keep busy
+            f"{off.cpu / result.cpu:.2f}",  # the tasks/s ratio on a machine the tasks keep busy
             str(result.failed),
             str(result.stored),
             f"{result.bytes_per_shot / 1000:.0f}" if result.stored else "",
         )
-    Console(width=110).print(table)
-    print(json.dumps({mode: {"tasks_s": round(r.rate, 2), "cpu_s": round(r.cpu, 3)} for mode, r in results.items()}))
+    Console(width=130).print(table)
+    print(
+        json.dumps(
+            {f"{w}/{m}": {"tasks_s": round(r.rate, 2), "cpu_s": round(r.cpu, 3)} for (w, m), r in results.items()}
+        )
+    )
 
 
 def miniwob_tasks() -> list[TaskSpec]:
@@ -266,20 +300,26 @@ async def bare_miniwob(contexts: int) -> float:
     return len(tasks) / elapsed
 
 
-async def miniwob_rate(contexts: int) -> tuple[float, int, int]:
-    """MiniWoB++ tasks/s through adp's agent loop with the oracle: (rate, tasks, failed)."""
+async def miniwob_rate(
+    contexts: int, screenshots: ScreenshotMode = "every", lake: Lake | None = None
+) -> tuple[float, int, int, float]:
+    """MiniWoB++ tasks/s through adp's agent loop with the oracle: (rate, tasks, failed, CPU
+    seconds per task of the whole process tree); screenshots stored in ``lake`` as in adp_rate."""
     tasks = miniwob_tasks()
-    browser = BrowserPool(contexts)
+    browser = BrowserPool(contexts, screenshots=screenshots)
     sandbox = WarmSandbox(1)
+    store = _storer(lake, f"bench-miniwob-{screenshots}")
     try:
         await run_tasks(tasks[:contexts], OraclePolicy(), sandbox, max_concurrent=contexts, browser=browser)  # warm up
-        started = time.perf_counter()
-        trajectories = await run_tasks(tasks, OraclePolicy(), sandbox, max_concurrent=contexts, browser=browser)
-        elapsed = time.perf_counter() - started
+        cpu, started = tree_cpu_seconds(), time.perf_counter()
+        trajectories = await run_tasks(
+            tasks, OraclePolicy(), sandbox, max_concurrent=contexts, browser=browser, on_done=store
+        )
+        elapsed, cpu = time.perf_counter() - started, tree_cpu_seconds() - cpu
     finally:
         await sandbox.aclose()
         await browser.aclose()
-    return len(tasks) / elapsed, len(tasks), sum(not t.success for t in trajectories)
+    return len(tasks) / elapsed, len(tasks), sum(not t.success for t in trajectories), cpu / len(tasks)
 
 
 async def main() -> None:
@@ -300,7 +340,7 @@ async def main() -> None:
     console.print("MiniWoB++ examples, bare Playwright ...")
     bare_wob = await bare_miniwob(args.contexts)
     console.print("MiniWoB++ examples through adp, oracle ...")
-    miniwob, episodes, miniwob_failed = await miniwob_rate(args.contexts)
+    miniwob, episodes, miniwob_failed, _cpu = await miniwob_rate(args.contexts)
     table = Table(title=f"adp web bench ({args.tasks} tasks, {args.contexts} contexts)")
     for column in ("measure", "tasks/s", "ratio", "note"):
         table.add_column(column, justify="left" if column in ("measure", "note") else "right")
