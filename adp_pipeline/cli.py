@@ -594,18 +594,34 @@ def view(data_dir: Path | None, host: str, port: int) -> None:
     """A read-only web app over the lake: batches, trajectories (filtered, paged) and each
     trajectory's steps. It reads like adp query (the lake only, under the same limits); a data
     dir without a lake is refused (exit 2)."""
+    from urllib.parse import urlsplit
+
     import uvicorn
 
     from adp_pipeline.storage import QueryLimits
     from adp_pipeline.view import build_app
+    from adp_pipeline.view.app import LOCAL_HOSTS
 
     settings = _settings(data_dir)
     _require_data(settings.data_dir, "adp view shows a lake that runs wrote")
-    app = build_app(settings.data_dir.absolute(), QueryLimits.from_settings(settings))
+    # Bound to loopback, it answers only requests addressed to a local name (or ADP_VIEW_URL's
+    # host): no other site's page can reach it through a domain pointed at 127.0.0.1.
+    local = host.lower() in LOCAL_HOSTS or host.startswith("127.")
+    view_host = urlsplit(settings.view_url).hostname if settings.view_url else None
+    hosts = {*LOCAL_HOSTS, host.lower()} | ({view_host} if view_host else set())
+    app = build_app(settings.data_dir.absolute(), QueryLimits.from_settings(settings), hosts if local else None)
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         printable(f"adp view on http://{shown}:{port} over {settings.data_dir.absolute()}; Ctrl-C stops it"), err=True
     )
+    if not local:
+        click.echo(
+            printable(
+                f"adp view has no login: whoever reaches port {port} on {host} reads this lake; "
+                "keep it on 127.0.0.1 (the default) unless a firewall or an authenticating proxy guards it"
+            ),
+            err=True,
+        )
     uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
 
 

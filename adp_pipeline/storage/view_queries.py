@@ -195,6 +195,7 @@ class StepView:
     error_message: str | None
     duration: float
     screenshot: str | None = None  # the page after a web step: a path under the lake's screenshots/
+    observation_chars: int | None = None  # the whole observation's length (``observation`` may be cut)
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,26 @@ class TrajectoryDetail:
     steps: list[StepView]
     task: TaskView | None = None
     run: RunView | None = None
+    steps_total: int | None = None  # how many steps the lake holds, when ``steps`` holds only the first
+
+
+# A page shows a value of the lake (an observation, parameters, a result, a description) up to
+# this many characters and only the first steps of a trajectory: the queries read no more (a
+# 60 MB observation or a million-step trajectory must neither fill the server's memory nor make
+# a page the browser cannot open). A cut value is read as its first MAX_SHOWN_CHARS + 1
+# characters, so the page knows it is cut; `adp query` reads it whole.
+MAX_SHOWN_CHARS = 50_000
+MAX_SHOWN_STEPS = 200
+
+
+def _cut(column: str) -> str:
+    """``column`` read as at most MAX_SHOWN_CHARS + 1 characters (one more: the page sees it is cut)."""
+    return f"left({column}, {MAX_SHOWN_CHARS + 1})"
+
+
+def shown_text(value: str) -> tuple[str, bool]:
+    """``value`` as a page shows it: its first MAX_SHOWN_CHARS characters, and whether it was cut."""
+    return (value[:MAX_SHOWN_CHARS], True) if len(value) > MAX_SHOWN_CHARS else (value, False)
 
 
 def batch_summaries(connection: duckdb.DuckDBPyConnection) -> list[BatchSummary]:
@@ -468,7 +489,8 @@ def filter_choices(connection: duckdb.DuckDBPyConnection) -> FilterChoices:
 def trajectory_detail(connection: duckdb.DuckDBPyConnection, batch: str, task_id: str) -> TrajectoryDetail | None:
     """The trajectory of ``task_id`` in ``batch`` with its task and steps, or None if there is none."""
     found = connection.execute(
-        f"SELECT {_ROW_COLUMNS}, error_message, final_result, verifier, model, provider, total_duration, "
+        f"SELECT {_ROW_COLUMNS}, {_cut('error_message')}, {_cut('final_result')}, {_cut('verifier')}, model, "
+        "provider, total_duration, "
         "prompt_tokens, completion_tokens, total_tokens, llm_calls, llm_retries, llm_cached_calls, attempts "
         "FROM trajectories WHERE batch = ? AND task_id = ? LIMIT 1",
         [batch, task_id],
@@ -476,18 +498,21 @@ def trajectory_detail(connection: duckdb.DuckDBPyConnection, batch: str, task_id
     if found is None:
         return None
     task = connection.execute(
-        "SELECT description, constraints, expected_tools, max_steps, timeout FROM tasks "
+        f"SELECT {_cut('description')}, {_cut('constraints')}, expected_tools, max_steps, timeout FROM tasks "
         "WHERE batch = ? AND task_id = ? LIMIT 1",
         [batch, task_id],
     ).fetchone()
+    found_steps = connection.execute(
+        f"SELECT step_id, tool, {_cut('action_params')}, {_cut('observation')}, success, error_type, "
+        f"{_cut('error_message')}, duration, screenshot, length(observation), count(*) OVER () "
+        f"FROM steps WHERE batch = ? AND task_id = ? ORDER BY step_id LIMIT {MAX_SHOWN_STEPS}",
+        [batch, task_id],
+    ).fetchall()
     steps = [
-        StepView(int(s), str(tool), str(params), str(obs), bool(ok), et, em, float(duration), shot)
-        for s, tool, params, obs, ok, et, em, duration, shot in connection.execute(
-            "SELECT step_id, tool, action_params, observation, success, error_type, error_message, duration, "
-            "screenshot FROM steps WHERE batch = ? AND task_id = ? ORDER BY step_id",
-            [batch, task_id],
-        ).fetchall()
+        StepView(int(s), str(tool), str(params), str(obs), bool(ok), et, em, float(duration), shot, int(chars))
+        for s, tool, params, obs, ok, et, em, duration, shot, chars, _ in found_steps
     ]
+    steps_total = int(found_steps[0][-1]) if found_steps else 0
     model, provider, total_duration, *counts = found[11:]
     return TrajectoryDetail(
         row=_row(found[:8]),
@@ -501,6 +526,7 @@ def trajectory_detail(connection: duckdb.DuckDBPyConnection, batch: str, task_id
         if task is None
         else TaskView(str(task[0]), str(task[1]), [str(t) for t in task[2]], int(task[3]), int(task[4])),
         run=RunView(model, provider, float(total_duration), *(int(c) for c in counts)),
+        steps_total=steps_total,
     )
 
 
@@ -542,6 +568,13 @@ class Lineage:
     ancestors: list[LineageTask]
     children: list[LineageTask]
     cut: bool
+    children_total: int | None = None  # how many children there are, when ``children`` holds only the first
+    ancestors_cut: bool = False  # the walk stopped at MAX_SHOWN_RELATIVES ancestors with parents left
+
+
+# A lineage page lists at most this many ancestors and this many children (a seed with thousands
+# of children, or a row naming a million parents, must not make a page of megabytes).
+MAX_SHOWN_RELATIVES = 500
 
 
 def _lineage_tasks(connection: duckdb.DuckDBPyConnection, ids: list[str], children_of: str | None) -> list[LineageTask]:
@@ -551,7 +584,10 @@ def _lineage_tasks(connection: duckdb.DuckDBPyConnection, ids: list[str], childr
     if children_of is None:
         chosen, params = "SELECT unnest(?::VARCHAR[]) AS task_id", [ids]
     else:
-        chosen = "SELECT DISTINCT task_id FROM synthesized_tasks WHERE list_contains(parent_task_ids, ?)"
+        chosen = (
+            "SELECT DISTINCT task_id FROM synthesized_tasks WHERE list_contains(parent_task_ids, ?) "
+            f"ORDER BY task_id LIMIT {MAX_SHOWN_RELATIVES}"
+        )
         params = [children_of]
     rows = connection.execute(
         f"WITH chosen AS ({chosen}), "
@@ -594,16 +630,37 @@ def lineage(
     ).fetchone()
     if task.generation is None and task.batch is None and not (known and known[0]):
         return None
-    seen, ancestors = {task_id}, []
+    seen = {task_id}
+    ancestors: list[LineageTask] = []
     frontier = [p for p in dict.fromkeys(task.parent_task_ids) if p not in seen]
+    ancestors_cut = False
     for _ in range(max_generations):
+        if not frontier:
+            break
+        room = MAX_SHOWN_RELATIVES - len(ancestors)
+        if len(frontier) > room:
+            frontier, ancestors_cut = frontier[:room], True
         if not frontier:
             break
         seen.update(frontier)
         level = _lineage_tasks(connection, frontier, None)
         ancestors += level
         frontier = [p for p in dict.fromkeys(p for t in level for p in t.parent_task_ids) if p not in seen]
-    return Lineage(task, ancestors, _lineage_tasks(connection, [], task_id), cut=bool(frontier))
+    children = _lineage_tasks(connection, [], task_id)
+    total = len(children)
+    if total >= MAX_SHOWN_RELATIVES:
+        (counted,) = connection.execute(
+            "SELECT count(DISTINCT task_id) FROM synthesized_tasks WHERE list_contains(parent_task_ids, ?)", [task_id]
+        ).fetchone() or (total,)
+        total = int(counted)
+    return Lineage(
+        task,
+        ancestors,
+        children,
+        cut=bool(frontier),
+        children_total=total,
+        ancestors_cut=ancestors_cut,
+    )
 
 
 @dataclass(frozen=True)
@@ -669,7 +726,8 @@ def reject_page(
     rows = [
         RejectRow(str(b), str(s), c, str(t), str(m), str(r), [str(p) for p in parents], d, str(k))
         for b, s, c, t, m, r, parents, d, k in connection.execute(
-            "SELECT batch, stage, candidate_id, task_type, mutation, reason, parent_task_ids, description, "
+            f"SELECT batch, stage, candidate_id, task_type, mutation, {_cut('reason')}, parent_task_ids, "
+            f"{_cut('description')}, "
             f"{_REJECT_KEY} AS key FROM synthesis_rejects WHERE {' AND '.join(conditions)} "
             f"ORDER BY batch, stage, key LIMIT {int(limit) + 1}",
             params,

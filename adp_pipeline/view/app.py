@@ -7,9 +7,10 @@ writing the lake meanwhile is never blocked.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import duckdb
 from starlette.applications import Starlette
@@ -18,15 +19,18 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from adp_pipeline.storage import Lake, QueryLimits, within_limits
 from adp_pipeline.storage.view_queries import (
     MAX_GENERATIONS,
+    MAX_SHOWN_RELATIVES,
     LineageTask,
     batch_summaries,
     lineage,
     neighbours,
     reject_page,
+    shown_text,
     step_screenshot,
     synthesis_counts,
     trajectory_detail,
@@ -61,15 +65,44 @@ SECURITY_HEADERS = {
 }
 
 
+# The names a browser on this machine reaches a viewer bound to a loopback address by.
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 class _SecurityHeaders(BaseHTTPMiddleware):
+    """The headers above on every answer, and, when ``hosts`` is given, only requests that name
+    one of them in their Host header: a web page that points its own domain at 127.0.0.1 (DNS
+    rebinding) would otherwise read the lake from the operator's browser, same-origin to it."""
+
+    def __init__(self, app: ASGIApp, hosts: Collection[str] | None = None) -> None:
+        super().__init__(app)
+        self._hosts = None if hosts is None else frozenset(h.lower() for h in hosts)
+
     async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
+        if self._hosts is not None and _host_name(request.headers.get("host", "")) not in self._hosts:
+            body = "<p class=fail>This viewer answers only requests addressed to it by a local name.</p>"
+            response: Response = HTMLResponse(page("Unknown host", body), 421)
+        else:
+            response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         return response
 
 
-def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
-    """The viewer over the lake in ``data_dir``; every query runs under ``limits``."""
+def _host_name(header: str) -> str | None:
+    """The host of a Host header (``name``, ``name:port``, ``[v6]:port``), lower case; None if malformed."""
+    try:
+        return urlsplit("//" + header).hostname
+    except ValueError:
+        return None
+
+
+def build_app(data_dir: Path, limits: QueryLimits, hosts: Collection[str] | None = None) -> Starlette:
+    """The viewer over the lake in ``data_dir``; every query runs under ``limits``.
+
+    Args:
+        hosts: the host names requests may be addressed to (the Host header); None: any (a
+            viewer bound to a public address, which its operator chose to expose).
+    """
 
     shared = SharedCatalog(data_dir, limits)  # opening the catalog costs more than a page's queries
     choices_cache = ChoicesCache(Lake(data_dir).root)
@@ -198,11 +231,19 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
             else "<p>No synthesized task names it as a parent.</p>"
         )
         cut = f"<p class=fail>The walk stopped after {MAX_GENERATIONS} generations; older parents are not shown.</p>"
+        if found.ancestors_cut:
+            cut = f"<p class=fail>The walk stopped at {MAX_SHOWN_RELATIVES} parents; the others are not shown.</p>"
+        n_children = len(found.children) if found.children_total is None else found.children_total
+        if n_children > len(found.children):
+            children += (
+                f"<p class=fail>The first {text(len(found.children))} children by task id are shown; "
+                "adp query lists them all.</p>"
+            )
         parts = [
             f"<section class=task>{table(headers, [_lineage_row(found.task)])}</section>",
             f"<h2>Parents, up to generation 0 ({len(found.ancestors)})</h2>",
-            f"<section class=parents>{parents}{cut if found.cut else ''}</section>",
-            f"<h2>Children ({len(found.children)})</h2>",
+            f"<section class=parents>{parents}{cut if found.cut or found.ancestors_cut else ''}</section>",
+            f"<h2>Children ({text(n_children)})</h2>",
             f"<section class=children>{children}</section>",
         ]
         return HTMLResponse(page(f"Lineage of {task_id}", "".join(parts)))
@@ -223,7 +264,7 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
                 text(r.batch),
                 text(r.stage),
                 f"<pre class=candidate>{text(r.candidate_id or _preview(r.description))}</pre>",
-                f"<pre class=reason>{text(r.reason)}</pre>",
+                f"<pre class=reason>{text(_cut_note(r.reason))}</pre>",
                 text(r.task_type) + " · " + text(r.mutation),
                 _task_links(r.parent_task_ids),
             ]
@@ -253,14 +294,30 @@ def build_app(data_dir: Path, limits: QueryLimits) -> Starlette:
         Route("/rejects", rejects, methods=["GET"]),
         Route("/static/view.css", stylesheet, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(_SecurityHeaders)])
+    app = Starlette(routes=routes, middleware=[Middleware(_SecurityHeaders, hosts=hosts)])
 
     async def adp_error(request: Request, exc: Exception) -> Response:
         return HTMLResponse(page("Cannot read the lake", f"<pre>{text(redact(str(exc)))}</pre>"), 503)
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Starlette answers an unexpected exception outside every middleware: the headers are
+        # set here, so even a bug's page runs no script and is not sniffed.
+        return HTMLResponse(
+            page("Internal error", "<p>The viewer failed on this page; its log says why.</p>"),
+            500,
+            headers=SECURITY_HEADERS,
+        )
+
     app.add_exception_handler(AdpError, adp_error)
     app.add_exception_handler(duckdb.Error, adp_error)
+    app.add_exception_handler(Exception, internal_error)
     return app
+
+
+def _cut_note(value: str) -> str:
+    """``value`` as a page shows it (its beginning, with a note when the query cut it)."""
+    shown, cut = shown_text(value)
+    return shown + ("\n… cut (adp query reads it whole)" if cut else "")
 
 
 def _bad_parameter(bad: BadParameter) -> Response:
@@ -284,8 +341,15 @@ def _synthesis_cell(batch: str, accepted: int, rejected: dict[str, int]) -> str:
     return f"accepted {text(accepted)} · {link}" + (f" ({stages})" if stages else "")
 
 
+# A row links at most this many of a task's parents (the rest are counted): a synthesis row
+# naming thousands of parents would otherwise repeat them in every row that shows it.
+MAX_LINKED_PARENTS = 20
+
+
 def _task_links(task_ids: list[str]) -> str:
-    return ", ".join(f'<a href="{href(["lineage", t])}">{text(t)}</a>' for t in task_ids)
+    links = ", ".join(f'<a href="{href(["lineage", t])}">{text(t)}</a>' for t in task_ids[:MAX_LINKED_PARENTS])
+    more = len(task_ids) - MAX_LINKED_PARENTS
+    return links + (f" and {text(more)} more" if more > 0 else "")
 
 
 def _lineage_row(task: LineageTask) -> list[str]:

@@ -25,7 +25,7 @@ from adp_pipeline.export.formats import check_messages, json_text, openai_record
 from adp_pipeline.export.writer import SOURCE_COLUMNS, source_from_row
 from adp_pipeline.storage import Lake
 from adp_pipeline.storage.rows import named
-from adp_pipeline.storage.view_queries import StepView, TrajectoryDetail
+from adp_pipeline.storage.view_queries import MAX_SHOWN_CHARS, MAX_SHOWN_STEPS, StepView, TrajectoryDetail, shown_text
 from adp_pipeline.view.html import href, table, text
 from runtimes.core import BrokenMessagesError
 
@@ -39,6 +39,19 @@ _CODE_PARAMS = {("python_executor", "code"): PythonLexer}
 MAX_HIGHLIGHTED_CHARS = 100_000
 # Only class names (``.highlight .k``) around escaped text: the stylesheet (html.CSS) holds the colours.
 _FORMATTER = HtmlFormatter(nowrap=True)
+
+
+# The messages tab shows this much of the exported record's JSON (the rest: `adp export`).
+MAX_SHOWN_RECORD_CHARS = 4 * MAX_SHOWN_CHARS
+# A trajectory whose messages and tools hold more characters than this is not read for the tab.
+MAX_RECORD_SOURCE_CHARS = 8_000_000
+
+
+def _shown(value: object, what: str = "adp query") -> str:
+    """``value`` as HTML text, cut (with a note saying so) when the query read only its beginning."""
+    shown, cut = shown_text("" if value is None else str(value))
+    note = f"\n… cut: only the first {MAX_SHOWN_CHARS:,} characters are shown ({what} reads it whole)"
+    return text(shown) + (f"<span class=cut>{text(note)}</span>" if cut else "")
 
 
 # A screenshot is a capped viewport JPEG; a file far larger is not one adp wrote.
@@ -69,7 +82,18 @@ def screenshot_bytes(lake: Lake, stored: str) -> bytes | None:
 
 def exported_record(connection: duckdb.DuckDBPyConnection, batch: str, task_id: str) -> dict[str, Any] | str:
     """The ``openai`` export's record of this trajectory (its line in the JSON-lines file), or,
-    when the exporter refuses the trajectory, why (a string)."""
+    when the exporter refuses the trajectory or it is too large to show, why (a string)."""
+    size = connection.execute(
+        "SELECT length(messages) + length(tools) FROM trajectories WHERE batch = ? AND task_id = ? LIMIT 1",
+        [batch, task_id],
+    ).fetchone()
+    if size is not None and size[0] is not None and int(size[0]) > MAX_RECORD_SOURCE_CHARS:
+        # Reading, parsing and indenting it would hold hundreds of MB per request for a page that
+        # shows its first MAX_SHOWN_RECORD_CHARS characters anyway.
+        return (
+            f"its messages and tools are {int(size[0]):,} characters, more than a page shows "
+            f"({MAX_RECORD_SOURCE_CHARS:,}); adp export --format openai --include-failed writes them"
+        )
     rows = named(
         connection.execute(
             f"SELECT {SOURCE_COLUMNS} FROM trajectories WHERE batch = ? AND task_id = ? LIMIT 1", [batch, task_id]
@@ -85,6 +109,8 @@ def exported_record(connection: duckdb.DuckDBPyConnection, batch: str, task_id: 
         return f"adp export leaves this trajectory out: {exc}"
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # messages that are not a conversation
         return f"adp export cannot read this trajectory's messages: {exc}"
+    except RecursionError:  # JSON nested deeper than Python's parser goes: not a conversation either
+        return "adp export cannot read this trajectory's messages: they are nested too deep"
 
 
 def trajectory_body(
@@ -118,16 +144,22 @@ def trajectory_body(
 
 def _steps_tab(detail: TrajectoryDetail) -> str:
     r = detail.row
-    parts = ["<h2>Task</h2>", _task(detail), _run(detail), f"<h2>Steps ({len(detail.steps)})</h2>"]
+    total = len(detail.steps) if detail.steps_total is None else detail.steps_total
+    parts = ["<h2>Task</h2>", _task(detail), _run(detail), f"<h2>Steps ({text(total)})</h2>"]
     parts += [_step(detail.row.batch, r.task_id, step) for step in detail.steps]
+    if total > len(detail.steps):
+        parts.append(
+            f"<p class='fail steps-cut'>Only the first {text(len(detail.steps))} of {text(total)} steps are "
+            f"shown (a page shows at most {MAX_SHOWN_STEPS}); adp query reads them all.</p>"
+        )
     error = (
-        f"<p class=fail>{text(r.error_type)}: {text(detail.error_message)}</p>"
+        f"<p class=fail>{text(r.error_type)}: {_shown(detail.error_message)}</p>"
         if r.error_type or detail.error_message
         else ""
     )
     parts += [
         "<h2>Result</h2>",
-        f"<pre class=final>{text(detail.final_result)}</pre>",
+        f"<pre class=final>{_shown(detail.final_result)}</pre>",
         f"<section class=error>{error}</section>",
         "<h3>Verifier</h3>",
         _verifier(detail.verifier),
@@ -147,10 +179,10 @@ def _task(detail: TrajectoryDetail) -> str:
     )
     rest = task.constraints if constraints is None else _pretty(constraints)
     return (
-        f"<pre class=description>{text(task.description)}</pre>"
+        f"<pre class=description>{_shown(task.description)}</pre>"
         f"<section class=task-facts>{facts}</section>"
         f"<h3>Verify</h3><pre class=verify>{text(_pretty(verify) if verify is not None else 'no verify spec')}</pre>"
-        f"<details class=constraints><summary>Other constraints</summary><pre>{text(rest)}</pre></details>"
+        f"<details class=constraints><summary>Other constraints</summary><pre>{_shown(rest)}</pre></details>"
     )
 
 
@@ -176,7 +208,7 @@ def _run(detail: TrajectoryDetail) -> str:
 def _step(batch: str, task_id: str, step: StepView) -> str:
     state = "ok" if step.success else "fail"
     error = (
-        f"<p class=fail>{text(step.error_type)}: {text(step.error_message)}</p>"
+        f"<p class=fail>{text(step.error_type)}: {_shown(step.error_message)}</p>"
         if step.error_type or step.error_message
         else ""
     )
@@ -192,15 +224,16 @@ def _step(batch: str, task_id: str, step: StepView) -> str:
         f"<h3>{text(step.step_id)}. "
         f"<span class=tool>{text(step.tool)}</span> <small class=duration>{step.duration:.2f} s</small> "
         f'<small class="{state}">{"ok" if step.success else "failed"}</small></h3>'
-        f"{_params(step.tool, step.action_params)}{_observation(step.observation)}{error}{shot}</section>"
+        f"{_params(step.tool, step.action_params)}{_observation(step.observation, step.observation_chars)}"
+        f"{error}{shot}</section>"
     )
 
 
 def _params(tool: str, action_params: str) -> str:
     """A step's parameters, one per line: code highlighted, everything else (URLs included) as text."""
     params = _json_object(action_params)
-    if params is None:
-        return f"<pre class=params>{text(action_params)}</pre>"
+    if params is None:  # not a JSON object, or cut by the query (too long to show whole)
+        return f"<pre class=params>{_shown(action_params)}</pre>"
     lines = []
     for name, value in params.items():
         lexer = _CODE_PARAMS.get((tool, name))
@@ -213,19 +246,23 @@ def _params(tool: str, action_params: str) -> str:
     return f"<pre class='params highlight'>{''.join(lines)}</pre>"
 
 
-def _observation(observation: str) -> str:
-    """Folded: the summary shows its first lines, the whole text is in the fold."""
+def _observation(observation: str, chars: int | None = None) -> str:
+    """Folded: the summary shows its first lines, the whole text (or, past MAX_SHOWN_CHARS, its
+    beginning and a note) is in the fold. ``chars``: the whole observation's length."""
+    chars = len(observation) if chars is None else chars
+    whole = observation
+    observation, cut = shown_text(observation)
     lines = observation.splitlines()
     preview = "\n".join(
         line if len(line) <= PREVIEW_LINE_CHARS else line[:PREVIEW_LINE_CHARS] + "…" for line in lines[:PREVIEW_LINES]
     )
-    more = len(lines) > PREVIEW_LINES or preview != "\n".join(lines)
+    more = cut or len(lines) > PREVIEW_LINES or preview != "\n".join(lines)
+    size = f"{_count(chars, 'char')}, cut" if cut else f"{_count(len(lines), 'line')}, {_count(chars, 'char')}"
     return (
-        f"<details class=observation><summary>Observation "
-        f"({_count(len(lines), 'line')}, {_count(len(observation), 'char')})"
+        f"<details class=observation><summary>Observation ({size})"
         f"{'' if not preview else f'<span class=preview>{text(preview)}</span>'}"
         f"{'<span class=more>… open for the rest</span>' if more else ''}</summary>"
-        f"<pre>{text(observation)}</pre></details>"
+        f"<pre>{_shown(whole)}</pre></details>"
     )
 
 
@@ -233,7 +270,7 @@ def _verifier(verifier: str | None) -> str:
     """The verifier's checks (each passed or not) and details, or that the task has none."""
     report = _json_object(verifier)
     if report is None:
-        return f"<pre class=verifier>{text(verifier or 'no verifier')}</pre>"
+        return f"<pre class=verifier>{_shown(verifier or 'no verifier')}</pre>"
     checks = report.get("checks") if isinstance(report.get("checks"), dict) else {}
     passed = report.get("passed") is True
     lines = [f'<span class="{"ok" if passed else "fail"}">{"passed" if passed else "not passed"}</span>']
@@ -243,7 +280,7 @@ def _verifier(verifier: str | None) -> str:
     ]
     details = report.get("details")
     return f"<pre class=verifier>{chr(10).join(lines)}</pre>" + (
-        f"<pre class=verifier-details>{text(details)}</pre>" if details else ""
+        f"<pre class=verifier-details>{_shown(details)}</pre>" if details else ""
     )
 
 
@@ -251,10 +288,17 @@ def _messages(record: dict[str, Any] | str | None, verified_success: bool) -> st
     if not isinstance(record, dict):
         return f"<p class=fail>{text(record or 'no record')}</p>"
     exported = json.dumps(record, indent=2, ensure_ascii=False)
+    cut = len(exported) > MAX_SHOWN_RECORD_CHARS
+    shown = text(exported[:MAX_SHOWN_RECORD_CHARS]) + (
+        f"<span class=cut>\n… cut: only the first {MAX_SHOWN_RECORD_CHARS:,} characters are shown "
+        "(adp export writes it whole)</span>"
+        if cut
+        else ""
+    )
     which = "" if verified_success else " (not a verified success: only <code>--include-failed</code> exports it)"
     return (
         "<p>The trajectory's line of <code>adp export --format openai</code> (messages and tool schemas), "
-        f"indented{which}.</p><pre class=messages>{text(exported)}</pre>"
+        f"indented{which}.</p><pre class=messages>{shown}</pre>"
     )
 
 
@@ -265,7 +309,7 @@ def _count(n: int, noun: str) -> str:
 def _json_object(value: str | None) -> dict[str, Any] | None:
     try:
         parsed = json.loads(value) if value else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes: shown as text
         return None
     return parsed if isinstance(parsed, dict) else None
 
