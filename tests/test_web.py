@@ -184,8 +184,10 @@ def test_a_four_context_batch_stays_within_its_memory_and_an_oversized_browser_i
     assert all(t.success for t in trajectories)
     # Measured here: an idle browser ~275 MB, each context ~75-100 MB.
     assert 100 < browser.peak_memory_mb < 1200, browser.peak_memory_mb
-    _, small = run(MINIWOB[:4], contexts=1, memory_limit_mb=256)
-    assert small.launches >= 2  # the idle browser over its limit was replaced between tasks
+    # A limit below any running browser (idle ones measured 175-350 MB here, so 256 flaked):
+    # the idle browser is over it after its first task and must be replaced before the next.
+    _, small = run(MINIWOB[:4], contexts=1, memory_limit_mb=50)
+    assert small.launches >= 2
 
 
 @pytest.fixture(autouse=True)
