@@ -23,6 +23,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,11 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     lake.write_partition("steps", "hostile", step_rows)
     lake.write_partition("tasks", "hostile", tasks)
     lake.write_partition("synthesis_rejects", "hostile", rejects)
+    # A task run twice: it failed in the first batch and passed when run again, in a batch whose
+    # name sorts first (a batch's name says nothing of when it ran).
+    before = trajectory["created_at"] - timedelta(days=1)
+    lake.write_partition("trajectories", "zzz-first", [run("rerun", success=False, verified=False, created_at=before)])
+    lake.write_partition("trajectories", "aaa-again", [run("rerun", success=True, verified=True)])
     # A seed with more children than a page lists, and a task naming more parents than it lists.
     made = {"task_type": "code", "generation": 1, "mutation": "reseed", "essence_ids": [], "description": "d",
             "task": "{}", "task_file": "synth.jsonl", "tokens": 0, "created_at": trajectory["created_at"]}  # fmt: skip
@@ -266,3 +272,11 @@ def test_a_lineage_lists_its_first_relatives_and_says_how_many_there_are(hostile
     # Its own row links its first parents and counts the rest, rather than a thousand links.
     assert f"and {fan - MAX_LINKED_PARENTS} more" in orphan
     assert len(re.findall(r'href="/lineage/parent-', orphan)) == MAX_SHOWN_RELATIVES + MAX_LINKED_PARENTS
+
+
+def test_a_lineage_shows_the_outcome_of_the_latest_run_not_of_the_last_batch_name(hostile: Hostile) -> None:
+    status, _, body = _get(hostile.url, route(["lineage", "rerun"]))
+    assert status == 200
+    task_row = body.split("<section class=task>", 1)[1].split("</section>", 1)[0]
+    assert 'href="/trajectories/aaa-again/rerun"' in task_row and "not verified" not in task_row
+    assert ">verified<" in task_row

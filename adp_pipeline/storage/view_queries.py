@@ -596,7 +596,8 @@ def _lineage_tasks(connection: duckdb.DuckDBPyConnection, ids: list[str], childr
         "  (PARTITION BY task_id ORDER BY created_at DESC, batch DESC) = 1), "
         "ran AS (SELECT task_id, batch, verified_success FROM trajectories "
         "  WHERE task_id IN (SELECT task_id FROM chosen) QUALIFY row_number() OVER "
-        "  (PARTITION BY task_id ORDER BY batch DESC) = 1) "
+        # The latest run by its time (a batch's name, <file>-<digest>, says nothing of when it ran).
+        "  (PARTITION BY task_id ORDER BY created_at DESC NULLS LAST, batch DESC) = 1) "
         "SELECT c.task_id, m.generation, m.mutation, m.parent_task_ids, m.essence_ids, r.batch, r.verified_success "
         "FROM chosen c LEFT JOIN made m USING (task_id) LEFT JOIN ran r USING (task_id) ORDER BY c.task_id",
         params,
