@@ -136,7 +136,11 @@ def _get(base: str, path: str, method: str = "GET", host: str | None = None) -> 
     try:
         connection.request(method, path, headers={} if host is None else {"Host": host})
         response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode()
+        return (
+            response.status,
+            {k.lower(): v for k, v in response.getheaders()},
+            response.read().decode(errors="replace"),
+        )
     finally:
         connection.close()
 
@@ -280,3 +284,31 @@ def test_a_lineage_shows_the_outcome_of_the_latest_run_not_of_the_last_batch_nam
     task_row = body.split("<section class=task>", 1)[1].split("</section>", 1)[0]
     assert 'href="/trajectories/aaa-again/rerun"' in task_row and "not verified" not in task_row
     assert ">verified<" in task_row
+
+
+def test_a_re_run_steps_new_screenshot_gets_a_new_url_and_only_a_named_file_is_cached_for_good(
+    hostile: Hostile,
+) -> None:
+    """The screenshot route names a step; the step's page adds the file it shows (``v``), which
+    a re-run of the batch changes: a browser that cached the old image forever never shows it
+    for the new run."""
+    lake = Lake(hostile.data)
+    (step,) = (s for s in _rows(lake, "steps", "hostile") if s["task_id"] == "deep")
+    page = route(["trajectories", "shots", "deep"])
+    lake.write_partition("trajectories", "shots", [{**_rows(lake, "trajectories", "hostile")[0], "task_id": "deep"}])
+    seen = []
+    for words in ("the first run", "the re-run"):
+        jpeg = b"\xff\xd8 " + words.encode() + b" \xff\xd9"
+        stored = lake.write_screenshot("shots", "deep", 0, jpeg)
+        lake.write_partition("steps", "shots", [{**step, "screenshot": stored}])
+        status, _, body = _get(hostile.url, page)
+        assert status == 200
+        (src,) = set(re.findall(r'<img class=step-screenshot src="([^"]+)"', body))
+        src = src.replace("&amp;", "&")
+        status, headers, image = _get(hostile.url, src)
+        assert status == 200 and words in image and "immutable" in headers["cache-control"]
+        seen.append((src, headers["cache-control"]))
+        # The step's URL without the file's name is not cached for good: it follows the step.
+        status, headers, _ = _get(hostile.url, route(["screenshots", "shots", str(step["step_id"]), "deep"]))
+        assert status == 200 and headers["cache-control"] == "no-cache"
+    assert seen[0][0] != seen[1][0]

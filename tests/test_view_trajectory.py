@@ -233,7 +233,7 @@ def test_a_web_step_shows_its_screenshot_and_a_click_opens_it_whole(lakeview: La
     assert (
         link.get_attribute("href")
         == image.get_attribute("src")
-        == f"/screenshots/{lakeview.batch}/{step_id}/{WEB_TASK}"
+        == f"/screenshots/{lakeview.batch}/{step_id}/{WEB_TASK}?v={path.rsplit('/', 1)[-1]}"
     )
     with page.expect_response(lambda r: "/screenshots/" in r.url) as opened:
         link.click()

@@ -210,12 +210,13 @@ def build_app(data_dir: Path, limits: QueryLimits, hosts: Collection[str] | None
         with lake() as connection:
             stored = step_screenshot(connection, batch, task_id, step_id)
         image = None if stored is None else screenshot_bytes(Lake(data_dir), stored)
-        if image is None:
+        if stored is None or image is None:
             return Response("no such screenshot", 404, media_type="text/plain")
-        # The file's name holds its digest: the same URL never names other bytes.
-        return Response(
-            image, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=31536000, immutable"}
-        )
+        # The file's name holds its digest: a URL that names it (``v``, as the step's page links it)
+        # never names other bytes; one without it names the step, whose file a re-run replaces.
+        current = request.query_params.get("v") == stored.rsplit("/", 1)[-1]
+        cache = "public, max-age=31536000, immutable" if current else "no-cache"
+        return Response(image, media_type="image/jpeg", headers={"Cache-Control": cache})
 
     def lineage_page(request: Request) -> Response:
         task_id = request.path_params["task_id"]

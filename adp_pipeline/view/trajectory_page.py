@@ -214,7 +214,10 @@ def _step(batch: str, task_id: str, step: StepView) -> str:
     )
     shot = ""
     if step.screenshot:
-        url = href(["screenshots", batch, str(step.step_id), task_id])
+        # The link names the step and, in ``v``, the file it shows now (its name holds the bytes'
+        # digest): a re-run of the batch gives the step another file, so another URL, and a
+        # browser never shows the old image from its cache.
+        url = href(["screenshots", batch, str(step.step_id), task_id], {"v": step.screenshot.rsplit("/", 1)[-1]})
         shot = (
             f'<a class=step-screenshot href="{url}"><img class=step-screenshot src="{url}" '
             f'alt="screenshot after step {step.step_id}" loading=lazy></a>'
