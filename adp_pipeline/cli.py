@@ -604,17 +604,20 @@ def view(data_dir: Path | None, host: str, port: int) -> None:
 
     settings = _settings(data_dir)
     _require_data(settings.data_dir, "adp view shows a lake that runs wrote")
-    # Bound to loopback, it answers only requests addressed to a local name (or ADP_VIEW_URL's
-    # host): no other site's page can reach it through a domain pointed at 127.0.0.1.
+    # Bound to loopback, or with ADP_VIEW_URL naming how it is reached (the compose service binds
+    # 0.0.0.0 in its container, published on the host's 127.0.0.1), it answers only requests
+    # addressed to a local name or that URL's host: no other site's page can reach it through a
+    # domain pointed at 127.0.0.1 (DNS rebinding).
     local = host.lower() in LOCAL_HOSTS or host.startswith("127.")
     view_host = urlsplit(settings.view_url).hostname if settings.view_url else None
-    hosts = {*LOCAL_HOSTS, host.lower()} | ({view_host} if view_host else set())
-    app = build_app(settings.data_dir.absolute(), QueryLimits.from_settings(settings), hosts if local else None)
+    hosts = {*LOCAL_HOSTS, host.lower()} | ({view_host.lower()} if view_host else set())
+    guarded = local or view_host is not None
+    app = build_app(settings.data_dir.absolute(), QueryLimits.from_settings(settings), hosts if guarded else None)
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         printable(f"adp view on http://{shown}:{port} over {settings.data_dir.absolute()}; Ctrl-C stops it"), err=True
     )
-    if not local:
+    if not guarded:
         click.echo(
             printable(
                 f"adp view has no login: whoever reaches port {port} on {host} reads this lake; "

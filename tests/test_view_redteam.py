@@ -239,6 +239,38 @@ def test_a_public_bind_warns_that_the_viewer_has_no_login(hostile: Hostile) -> N
     assert "no login" in err and "127.0.0.1" in err
 
 
+def test_a_public_bind_with_adp_view_url_answers_only_that_host(hostile: Hostile) -> None:
+    # The compose service: bound to 0.0.0.0 in its container, published on the host's 127.0.0.1,
+    # ADP_VIEW_URL saying how it is reached. A page of another site pointing its domain at the
+    # published port (DNS rebinding) is refused; the URL's host and local names are answered.
+    port = free_port()
+    process = subprocess.Popen(
+        [ADP, "view", "--data-dir", str(hostile.data), "--host", "0.0.0.0", "--port", str(port)],
+        cwd=REPO,
+        env={**clean_env(), "ADP_VIEW_URL": "http://Viewer.Internal.example:8080/"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/") or process.poll() is not None, 30, "adp view")
+        assert process.poll() is None
+        for host, expected in [
+            ("evil.example", 421),
+            (f"evil.example:{port}", 421),
+            ("viewer.internal.example:8080", 200),
+            (f"127.0.0.1:{port}", 200),
+            ("localhost", 200),
+        ]:
+            status, headers, _ = _get(f"http://127.0.0.1:{port}", "/", host=host)
+            assert status == expected, host
+            _secured(headers)
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    assert "no login" not in err
+
+
 def test_an_unexpected_error_page_carries_the_security_headers_and_no_trace(hostile: Hostile) -> None:
     app = build_app(hostile.data, QueryLimits.from_settings(Settings()), hosts=None)
 
