@@ -38,8 +38,10 @@ def test_rows_that_do_not_fit_the_schema_are_refused_and_the_old_partition_stays
         assert connection.execute("SELECT task_id FROM tasks").fetchall() == [("a",)]
     with pytest.raises(ValueError, match="unknown lake table"):
         lake.write_partition("nope", "b-00000001", [])
-    with pytest.raises(ValueError, match="invalid batch key"):
-        lake.partition_file("tasks", "../escape")
+    # Every key a hive scan would read back as another partition, or fail every query on.
+    for key in ("../escape", "", ".hidden", "a/b", "a=b", "a?b", "a%2Fb", "a b", "a\nb", "é"):
+        with pytest.raises(ValueError, match="invalid batch key"):
+            lake.partition_file("tasks", key)
 
 
 def test_the_catalog_follows_the_data_dir_when_it_moves(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +33,7 @@ from adp_pipeline.storage.names import task_file_stem
 from adp_pipeline.storage.tables import COMPUTED_COLUMNS, DERIVED_VIEWS, TABLES
 
 SCHEMA_PARTITION = "__schema__"
+_BATCH_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 SCREENSHOTS = "screenshots"  # the lake's folder of screenshot files (not a table)
 _DATA_FILE = "data.parquet"
 _MERGE_ROWS = 1000
@@ -47,8 +49,10 @@ class Lake:
 
     def partition_file(self, table: str, batch: str) -> Path:
         _schema(table)
-        if not batch or "/" in batch or batch.startswith("."):
-            raise ValueError(f"invalid batch key {batch!r}")
+        if not _BATCH_KEY.fullmatch(batch):
+            # A key with "=", "?", "%" or "/" reads back as another partition or breaks every
+            # query of the hive scan; partition keys (task_files.partition_key_for) never have them.
+            raise ValueError(f"invalid batch key {batch!r}: letters, digits, '_', '-' and '.' only, not first")
         return self.root / table / f"batch={batch}" / _DATA_FILE
 
     def write_partition(self, table: str, batch: str, rows: Iterable[Mapping[str, Any]]) -> Path:
