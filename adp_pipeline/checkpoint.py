@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from adp_pipeline.faults import fault_point
 from adp_pipeline.storage import Lake
-from adp_pipeline.storage.lake import fsync_file
+from adp_pipeline.storage.lake import fsync_file, write_atomically
 from adp_pipeline.storage.names import task_file_stem
 from adp_pipeline.storage.rows import step_rows, trajectory_row
 from adp_pipeline.storage.tables import TABLES
@@ -266,13 +266,7 @@ def _write_table(path: Path, rows: list[dict[str, Any]], table: str) -> None:
 def _write_atomically(path: Path, data: bytes, batch: str) -> None:
     """``path`` whole or not at all; its temporary name carries the batch, so the next run of the
     batch can remove what a killed one left (:func:`remove_output_leftovers`)."""
-    temporary = path.with_name(f".{batch}.{uuid.uuid4().hex}.partial")
-    try:
-        temporary.write_bytes(data)
-        fsync_file(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_atomically(path, data, path.with_name(f".{batch}.{uuid.uuid4().hex}.partial"))
 
 
 def remove_output_leftovers(output: Path, batch: str) -> None:

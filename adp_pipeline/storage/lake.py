@@ -134,13 +134,7 @@ class Lake:
         if target.is_file():
             return relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{name}.{uuid.uuid4().hex}.partial")
-        try:
-            temporary.write_bytes(jpeg)
-            fsync_file(temporary)
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
+        write_atomically(target, jpeg, target.with_name(f".{name}.{uuid.uuid4().hex}.partial"))
         return relative
 
     def screenshot_file(self, relative: str) -> Path | None:
@@ -315,6 +309,17 @@ def _partial(target: Path) -> Path:
     """A temporary file for ``target`` beside its table's folder (outside every partition, so no
     reader's glob takes it), to be renamed onto ``target`` when complete."""
     return target.parent.parent / f".{target.parent.name}.{uuid.uuid4().hex}.partial"
+
+
+def write_atomically(target: Path, data: bytes, temporary: Path) -> None:
+    """``target`` holds ``data`` whole or not at all: written to ``temporary`` (beside it, a name no
+    reader takes), on disk, then renamed into place; ``temporary`` is gone either way."""
+    try:
+        temporary.write_bytes(data)
+        fsync_file(temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def fsync_file(path: Path) -> None:
