@@ -392,15 +392,38 @@ def synthesis_only(settings: Settings, batch: str) -> tuple[dict[str, Any], list
     return {key: value.value for key, value in materialization.metadata.items()}, warnings
 
 
+def oracle_run(task_file: Path, data: Path) -> str:
+    """`adp run task_file --data-dir data` with the oracle policy, as a user runs it (its TASKS_DIR
+    beside ``data``); the one batch it made."""
+    ran = adp(
+        "run",
+        str(task_file),
+        "--data-dir",
+        str(data),
+        env={"ADP_POLICY": "oracle", "TASKS_DIR": str(data.parent / "in")},
+    )
+    assert ran.returncode == 0, ran.stderr
+    (batch,) = (p.name.removeprefix("batch=") for p in (data / "lake" / "tasks").iterdir() if "__" not in p.name)
+    return batch
+
+
 @contextlib.contextmanager
-def running_view(data: Path) -> Iterator[str]:
-    """A real `adp view --data-dir data` on a free port of 127.0.0.1, as a user starts it; yields
-    its base URL once it answers, and checks when it stops that it said where it listens."""
-    port = free_port()
+def running_view(
+    data: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    said: list[str] | None = None,
+) -> Iterator[str]:
+    """A real `adp view --data-dir data --host host` (on ``port`` or a free one, ``env`` added to a
+    clean environment), as a user starts it; yields its base URL on 127.0.0.1 once it answers,
+    and checks when it stops that it said where it listens (its stderr appended to ``said``)."""
+    port = port or free_port()
     process = subprocess.Popen(
-        [ADP, "view", "--data-dir", str(data), "--port", str(port)],
+        [ADP, "view", "--data-dir", str(data), "--host", host, "--port", str(port)],
         cwd=REPO,
-        env=clean_env(),
+        env=clean_env(**(env or {})),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -413,7 +436,9 @@ def running_view(data: Path) -> Iterator[str]:
     finally:
         process.terminate()
         _, err = process.communicate(timeout=10)
-    assert url in err  # it said where it listens
+        if said is not None:
+            said.append(err)
+    assert f"http://{host}:{port}" in err  # it said where it listens
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ survive)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from adp_pipeline.storage.view_queries import (
     trajectory_detail,
     trajectory_page,
 )
-from tests.helpers import ADP, REPO, Watched, adp, clean_env, code_task, foreign_requests, free_port, http_ok, wait_for
+from tests.helpers import Watched, adp, code_task, foreign_requests, free_port, oracle_run, running_view
 
 # What a hostile task or page might carry: each must come back as the very same text.
 SCRIPT = "<script>alert(1)</script>"
@@ -64,30 +63,10 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
     ]
     task_file.write_text("\n".join(lines) + "\n")
     data = root / "data"
-    ran = adp(
-        "run", str(task_file), "--data-dir", str(data), env={"ADP_POLICY": "oracle", "TASKS_DIR": str(root / "in")}
-    )
-    assert ran.returncode == 0, ran.stderr
-    (batch,) = (p.name.removeprefix("batch=") for p in (data / "lake" / "tasks").iterdir() if "__" not in p.name)
+    batch = oracle_run(task_file, data)
     _write_synthesis(Lake(data), batch)
-    port = free_port()
-    process = subprocess.Popen(
-        [ADP, "view", "--data-dir", str(data), "--port", str(port)],
-        cwd=REPO,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: http_ok(url + "/") or process.poll() is not None, 30, "adp view to answer")
-        assert process.poll() is None, process.communicate()[1]
+    with running_view(data) as url:
         yield Viewer(url, data, batch)
-    finally:
-        process.terminate()
-        _, err = process.communicate(timeout=10)
-    assert f"http://127.0.0.1:{port}" in err  # it said where it listens
 
 
 def _write_synthesis(lake: Lake, batch: str) -> None:

@@ -6,7 +6,6 @@ page it names; without the setting there is no link. The links are built in one 
 
 from __future__ import annotations
 
-import subprocess
 import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -17,7 +16,7 @@ from pydantic import ValidationError
 
 from adp_pipeline.view.links import ViewLinks, route
 from runtimes.settings import Settings
-from tests.helpers import ADP, REPO, clean_env, code_task, free_port, http_ok, materialize_file, wait_for
+from tests.helpers import code_task, free_port, materialize_file, running_view
 
 # A task id with what a URL must encode: a space, '#', '?', '&', '=', '%' and a non-ASCII letter.
 ODD_ID = "bad #1?x=&y%20ü"
@@ -59,24 +58,12 @@ def test_metadata_links_open_the_viewers_pages_of_the_batch(settings: Settings, 
     assert rejects.path == "/rejects" and parse_qs(rejects.query) == {"batch": [batch]}
 
     # A real viewer over the same lake answers each link with the page it names.
-    process = subprocess.Popen(
-        [ADP, "view", "--data-dir", str(settings.data_dir), "--port", str(port)],
-        cwd=REPO,
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(lambda: http_ok(base) or process.poll() is not None, 30, "adp view to answer")
-        assert process.poll() is None, process.communicate()[1]
+    with running_view(settings.data_dir, port=port):
         pages = {}
         for name, url in {**trajectories, **synthesized}.items():
             with urllib.request.urlopen(url, timeout=10) as response:
                 assert response.status == 200, name
                 pages[name] = response.read().decode()
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
     assert "fine" in pages["view_batch"] and "bad #1?x=&amp;y%20ü" in pages["view_batch"]
     assert (
         "bad #1?x=&amp;y%20ü" in pages["view_top_error_example"] and "assert False" in pages["view_top_error_example"]

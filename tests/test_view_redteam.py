@@ -19,13 +19,13 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
@@ -40,7 +40,7 @@ from adp_pipeline.view.app import MAX_LINKED_PARENTS, SECURITY_HEADERS
 from adp_pipeline.view.links import route
 from adp_pipeline.view.trajectory_page import MAX_RECORD_SOURCE_CHARS
 from runtimes.settings import Settings
-from tests.helpers import ADP, REPO, adp, clean_env, code_task, free_port, http_ok, running_view, wait_for
+from tests.helpers import code_task, free_port, oracle_run, running_view, wait_for
 
 BIG = 3 * MAX_SHOWN_CHARS  # well past what a page shows
 MANY_STEPS = MAX_SHOWN_STEPS * 5
@@ -70,16 +70,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     root = tmp_path_factory.mktemp("redteam")
     (root / "t.jsonl").write_text(code_task("square", "print(4)", "4") + "\n")
     data = root / "data"
-    ran = adp(
-        "run",
-        str(root / "t.jsonl"),
-        "--data-dir",
-        str(data),
-        env={"ADP_POLICY": "oracle", "TASKS_DIR": str(root / "in")},
-    )
-    assert ran.returncode == 0, ran.stderr
+    batch = oracle_run(root / "t.jsonl", data)
     lake = Lake(data)
-    (batch,) = (p.name.removeprefix("batch=") for p in (lake.root / "tasks").iterdir() if "__" not in p.name)
     (trajectory,), steps, (task,) = (_rows(lake, t, batch) for t in ("trajectories", "steps", "tasks"))
 
     def run(task_id: str, **fields: object) -> dict[str, Any]:
@@ -218,43 +210,22 @@ def test_another_sites_host_name_is_refused_and_every_answer_carries_the_headers
 
 
 def test_a_public_bind_warns_that_the_viewer_has_no_login(hostile: Hostile) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [ADP, "view", "--data-dir", str(hostile.data), "--host", "0.0.0.0", "--port", str(port)],
-        cwd=REPO,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/") or process.poll() is not None, 30, "adp view")
-        assert process.poll() is None
+    said: list[str] = []
+    with running_view(hostile.data, host="0.0.0.0", said=said) as url:
         # Bound to every address by choice: any Host is answered (the operator names it).
-        status, _, _ = _get(f"http://127.0.0.1:{port}", "/", host="viewer.internal.example")
+        status, _, _ = _get(url, "/", host="viewer.internal.example")
         assert status == 200
-    finally:
-        process.terminate()
-        _, err = process.communicate(timeout=10)
-    assert "no login" in err and "127.0.0.1" in err
+    assert "no login" in said[0] and "127.0.0.1" in said[0]
 
 
 def test_a_public_bind_with_adp_view_url_answers_only_that_host(hostile: Hostile) -> None:
     # The compose service: bound to 0.0.0.0 in its container, published on the host's 127.0.0.1,
     # ADP_VIEW_URL saying how it is reached. A page of another site pointing its domain at the
     # published port (DNS rebinding) is refused; the URL's host and local names are answered.
-    port = free_port()
-    process = subprocess.Popen(
-        [ADP, "view", "--data-dir", str(hostile.data), "--host", "0.0.0.0", "--port", str(port)],
-        cwd=REPO,
-        env={**clean_env(), "ADP_VIEW_URL": "http://Viewer.Internal.example:8080/"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/") or process.poll() is not None, 30, "adp view")
-        assert process.poll() is None
+    said: list[str] = []
+    env = {"ADP_VIEW_URL": "http://Viewer.Internal.example:8080/"}
+    with running_view(hostile.data, host="0.0.0.0", env=env, said=said) as url:
+        port = urlsplit(url).port
         for host, expected in [
             ("evil.example", 421),
             (f"evil.example:{port}", 421),
@@ -262,13 +233,10 @@ def test_a_public_bind_with_adp_view_url_answers_only_that_host(hostile: Hostile
             (f"127.0.0.1:{port}", 200),
             ("localhost", 200),
         ]:
-            status, headers, _ = _get(f"http://127.0.0.1:{port}", "/", host=host)
+            status, headers, _ = _get(url, "/", host=host)
             assert status == expected, host
             _secured(headers)
-    finally:
-        process.terminate()
-        _, err = process.communicate(timeout=10)
-    assert "no login" not in err
+    assert "no login" not in said[0]
 
 
 def test_an_unexpected_error_page_carries_the_security_headers_and_no_trace(hostile: Hostile) -> None:

@@ -26,7 +26,7 @@ import pytest
 from adp_pipeline.export import export_training_set
 from adp_pipeline.storage import Lake, open_catalog
 from adp_pipeline.view.trajectory_page import MAX_HIGHLIGHTED_CHARS, _params
-from tests.helpers import REPO, Watched, adp, code_task, foreign_requests, lake_trajectory_row, running_view
+from tests.helpers import REPO, Watched, code_task, foreign_requests, lake_trajectory_row, oracle_run, running_view
 
 LONG = "for i in range(40):\n    print('line', i)"
 MINIWOB = (REPO / "examples" / "miniwob.jsonl").read_text().splitlines()[0]
@@ -81,11 +81,7 @@ def lakeview(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lakeview]:
     task_file = root / "tasks.jsonl"
     task_file.write_text(code_task("long_output", LONG, "done") + "\n" + MINIWOB + "\n")
     data = root / "data"
-    ran = adp(
-        "run", str(task_file), "--data-dir", str(data), env={"ADP_POLICY": "oracle", "TASKS_DIR": str(root / "in")}
-    )
-    assert ran.returncode == 0, ran.stderr
-    (batch,) = (p.name.removeprefix("batch=") for p in (data / "lake" / "tasks").iterdir() if "__" not in p.name)
+    batch = oracle_run(task_file, data)
     _write_attack(Lake(data), data)
     with running_view(data) as url:
         yield Lakeview(url, data, batch)
