@@ -269,6 +269,10 @@ def test_a_step_s_screenshot_crosses_json_exactly_and_the_lake_names_only_its_ow
         "screenshots/b-1/.x/3.jpg",
         "screenshots/b-1/3.jpg",
         "",
+        # Names the filesystem refuses: not a screenshot, never an error.
+        "screenshots/b-1/x/\0.jpg",
+        "screenshots/b-1/" + "x" * 300 + "/3.jpg",
+        "screenshots/b-1/x/" + "y" * 5000 + ".jpg",
     ):
         assert lake.screenshot_file(hostile) is None, hostile
     link = lake.root / "screenshots" / "b-1" / "linked"

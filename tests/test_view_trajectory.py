@@ -72,6 +72,9 @@ ATTACKS = {
     11: "screenshots/attack/shots/ok.png",  # a regular file, not a .jpg
     12: "screenshots/attack/shots/missing.jpg",
     13: "screenshots/attack/out/secret.jpg",  # through a linked folder to the secret
+    14: "screenshots/attack/shots/\0.jpg",  # names the filesystem refuses: a 404, not a 500
+    15: "screenshots/attack/" + "x" * 300 + "/1.jpg",
+    16: "screenshots/attack/shots/" + "y" * 5000 + ".jpg",
 }
 
 

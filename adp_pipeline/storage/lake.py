@@ -143,11 +143,14 @@ class Lake:
         parts = relative.split("/")
         if len(parts) != 4 or parts[0] != SCREENSHOTS or not parts[3].endswith(".jpg"):
             return None
-        if any(part in {"", ".", ".."} or part.startswith(".") or "\\" in part for part in parts):
+        if any(part in {"", ".", ".."} or part.startswith(".") or "\\" in part or "\0" in part for part in parts):
             return None
-        folder = (self.root / SCREENSHOTS).resolve()
-        path = (self.root / relative).resolve()
-        return path if folder in path.parents and path.is_file() else None
+        try:
+            folder = (self.root / SCREENSHOTS).resolve()
+            path = (self.root / relative).resolve()
+            return path if folder in path.parents and path.is_file() else None
+        except OSError:  # a name the filesystem refuses (too long, ...) names no screenshot of ours
+            return None
 
     def _remove_unnamed_screenshots(self, batch: str, steps_files: Sequence[Path], stale_before: float) -> None:
         """Remove the batch's screenshot files (and temporaries of killed writers) that no row of
