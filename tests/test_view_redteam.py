@@ -187,7 +187,16 @@ def test_the_messages_tab_does_not_read_a_record_of_many_megabytes(hostile: Host
 
 def test_another_sites_host_name_is_refused_and_every_answer_carries_the_headers(hostile: Hostile) -> None:
     url = hostile.url
-    for host in ("evil.example", f"evil.example:{hostile.port}", "127.0.0.1.evil.example", "", "[::2]:1"):
+    for host in (
+        "evil.example",
+        f"evil.example:{hostile.port}",
+        "127.0.0.1.evil.example",
+        "",
+        "[::2]:1",
+        "evil.example@127.0.0.1",  # a Host is no URL: user info, a path or a fragment is refused
+        "localhost/x",
+        "evil.example#@localhost",
+    ):
         status, headers, body = _get(url, "/", host=host)
         assert status == 421, host
         assert "batch" not in body.lower() or "Unknown host" in body

@@ -89,7 +89,10 @@ class _SecurityHeaders(BaseHTTPMiddleware):
 
 
 def _host_name(header: str) -> str | None:
-    """The host of a Host header (``name``, ``name:port``, ``[v6]:port``), lower case; None if malformed."""
+    """The host of a Host header (``name``, ``name:port``, ``[v6]:port``), lower case; None if malformed
+    (a Host is never a URL: user info, a path, a query or a fragment in it is not a host of ours)."""
+    if any(mark in header for mark in "@/?#\\"):
+        return None
     try:
         return urlsplit("//" + header).hostname
     except ValueError:
