@@ -28,11 +28,10 @@ import pyarrow.parquet as pq
 
 from adp_pipeline.faults import fault_point
 from adp_pipeline.storage import Lake
-from adp_pipeline.storage.lake import fsync_file, write_atomically
 from adp_pipeline.storage.names import task_file_stem
 from adp_pipeline.storage.rows import step_rows, trajectory_row
 from adp_pipeline.storage.tables import TABLES
-from runtimes.core import AdpError, Trajectory
+from runtimes.core import AdpError, Trajectory, fsync_file, write_bytes_atomically
 
 _RUN_FILE = "run.json"
 _COMMIT_KEYS = ("committing", "committed")  # run.json: the lake commit under way, and the last that landed
@@ -266,7 +265,7 @@ def _write_table(path: Path, rows: list[dict[str, Any]], table: str) -> None:
 def _write_atomically(path: Path, data: bytes, batch: str) -> None:
     """``path`` whole or not at all; its temporary name carries the batch, so the next run of the
     batch can remove what a killed one left (:func:`remove_output_leftovers`)."""
-    write_atomically(path, data, path.with_name(f".{batch}.{uuid.uuid4().hex}.partial"))
+    write_bytes_atomically(path, data, temporary=path.with_name(f".{batch}.{uuid.uuid4().hex}.partial"), durable=True)
 
 
 def remove_output_leftovers(output: Path, batch: str) -> None:

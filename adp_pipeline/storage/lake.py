@@ -31,6 +31,7 @@ from adp_pipeline.faults import fault_point
 from adp_pipeline.storage.confine import confined_connection
 from adp_pipeline.storage.names import task_file_stem
 from adp_pipeline.storage.tables import COMPUTED_COLUMNS, DERIVED_VIEWS, TABLES
+from runtimes.core import fsync_file, write_bytes_atomically
 
 SCHEMA_PARTITION = "__schema__"
 _BATCH_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -133,8 +134,7 @@ class Lake:
         target = self.root / relative
         if target.is_file():
             return relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(target, jpeg, target.with_name(f".{name}.{uuid.uuid4().hex}.partial"))
+        write_bytes_atomically(target, jpeg, durable=True)
         return relative
 
     def screenshot_file(self, relative: str) -> Path | None:
@@ -312,27 +312,6 @@ def _partial(target: Path) -> Path:
     """A temporary file for ``target`` beside its table's folder (outside every partition, so no
     reader's glob takes it), to be renamed onto ``target`` when complete."""
     return target.parent.parent / f".{target.parent.name}.{uuid.uuid4().hex}.partial"
-
-
-def write_atomically(target: Path, data: bytes, temporary: Path) -> None:
-    """``target`` holds ``data`` whole or not at all: written to ``temporary`` (beside it, a name no
-    reader takes), on disk, then renamed into place; ``temporary`` is gone either way."""
-    try:
-        temporary.write_bytes(data)
-        fsync_file(temporary)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def fsync_file(path: Path) -> None:
-    """``path``'s bytes on disk before it is renamed into place: a power cut leaves the old file
-    or the whole new one, never an empty one under the new name."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _steps_file(commit_id: str | None) -> str:

@@ -41,7 +41,7 @@ from runtimes.core._errors import (
     StructuredAnswerError,
     TaskFileError,
 )
-from runtimes.core._files import write_text_atomically
+from runtimes.core._files import fsync_file, write_bytes_atomically, write_text_atomically
 from runtimes.core._protocol import (
     RUNTIME_ID,
     SCHEMA_VERSION,
@@ -156,6 +156,7 @@ __all__ = [
     "VerifierResult",
     "Verify",
     "canonical_host",
+    "fsync_file",
     "iter_task_file",
     "memory_over_ceiling",
     "parse_browser_action",
@@ -167,5 +168,6 @@ __all__ = [
     "store_task_lines",
     "strict_json",
     "without_known_task_ids",
+    "write_bytes_atomically",
     "write_text_atomically",
 ]
