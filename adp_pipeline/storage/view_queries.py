@@ -231,8 +231,6 @@ class TrajectoryDetail:
     """One trajectory with its task (None when the task row is missing) and its steps in order."""
 
     row: TrajectoryRow
-    description: str | None
-    constraints: str | None
     error_message: str | None
     final_result: str
     verifier: str | None
@@ -516,8 +514,6 @@ def trajectory_detail(connection: duckdb.DuckDBPyConnection, batch: str, task_id
     model, provider, total_duration, *counts = found[11:]
     return TrajectoryDetail(
         row=_row(found[:8]),
-        description=None if task is None else str(task[0]),
-        constraints=None if task is None else str(task[1]),
         error_message=found[8],
         final_result=str(found[9]),
         verifier=found[10],

@@ -108,7 +108,8 @@ def build_app(data_dir: Path, limits: QueryLimits, hosts: Collection[str] | None
     """
 
     shared = SharedCatalog(data_dir, limits)  # opening the catalog costs more than a page's queries
-    choices_cache = ChoicesCache(Lake(data_dir).root)
+    lake_files = Lake(data_dir)
+    choices_cache = ChoicesCache(lake_files.root)
 
     @contextmanager
     def lake() -> Iterator[duckdb.DuckDBPyConnection]:
@@ -212,7 +213,7 @@ def build_app(data_dir: Path, limits: QueryLimits, hosts: Collection[str] | None
         batch, step_id, task_id = (request.path_params[k] for k in ("batch", "step_id", "task_id"))
         with lake() as connection:
             stored = step_screenshot(connection, batch, task_id, step_id)
-        image = None if stored is None else screenshot_bytes(Lake(data_dir), stored)
+        image = None if stored is None else screenshot_bytes(lake_files, stored)
         if stored is None or image is None:
             return Response("no such screenshot", 404, media_type="text/plain")
         # The file's name holds its digest: a URL that names it (``v``, as the step's page links it)

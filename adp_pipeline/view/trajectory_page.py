@@ -27,7 +27,7 @@ from adp_pipeline.storage import Lake
 from adp_pipeline.storage.rows import named
 from adp_pipeline.storage.view_queries import MAX_SHOWN_CHARS, MAX_SHOWN_STEPS, StepView, TrajectoryDetail, shown_text
 from adp_pipeline.view.html import href, table, text
-from runtimes.core import BrokenMessagesError
+from runtimes.core import BrokenMessagesError, strict_json
 
 TABS = {"steps": "Steps", "messages": "Messages (OpenAI export)"}
 # An observation longer than this shows its first lines in its summary, the rest folded.
@@ -311,8 +311,8 @@ def _count(n: int, noun: str) -> str:
 
 def _json_object(value: str | None) -> dict[str, Any] | None:
     try:
-        parsed = json.loads(value) if value else None
-    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes: shown as text
+        parsed = strict_json(value) if value else None
+    except ValueError:  # not JSON, or nested deeper than MAX_JSON_DEPTH: shown as text
         return None
     return parsed if isinstance(parsed, dict) else None
 
