@@ -24,7 +24,7 @@ from runtimes.core import CatalogError
 
 CATALOG_FILE = "adp.duckdb"
 QUALITY_FILE = "quality.duckdb"  # dbt_quality's own database (profiles.yml)
-_NAME = "adp"  # the catalog's database name in a reader's connection (its file's stem)
+CATALOG_NAME = "adp"  # the catalog's database name in a reader's connection (its file's stem)
 _QUALITY_NAME = "quality"
 _LOCK_WAIT_SECONDS = 10.0
 # Everything a database file can hold that a query could meet, as (kind, name, definition).
@@ -102,7 +102,7 @@ def _open(data_dir: Path, quality: Path | None, limits: QueryLimits | None) -> d
     for _ in range(2):
         if path.exists():
             connection = _reader(lake, path, quality, limits)
-            if _objects(connection, _NAME) == expected:
+            if _objects(connection, CATALOG_NAME) == expected:
                 return connection
             connection.close()
         _build(lake, path)
@@ -112,14 +112,14 @@ def _open(data_dir: Path, quality: Path | None, limits: QueryLimits | None) -> d
 def _reader(lake: Lake, path: Path, quality: Path | None, limits: QueryLimits | None) -> duckdb.DuckDBPyConnection:
     def attach(connection: duckdb.DuckDBPyConnection) -> None:
         _attach_waiting(connection, path)
-        connection.execute(f"USE {_NAME}")
+        connection.execute(f"USE {CATALOG_NAME}")
         if quality is not None and quality.is_file():
             try:
                 connection.execute(f"ATTACH {_text(quality)} AS {_QUALITY_NAME} (READ_ONLY)")
             except duckdb.Error:
                 return  # dbt holds it for writing this moment: the catalog's views are still there
             _refuse_foreign_quality_objects(connection, quality)
-            connection.execute(f"SET search_path = '{_NAME}.main,{_QUALITY_NAME}.{_DBT_SCHEMA}'")
+            connection.execute(f"SET search_path = '{CATALOG_NAME}.main,{_QUALITY_NAME}.{_DBT_SCHEMA}'")
 
     settings = limits.duckdb_settings() if limits is not None else None
     return confined_connection([lake.root], prepare=attach, settings=settings)
@@ -148,7 +148,7 @@ def _attach_waiting(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
     deadline = time.monotonic() + _LOCK_WAIT_SECONDS
     while True:
         try:
-            connection.execute(f"ATTACH {_text(path)} AS {_NAME} (READ_ONLY)")
+            connection.execute(f"ATTACH {_text(path)} AS {CATALOG_NAME} (READ_ONLY)")
             return
         except duckdb.IOException as exc:
             if time.monotonic() > deadline:

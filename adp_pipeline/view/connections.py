@@ -24,13 +24,13 @@ from pathlib import Path
 import duckdb
 
 from adp_pipeline.storage import QueryLimits, open_catalog
+from adp_pipeline.storage.catalog import CATALOG_NAME
 from adp_pipeline.storage.view_queries import FilterChoices, filter_choices
 
 
 @dataclass
 class _Opened:
     connection: duckdb.DuckDBPyConnection
-    database: str  # the catalog's database name: a cursor starts in DuckDB's default one
     opened_at: float
     users: int = 0
     retired: bool = False
@@ -59,7 +59,7 @@ class SharedCatalog:
                 self._release(opened)
                 raise
         try:
-            cursor.execute(f"USE {_identifier(opened.database)}")
+            cursor.execute(f"USE {CATALOG_NAME}")  # a cursor starts in DuckDB's default database
             yield cursor
         finally:
             cursor.close()
@@ -79,12 +79,7 @@ class SharedCatalog:
         if current is not None:
             self._retire(current)
         connection = open_catalog(self._data_dir, self._limits, quality=False)
-        try:
-            (database,) = connection.execute("SELECT current_database()").fetchone() or ("",)
-        except BaseException:
-            connection.close()
-            raise
-        self._current = _Opened(connection, str(database), time.monotonic())
+        self._current = _Opened(connection, time.monotonic())
         return self._current
 
     def _retire(self, opened: _Opened) -> None:
@@ -96,10 +91,6 @@ class SharedCatalog:
         opened.users -= 1
         if opened.retired and opened.users == 0:
             opened.connection.close()
-
-
-def _identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class ChoicesCache:
