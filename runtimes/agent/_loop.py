@@ -111,7 +111,8 @@ async def run_task(
                 run.messages[1]["content"] += f"\n\nThe page says: {session.utterance}"
             error = await _loop(run, policy, sandbox, sandbox_limits, tools, limits)
             if browser is not None and browser.screenshots == "final":
-                await _screenshot(run, last=True)  # before verification, which only reads the page
+                last = next((s for s in reversed(run.steps) if s.action_type is ActionType.BROWSER_ACTION), None)
+                await _screenshot(run, last)  # before verification, which only reads the page
             if error is None:
                 verifier = await verify_task(task, run.answer, run.last_good_code, sandbox, sandbox_limits, session)
                 if verifier is not None:  # details are for people: a page URL's token is not shown
@@ -319,7 +320,7 @@ async def _execute(run: _Run, name: str, raw_arguments: str, sandbox: Sandbox, l
     if isinstance(parsed, BrowserArgs):
         # Taken once the step is recorded: a timeout during the capture leaves the step as it was.
         if run.browser is not None and run.browser.screenshots == "every":
-            await _screenshot(run, last=False)
+            await _screenshot(run, run.steps[-1])
         return observation
     if result.ok:
         run.last_good_code = parsed.code
@@ -328,15 +329,14 @@ async def _execute(run: _Run, name: str, raw_arguments: str, sandbox: Sandbox, l
     return record(_observation(result), result.ok, result.status.error_type, error_message)
 
 
-async def _screenshot(run: _Run, *, last: bool) -> None:
-    """Attach a JPEG of the page to the last step (``last``: to the last browser step, if any).
+async def _screenshot(run: _Run, step: Step | None) -> None:
+    """Attach a JPEG of the page as it is now to ``step``, a browser step (None: no step has one).
 
-    Only a browser step ever has one; what the capture cannot give (a page that will not
-    render, a size over the cap) leaves the step without, and never fails the task.
+    What the capture cannot give (a page that will not render, a size over the cap) leaves the
+    step without, and never fails the task.
     """
     browser, session = run.browser, run.session
-    step = next((step for step in reversed(run.steps) if step.action_type is ActionType.BROWSER_ACTION), None)
-    if browser is None or session is None or step is None or (not last and step is not run.steps[-1]):
+    if browser is None or session is None or step is None:
         return
     # At most half the time the task has left: a slow capture must not be what times it out.
     left = math.inf if run.deadline is None else run.deadline - asyncio.get_running_loop().time()
